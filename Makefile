@@ -1,0 +1,46 @@
+# Everything a fresh clone needs: `make demo` (the main job) and `make test`.
+# Both create .venv and install the project; every pip call is constrained by
+# constraints-cpu.txt so that PyTorch stays the CPU build.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip --disable-pip-version-check
+CONSTRAINTS := constraints-cpu.txt
+EXTRAS ?= cpu,dev
+INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+comma := ,
+DEMO_DIR ?= data/demo
+
+.PHONY: install demo test test-fast lint bench clean
+
+$(INSTALLED): pyproject.toml $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c $(CONSTRAINTS) --upgrade pip setuptools wheel
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
+	touch $@
+
+install: $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(BIN)/dxv synth --kind periapical --n 8 --seed 1 --out $(DEMO_DIR)/periapical --preview
+	$(BIN)/dxv synth --kind bitewing --n 8 --seed 1 --out $(DEMO_DIR)/bitewing --preview
+	$(BIN)/dxv synth --kind panoramic --n 4 --seed 1 --out $(DEMO_DIR)/panoramic --preview
+	$(BIN)/dxv inspect $(DEMO_DIR)/panoramic/images/px-s1-00000.dcm
+	$(BIN)/dxv data stats $(DEMO_DIR)/panoramic/annotations.json
+	@echo "Previews: $(DEMO_DIR)/{periapical,bitewing,panoramic}/preview.png"
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest
+
+test-fast: $(INSTALLED)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/mypy models datasets serving
+
+bench: $(INSTALLED)
+	$(BIN)/python -m evaluation.bench_synth
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Procedural synthetic dental radiographs with exact annotations (see generator.py)."""

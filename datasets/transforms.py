@@ -1,0 +1,173 @@
+"""MONAI dataset items and box-aware transforms for detection training.
+
+An item is a dict:
+- ``image``: float32 tensor (1, H, W), 1 = radiopaque;
+- ``boxes``: float32 (N, 4) in MONAI's order for a (C, H, W) array, i.e. (y0, x0, y1, x1)
+  (``to_monai_boxes`` / ``from_monai_boxes`` convert from and to our xyxy);
+- ``fdi``: int64 (N,), the tooth number of each box (0 when a finding has none);
+- ``labels``: int64 (N,), the class index of the detector's target (tooth or finding);
+- ``caries_depth``: int64 (N,), 0 none, 1 enamel, 2 dentin, 3 near pulp;
+- ``root_count``: int64 (N,), 0 unknown, else 1, 2 or 3 (3+).
+
+A horizontal flip mirrors the patient's sides, so ``RandFlipFdid`` remaps every FDI
+number (quadrants 1<->2, 3<->4) and the tooth labels are derived from the numbers after
+augmentation (``FdiToLabeld``), never before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.apps.detection.transforms.box_ops import flip_boxes
+from monai.apps.detection.transforms.dictionary import ClipBoxToImaged, RandZoomBoxd
+from monai.data import Dataset
+from monai.transforms import (
+    Compose,
+    MapTransform,
+    RandAdjustContrastd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandomizableTransform,
+    RandScaleIntensityd,
+)
+
+from datasets.annotations import AnnotatedDataset
+from datasets.readers import read_radiograph
+from models.findings import CariesDepth, FindingClass
+from models.teeth import ALL_FDI, flip_fdi_horizontal
+
+FINDING_CLASSES: tuple[FindingClass, ...] = tuple(FindingClass)
+TOOTH_LABELS: tuple[int, ...] = ALL_FDI  # label index -> FDI number
+_DEPTH_INDEX = {None: 0, CariesDepth.ENAMEL: 1, CariesDepth.DENTIN: 2, CariesDepth.NEAR_PULP: 3}
+
+
+class Target(StrEnum):
+    TEETH = "teeth"
+    FINDINGS = "findings"
+
+
+def to_monai_boxes(boxes_xyxy: np.ndarray) -> np.ndarray:
+    return np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)[:, [1, 0, 3, 2]]
+
+
+def from_monai_boxes(boxes: np.ndarray | torch.Tensor) -> np.ndarray:
+    return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)[:, [1, 0, 3, 2]]
+
+
+def detection_items(dataset: AnnotatedDataset, root: str | Path, target: Target) -> list[dict[str, Any]]:
+    """One item per image, with the boxes of the chosen target; the image is loaded later."""
+    base = Path(root)
+    items = []
+    for image in dataset.images:
+        if target is Target.TEETH:
+            boxes = [t.box_xyxy_px for t in image.teeth]
+            fdi = [t.fdi for t in image.teeth]
+            labels = [TOOTH_LABELS.index(t.fdi) for t in image.teeth]
+            depth = [0] * len(boxes)
+            roots = [t.root_count or 0 for t in image.teeth]
+        else:
+            boxes = [f.box_xyxy_px for f in image.findings]
+            fdi = [f.fdi or 0 for f in image.findings]
+            labels = [FINDING_CLASSES.index(f.finding_class) for f in image.findings]
+            depth = [_DEPTH_INDEX[f.caries_depth] for f in image.findings]
+            roots = [0] * len(boxes)
+        items.append({
+            "image_path": str(base / image.file_name),
+            "image_id": image.image_id,
+            "boxes": to_monai_boxes(np.asarray(boxes, np.float32).reshape(-1, 4)),
+            "fdi": np.asarray(fdi, np.int64),
+            "labels": np.asarray(labels, np.int64),
+            "caries_depth": np.asarray(depth, np.int64),
+            "root_count": np.asarray(roots, np.int64),
+        })
+    return items
+
+
+class LoadRadiographd(MapTransform):
+    """Read ``image_path`` with the project's reader (DICOM, PNG, JPEG, TIFF)."""
+
+    def __init__(self, path_key: str = "image_path", image_key: str = "image") -> None:
+        super().__init__(keys=[path_key])
+        self.path_key, self.image_key = path_key, image_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        radiograph = read_radiograph(d[self.path_key])
+        d[self.image_key] = torch.from_numpy(radiograph.pixels_unit[None].copy())
+        return d
+
+
+class RandFlipFdid(RandomizableTransform, MapTransform):
+    """Left-right flip of image and boxes that also moves every FDI number to the
+    patient's other side."""
+
+    def __init__(self, prob: float = 0.5, image_key: str = "image", box_key: str = "boxes",
+                 fdi_keys: Sequence[str] = ("fdi",)) -> None:
+        RandomizableTransform.__init__(self, prob)
+        MapTransform.__init__(self, keys=[image_key])
+        self.image_key, self.box_key, self.fdi_keys = image_key, box_key, tuple(fdi_keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        image = d[self.image_key]
+        spatial = tuple(int(s) for s in image.shape[1:])
+        d[self.image_key] = torch.flip(torch.as_tensor(image), dims=[-1])
+        boxes = torch.as_tensor(np.asarray(d[self.box_key], np.float32)).reshape(-1, 4)
+        d[self.box_key] = flip_boxes(boxes, spatial_size=spatial, flip_axes=1).numpy()
+        for key in self.fdi_keys:
+            d[key] = np.asarray([flip_fdi_horizontal(int(f)) if f else 0 for f in np.asarray(d[key])], np.int64)
+        return d
+
+
+class FdiToLabeld(MapTransform):
+    """Tooth-detector labels from the (possibly remapped) FDI numbers."""
+
+    def __init__(self, fdi_key: str = "fdi", label_key: str = "labels") -> None:
+        super().__init__(keys=[fdi_key])
+        self.fdi_key, self.label_key = fdi_key, label_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        d[self.label_key] = np.asarray([TOOTH_LABELS.index(int(f)) for f in np.asarray(d[self.fdi_key])], np.int64)
+        return d
+
+
+_BOX_ALIGNED = ["labels", "fdi", "caries_depth", "root_count"]
+
+
+def detection_transforms(target: Target, train: bool, *, flip_prob: float = 0.5, zoom: tuple[float, float] = (0.85, 1.15),
+                         intensity: bool = True) -> Compose:
+    """Load, then (when training) flip with FDI remapping, zoom, clip boxes to the image
+    and vary intensity like exposure, contrast, blur and noise vary between sensors."""
+    steps: list[Any] = [LoadRadiographd()]
+    if train:
+        steps.append(RandFlipFdid(prob=flip_prob))
+        steps.append(RandZoomBoxd(image_keys="image", box_keys="boxes", box_ref_image_keys="image", prob=0.5,
+                                  min_zoom=zoom[0], max_zoom=zoom[1], keep_size=True, padding_mode="constant"))
+        steps.append(ClipBoxToImaged(box_keys="boxes", label_keys=_BOX_ALIGNED, box_ref_image_keys="image",
+                                     remove_empty=True))
+        if intensity:
+            steps += [
+                RandScaleIntensityd(keys="image", factors=0.15, prob=0.5),
+                RandAdjustContrastd(keys="image", gamma=(0.8, 1.25), prob=0.5),
+                RandGaussianSmoothd(keys="image", sigma_x=(0.3, 1.0), sigma_y=(0.3, 1.0), prob=0.3),
+                RandGaussianNoised(keys="image", std=0.01, prob=0.3),
+            ]
+    if target is Target.TEETH:
+        steps.append(FdiToLabeld())
+    return Compose(steps)
+
+
+def detection_dataset(dataset: AnnotatedDataset, root: str | Path, target: Target, train: bool,
+                      seed: int = 0) -> Dataset:
+    transform = detection_transforms(target, train)
+    transform.set_random_state(seed=seed)
+    return Dataset(detection_items(dataset, root, target), transform=transform)

@@ -1,0 +1,41 @@
+"""``dxv``: the project's one command. Each package registers its own subcommands; the
+heavy imports happen inside the handlers so that ``dxv --help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+
+from models.errors import DxvError
+
+_err = Console(stderr=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from datasets import cli as datasets_cli
+
+    parser = argparse.ArgumentParser(
+        prog="dxv", description="Dental radiograph validation for claims adjudication.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    datasets_cli.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except DxvError as exc:
+        _err.print(f"[bold red]error[/] ({exc.code}): {exc.message}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        _err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

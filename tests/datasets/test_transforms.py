@@ -1,0 +1,55 @@
+import numpy as np
+import torch
+
+from datasets.coco import read_coco
+from datasets.synth.generator import write_dataset
+from datasets.transforms import (
+    TOOTH_LABELS,
+    RandFlipFdid,
+    Target,
+    detection_dataset,
+    detection_items,
+    from_monai_boxes,
+    to_monai_boxes,
+)
+from models.radiographs import RadiographKind
+
+
+def test_box_order_round_trip():
+    boxes = np.array([[1, 2, 3, 4]], np.float32)
+    assert to_monai_boxes(boxes).tolist() == [[2, 1, 4, 3]]
+    np.testing.assert_array_equal(from_monai_boxes(to_monai_boxes(boxes)), boxes)
+
+
+def test_flip_moves_pixels_boxes_and_tooth_numbers():
+    image = torch.zeros((1, 10, 20))
+    image[0, 2:5, 1:4] = 1.0  # a bright block at x 1..4, y 2..5
+    data = {"image": image, "boxes": to_monai_boxes(np.array([[1, 2, 4, 5]], np.float32)),
+            "fdi": np.array([16]), "labels": np.array([0])}
+    flip = RandFlipFdid(prob=1.0)
+    out = flip(data)
+    (x0, y0, x1, y1), = from_monai_boxes(out["boxes"])
+    assert (x0, y0, x1, y1) == (16, 2, 19, 5)
+    assert out["fdi"].tolist() == [26]
+    assert float(out["image"][0, 2:5, 16:19].mean()) == 1.0 and float(out["image"].sum()) == 9.0
+
+
+def test_training_pipeline_keeps_boxes_aligned(tmp_path):
+    write_dataset(tmp_path, RadiographKind.BITEWING, 2, 3)
+    annotations = read_coco(tmp_path / "annotations.json")
+    items = detection_items(annotations, tmp_path, Target.TEETH)
+    flipped_seen = False
+    for seed in range(6):
+        dataset = detection_dataset(annotations, tmp_path, Target.TEETH, train=True, seed=seed)
+        sample = dataset[0]
+        assert sample["image"].shape[0] == 1
+        n = len(sample["boxes"])
+        assert n == len(sample["labels"]) == len(sample["fdi"]) == len(sample["root_count"])
+        assert [TOOTH_LABELS[i] for i in sample["labels"]] == sample["fdi"].tolist()
+        quadrants = {int(f) // 10 for f in sample["fdi"]}
+        original = {int(f) // 10 for f in items[0]["fdi"]}
+        flipped_seen |= quadrants != original and quadrants == {({1: 2, 2: 1, 3: 4, 4: 3}[q]) for q in original}
+        h, w = sample["image"].shape[1:]
+        boxes = from_monai_boxes(sample["boxes"])
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+    assert flipped_seen
