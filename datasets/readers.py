@@ -29,7 +29,7 @@ from datasets.errors import (
     UnsupportedPhotometricError,
     UnsupportedTransferSyntaxError,
 )
-from datasets.radiograph import Radiograph, ReaderLimits, RadiographMetadata
+from datasets.radiograph import Radiograph, RadiographMetadata, ReaderLimits
 from models.radiographs import RadiographKind
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

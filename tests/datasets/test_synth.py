@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
+from datasets.annotations import check_box
 from datasets.readers import read_radiograph
 from datasets.synth.config import SynthConfig
 from datasets.synth.generator import case_dicom_bytes, generate_case, png_bytes, write_dataset
-from datasets.annotations import check_box
 from models.findings import FindingClass
 from models.radiographs import RadiographKind
 from models.teeth import Tooth
@@ -87,8 +87,9 @@ def test_lesions_are_darker_than_their_surroundings():
 
 def test_dicom_attributes_and_png_agree():
     case = generate_case(RadiographKind.PANORAMIC, 2, 0)
-    import pydicom
     from io import BytesIO
+
+    import pydicom
 
     ds = pydicom.dcmread(BytesIO(case_dicom_bytes(case)))
     assert ds.Modality == "PX" and ds.PhotometricInterpretation == "MONOCHROME2"

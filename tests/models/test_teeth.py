@@ -12,9 +12,9 @@ from models.teeth import (
     Surface,
     Tooth,
     ToothType,
+    fdi_to_universal,
     flip_fdi_horizontal,
     format_surfaces,
-    fdi_to_universal,
     parse_surfaces,
     universal_to_fdi,
 )
