@@ -242,7 +242,6 @@ class _ToothGeometry:
         v_min = -hc - 2.0
         table_v = np.arange(v_min, length * 1.3 + 4.0, self._TABLE_STEP, dtype=np.float32)
         index = np.clip(((v - v_min) / self._TABLE_STEP).astype(np.int32), 0, table_v.size - 1)
-        self._index = index
 
         def gather(table: np.ndarray) -> np.ndarray:
             return table[index]
@@ -254,9 +253,9 @@ class _ToothGeometry:
         tip = np.float32(-hc)
         if plan.tooth.is_posterior:  # cusps and fissures on the occlusal outline
             cusps = 2 if plan.tooth.tooth_type.value == "premolar" else 3
-            u_row = u  # cusp height depends on u only; evaluated on the frame directly
+            # cusp height depends on u only; evaluated on the frame directly
             tip = tip + np.float32(0.09 * hc) * (0.5 - 0.5 * np.cos(
-                np.float32(2 * np.pi * (cusps - 1)) * (u_row / np.float32(w) + np.float32(0.5 + plan.cusp_phase / cusps))))
+                np.float32(2 * np.pi * (cusps - 1)) * (u / np.float32(w) + np.float32(0.5 + plan.cusp_phase / cusps))))
         self.tip = tip
         abs_u = np.abs(u)
         self.crown = (v >= tip) & (v <= 0.5) & (abs_u <= self.crown_half)
