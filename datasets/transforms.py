@@ -36,14 +36,24 @@ from monai.transforms import (
     RandScaleIntensityd,
 )
 
-from datasets.annotations import AnnotatedDataset
+from datasets.annotations import AnnotatedDataset, ImageAnnotations
 from datasets.readers import read_radiograph
-from models.findings import CariesDepth, FindingClass
+from models.findings import CariesDepth, FindingClass, Label
+from models.tasks import FINDING_CLASSES
 from models.teeth import ALL_FDI, flip_fdi_horizontal
 
-FINDING_CLASSES: tuple[FindingClass, ...] = tuple(FindingClass)
 TOOTH_LABELS: tuple[int, ...] = ALL_FDI  # label index -> FDI number
 _DEPTH_INDEX = {None: 0, CariesDepth.ENAMEL: 1, CariesDepth.DENTIN: 2, CariesDepth.NEAR_PULP: 3}
+
+
+def finding_label_index(finding_class: FindingClass, depth: CariesDepth | None,
+                        caries_without_depth: CariesDepth = CariesDepth.DENTIN) -> int:
+    """Index in the finding detector's classes; caries annotated without a depth (common in
+    public datasets) is trained as ``caries_without_depth``, a choice the training config
+    states and the run logs."""
+    if finding_class is FindingClass.CARIES:
+        return FINDING_CLASSES.index(Label(finding=finding_class, caries_depth=depth or caries_without_depth))
+    return FINDING_CLASSES.index(Label(finding=finding_class))
 
 
 class Target(StrEnum):
@@ -59,32 +69,40 @@ def from_monai_boxes(boxes: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)[:, [1, 0, 3, 2]]
 
 
-def detection_items(dataset: AnnotatedDataset, root: str | Path, target: Target) -> list[dict[str, Any]]:
+def target_arrays(image: ImageAnnotations, target: Target,
+                  caries_without_depth: CariesDepth = CariesDepth.DENTIN) -> dict[str, np.ndarray]:
+    """The boxes (xyxy, original pixels) of one image for the chosen target, with their
+    box-aligned fields."""
+    if target is Target.TEETH:
+        boxes = [t.box_xyxy_px for t in image.teeth]
+        fdi = [t.fdi for t in image.teeth]
+        labels = [TOOTH_LABELS.index(t.fdi) for t in image.teeth]
+        depth = [0] * len(boxes)
+        roots = [t.root_count or 0 for t in image.teeth]
+    else:
+        boxes = [f.box_xyxy_px for f in image.findings]
+        fdi = [f.fdi or 0 for f in image.findings]
+        labels = [finding_label_index(f.finding_class, f.caries_depth, caries_without_depth) for f in image.findings]
+        depth = [_DEPTH_INDEX[f.caries_depth] for f in image.findings]
+        roots = [0] * len(boxes)
+    return {
+        "boxes_xyxy": np.asarray(boxes, np.float32).reshape(-1, 4),
+        "fdi": np.asarray(fdi, np.int64),
+        "labels": np.asarray(labels, np.int64),
+        "caries_depth": np.asarray(depth, np.int64),
+        "root_count": np.asarray(roots, np.int64),
+    }
+
+
+def detection_items(dataset: AnnotatedDataset, root: str | Path, target: Target,
+                    caries_without_depth: CariesDepth = CariesDepth.DENTIN) -> list[dict[str, Any]]:
     """One item per image, with the boxes of the chosen target; the image is loaded later."""
     base = Path(root)
     items = []
     for image in dataset.images:
-        if target is Target.TEETH:
-            boxes = [t.box_xyxy_px for t in image.teeth]
-            fdi = [t.fdi for t in image.teeth]
-            labels = [TOOTH_LABELS.index(t.fdi) for t in image.teeth]
-            depth = [0] * len(boxes)
-            roots = [t.root_count or 0 for t in image.teeth]
-        else:
-            boxes = [f.box_xyxy_px for f in image.findings]
-            fdi = [f.fdi or 0 for f in image.findings]
-            labels = [FINDING_CLASSES.index(f.finding_class) for f in image.findings]
-            depth = [_DEPTH_INDEX[f.caries_depth] for f in image.findings]
-            roots = [0] * len(boxes)
-        items.append({
-            "image_path": str(base / image.file_name),
-            "image_id": image.image_id,
-            "boxes": to_monai_boxes(np.asarray(boxes, np.float32).reshape(-1, 4)),
-            "fdi": np.asarray(fdi, np.int64),
-            "labels": np.asarray(labels, np.int64),
-            "caries_depth": np.asarray(depth, np.int64),
-            "root_count": np.asarray(roots, np.int64),
-        })
+        arrays = target_arrays(image, target, caries_without_depth)
+        boxes = to_monai_boxes(arrays.pop("boxes_xyxy"))
+        items.append({"image_path": str(base / image.file_name), "image_id": image.image_id, "boxes": boxes, **arrays})
     return items
 
 
@@ -143,25 +161,35 @@ class FdiToLabeld(MapTransform):
 _BOX_ALIGNED = ["labels", "fdi", "caries_depth", "root_count"]
 
 
+def augmentation_steps(target: Target, *, flip_prob: float = 0.5, zoom: tuple[float, float] = (0.85, 1.15),
+                       intensity: bool = True) -> list[Any]:
+    """Flip with FDI remapping, zoom, clip boxes to the image and vary intensity like
+    exposure, contrast, blur and noise vary between sensors; tooth labels last."""
+    steps: list[Any] = []
+    steps.append(RandFlipFdid(prob=flip_prob))
+    steps.append(RandZoomBoxd(image_keys="image", box_keys="boxes", box_ref_image_keys="image", prob=0.5,
+                              min_zoom=zoom[0], max_zoom=zoom[1], keep_size=True, padding_mode="constant"))
+    steps.append(ClipBoxToImaged(box_keys="boxes", label_keys=_BOX_ALIGNED, box_ref_image_keys="image",
+                                 remove_empty=True))
+    if intensity:
+        steps += [
+            RandScaleIntensityd(keys="image", factors=0.15, prob=0.5),
+            RandAdjustContrastd(keys="image", gamma=(0.8, 1.25), prob=0.5),
+            RandGaussianSmoothd(keys="image", sigma_x=(0.3, 1.0), sigma_y=(0.3, 1.0), prob=0.3),
+            RandGaussianNoised(keys="image", std=0.01, prob=0.3),
+        ]
+    if target is Target.TEETH:
+        steps.append(FdiToLabeld())
+    return steps
+
+
 def detection_transforms(target: Target, train: bool, *, flip_prob: float = 0.5, zoom: tuple[float, float] = (0.85, 1.15),
                          intensity: bool = True) -> Compose:
-    """Load, then (when training) flip with FDI remapping, zoom, clip boxes to the image
-    and vary intensity like exposure, contrast, blur and noise vary between sensors."""
+    """Load, then (when training) augment."""
     steps: list[Any] = [LoadRadiographd()]
     if train:
-        steps.append(RandFlipFdid(prob=flip_prob))
-        steps.append(RandZoomBoxd(image_keys="image", box_keys="boxes", box_ref_image_keys="image", prob=0.5,
-                                  min_zoom=zoom[0], max_zoom=zoom[1], keep_size=True, padding_mode="constant"))
-        steps.append(ClipBoxToImaged(box_keys="boxes", label_keys=_BOX_ALIGNED, box_ref_image_keys="image",
-                                     remove_empty=True))
-        if intensity:
-            steps += [
-                RandScaleIntensityd(keys="image", factors=0.15, prob=0.5),
-                RandAdjustContrastd(keys="image", gamma=(0.8, 1.25), prob=0.5),
-                RandGaussianSmoothd(keys="image", sigma_x=(0.3, 1.0), sigma_y=(0.3, 1.0), prob=0.3),
-                RandGaussianNoised(keys="image", std=0.01, prob=0.3),
-            ]
-    if target is Target.TEETH:
+        steps += augmentation_steps(target, flip_prob=flip_prob, zoom=zoom, intensity=intensity)
+    elif target is Target.TEETH:
         steps.append(FdiToLabeld())
     return Compose(steps)
 

@@ -16,11 +16,15 @@ _err = Console(stderr=True)
 
 def build_parser() -> argparse.ArgumentParser:
     from datasets import cli as datasets_cli
+    from evaluation import cli as evaluation_cli
+    from training import cli as training_cli
 
     parser = argparse.ArgumentParser(
         prog="dxv", description="Dental radiograph validation for claims adjudication.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     datasets_cli.register(commands)
+    training_cli.register(commands)
+    evaluation_cli.register(commands)
     return parser
 
 

@@ -51,7 +51,7 @@ def trabecular_texture(shape: tuple[int, int], px_per_mm: float, rng: np.random.
 def _make_texture(shape: tuple[int, int], px_per_mm: float, rng: np.random.Generator) -> np.ndarray:
     """Drawn at reduced resolution and enlarged, which is both faster and what the blur of a
     real sensor would leave of finer structure."""
-    factor = max(1, int(round(px_per_mm * 0.25)))  # low-res pixels of ~0.25 mm
+    factor = max(1, round(px_per_mm * 0.25))  # low-res pixels of ~0.25 mm
     small = (shape[0] // factor + 2, shape[1] // factor + 2)
     noise = rng.standard_normal(small).astype(np.float32)
     fine = ndimage.gaussian_filter(noise, 1.2)

@@ -446,7 +446,7 @@ def render_tooth(canvas: Canvas, plan: ToothPlan, rng: np.random.Generator,
     # Bone around the roots: dark ligament space, bright lamina dura; a follicle around
     # an impacted crown; a radiolucency at the apex of an infected root.
     factor = np.ones(geo.u.shape, np.float32)
-    for centre, halfwidth, mask, _ in geo.roots:
+    for centre, halfwidth, _mask, _ in geo.roots:
         edge = np.abs(geo.u - centre) - halfwidth
         along = (geo.v > 0.15 * plan.crown_height_px) & ~geo.dentin
         ligament = max(0.2 * plan.px_per_mm, 1.0)
@@ -454,7 +454,8 @@ def render_tooth(canvas: Canvas, plan: ToothPlan, rng: np.random.Generator,
         factor = np.where(along & (edge > ligament) & (edge <= 2.5 * ligament) & (halfwidth > 0), 1.3, factor)
     if plan.impacted:
         crown_edge = np.abs(geo.u) - geo.crown_half
-        follicle = (geo.v < 0.2 * plan.crown_height_px) & (geo.v > geo.tip - 0.1 * plan.crown_height_px - 4) & (crown_edge < 0.06 * plan.width_px + 3) & ~geo.crown
+        follicle = ((geo.v < 0.2 * plan.crown_height_px) & (geo.v > geo.tip - 0.1 * plan.crown_height_px - 4)
+                    & (crown_edge < 0.06 * plan.width_px + 3) & ~geo.crown)
         factor = np.where(follicle, 0.45, factor)
         add_finding("impacted_tooth", geo.dentin)
     if plan.periapical is not None:

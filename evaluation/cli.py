@@ -1,0 +1,213 @@
+"""``dxv eval MODEL DATASET``: evaluate exported models end to end (ONNX Runtime, the
+serving code path) and write report.json, summary.md and plots; ``--log`` records the
+evaluation in MLflow, ``--write-card-metrics`` stores the figures in the model cards."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from models.errors import DxvError
+from models.radiographs import RadiographKind
+
+_out = Console()
+
+
+class DatasetSpecError(DxvError):
+    code = "eval.dataset"
+
+
+def register(commands: Any) -> None:
+    ev = commands.add_parser("eval", help="evaluate exported models on an annotated dataset")
+    ev.add_argument("model", type=Path, help="a folder of <model>.onnx + <model>.card.json (e.g. models/shipped)")
+    ev.add_argument("dataset", help="COCO/DENTEX JSON, YOLO folder, or synthetic:seed=99,periapical=150,bitewing=100,"
+                    "panoramic=50")
+    ev.add_argument("--format", dest="source_format", choices=["coco", "yolo"], default=None)
+    ev.add_argument("--map", dest="category_map", type=Path, help="YAML: dataset category name -> ours")
+    ev.add_argument("--kind", choices=[k.value for k in RadiographKind], help="kind of every image when files do not say")
+    ev.add_argument("--out", type=Path, default=Path("data/eval"))
+    ev.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    ev.add_argument("--log", action="store_true", help="log the evaluation to MLflow")
+    ev.add_argument("--write-card-metrics", action="store_true",
+                    help="store the headline figures in the model cards (the ONNX files are unchanged)")
+    ev.set_defaults(handler=_eval)
+
+    read = commands.add_parser("read", help="run the models on one radiograph and print what they found")
+    read.add_argument("file", type=Path, help="DICOM, PNG, JPEG or TIFF")
+    read.add_argument("--kind", choices=[k.value for k in RadiographKind],
+                      help="radiograph kind (default: from the DICOM header, else guessed from the shape)")
+    read.add_argument("--models", type=Path, default=None, help="model folder (default: models/shipped)")
+    read.add_argument("--overlay", type=Path, help="write a PNG with the detections drawn")
+    read.add_argument("--json", action="store_true", help="machine-readable output")
+    read.set_defaults(handler=_read)
+
+
+@dataclass(frozen=True, eq=False)
+class _Image:
+    annotations: Any
+    kind: RadiographKind
+    loader: Any
+
+    def load(self) -> np.ndarray:
+        return self.loader()
+
+
+def synthetic_images(spec: str) -> tuple[list[_Image], str]:
+    from datasets.synth.generator import generate_case
+
+    fields: dict[str, int] = {}
+    for part in spec.removeprefix("synthetic:").split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise DatasetSpecError(f"synthetic dataset spec {spec!r}: expected key=number pairs, got {part!r}")
+        fields[key.strip()] = int(value)
+    seed = fields.pop("seed", 99)
+    unknown = set(fields) - {k.value for k in RadiographKind}
+    if unknown or not fields:
+        raise DatasetSpecError(f"synthetic dataset spec {spec!r}: give counts for periapical, bitewing, panoramic")
+    images = []
+    for kind_name, count in fields.items():
+        kind = RadiographKind(kind_name)
+        for index in range(count):
+            case = generate_case(kind, seed, index)
+            images.append(_Image(case.annotations, kind, lambda c=case: c.pixels_unit))
+    name = f"synthetic seed {seed} ({', '.join(f'{k} {v}' for k, v in fields.items())})"
+    return images, name
+
+
+def disk_images(path: Path, source_format: str | None, category_map: Path | None, kind: str | None) -> tuple[list[_Image], str]:
+    import yaml
+
+    from datasets.coco import read_coco
+    from datasets.readers import read_radiograph
+    from datasets.yolo import read_yolo
+    from models.preprocess import guess_kind
+
+    mapping = yaml.safe_load(category_map.read_text("utf-8")) if category_map else None
+    fmt = source_format or ("yolo" if path.is_dir() else "coco")
+    dataset = read_yolo(path, category_map=mapping) if fmt == "yolo" else read_coco(path, category_map=mapping)
+    root = path if fmt == "yolo" else path.parent
+    if dataset.unmapped:
+        _out.print(f"[yellow]categories that map to nothing (not evaluated): {dict(dataset.unmapped)}")
+    images = []
+    for ann in dataset.images:
+        k = RadiographKind(kind) if kind else (ann.kind or guess_kind(ann.height_px, ann.width_px))
+        images.append(_Image(ann, k, lambda p=root / ann.file_name, k=k: read_radiograph(p, kind_hint=k).pixels_unit))
+    return images, str(path)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from evaluation.evaluate import evaluate, headline_metrics, write_report
+    from models.inference import DentalReader
+
+    if args.dataset.startswith("synthetic:"):
+        images, name = synthetic_images(args.dataset)
+    else:
+        images, name = disk_images(Path(args.dataset), args.source_format, args.category_map, args.kind)
+    reader = DentalReader.from_directory(args.model, threads=args.threads)
+    with Progress(console=_out) as progress:
+        task = progress.add_task("reading images", total=len(images))
+        result = evaluate(reader, images, name, on_progress=lambda n: progress.update(task, completed=n))
+    files = write_report(result, args.out)
+    headline = headline_metrics(result.report)
+    _out.print((args.out / "summary.md").read_text("utf-8"))
+    _out.print(f"wrote {', '.join(str(f) for f in files)}")
+    if args.write_card_metrics:
+        _write_card_metrics(args.model, headline, name)
+    if args.log:
+        _log(args.out, files, headline, name)
+    return 0
+
+
+def _write_card_metrics(model_dir: Path, headline: dict[str, float], dataset_name: str) -> None:
+    from models.model_card import ModelKey, get_model_card, write_card
+
+    keys = {ModelKey.TOOTH_NUMBERING: ("tooth_recall", "numbering_accuracy"),
+            ModelKey.FINDINGS: ("ap", "ap50", "sensitivity", "ppv", "caries_depth"),
+            ModelKey.ROOT_COUNT: ("root_count_accuracy",)}
+    for key, prefixes in keys.items():
+        if not (model_dir / f"{key.value}.card.json").exists():
+            continue
+        card = get_model_card(key, model_dir)
+        metrics = {k: v for k, v in headline.items() if k.startswith(prefixes)}
+        updated = card.model_copy(update={"metrics": metrics, "metrics_dataset": dataset_name})
+        write_card(updated, model_dir / f"{key.value}.card.json")
+        _out.print(f"card {key.value}: {len(metrics)} metrics on {dataset_name}")
+
+
+def _log(out_dir: Path, files: list[Path], headline: dict[str, float], dataset_name: str) -> None:
+    import mlflow
+
+    from training.tracking import configure, ensure_experiment
+
+    configure(None)
+    with mlflow.start_run(experiment_id=ensure_experiment("dxv-evaluations"), run_name=f"eval {dataset_name}"[:200]):
+        mlflow.log_param("dataset", dataset_name[:500])
+        mlflow.log_metrics(headline)
+        for f in files:
+            mlflow.log_artifact(str(f), "evaluation")
+    _out.print("logged to MLflow experiment dxv-evaluations")
+
+
+def reading_as_dict(reading: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    data = asdict(reading)
+    data["kind"] = reading.kind.value
+    data["model_versions"] = dict(reading.model_versions)
+    for f in data["findings"]:
+        f["finding_class"] = str(f["finding_class"])
+        f["caries_depth"] = None if f["caries_depth"] is None else str(f["caries_depth"])
+    return data
+
+
+def _read(args: argparse.Namespace) -> int:
+    import json
+
+    from datasets.readers import read_radiograph
+    from models.inference import DentalReader
+    from models.model_card import SHIPPED_DIR
+    from models.preprocess import guess_kind
+
+    radiograph = read_radiograph(args.file, kind_hint=RadiographKind(args.kind) if args.kind else None)
+    pixels = radiograph.pixels_unit
+    kind = RadiographKind(args.kind) if args.kind else (radiograph.metadata.kind or guess_kind(*pixels.shape))
+    reader = DentalReader.from_directory(args.models or SHIPPED_DIR)
+    reading = reader.read(args.file.stem, pixels, kind)
+    if args.overlay:
+        from datasets.annotations import FindingAnnotation, ImageAnnotations, ToothAnnotation
+        from datasets.preview import draw_overlay
+
+        drawn = ImageAnnotations(
+            reading.image_id, args.file.name, reading.width_px, reading.height_px, kind,
+            teeth=tuple(ToothAnnotation(t.fdi, t.box_xyxy_px, t.root_count) for t in reading.teeth),
+            findings=tuple(FindingAnnotation(f.finding_class, f.box_xyxy_px, f.fdi, f.caries_depth)
+                           for f in reading.findings))
+        draw_overlay(pixels, drawn, max_side=1024).save(args.overlay)
+    if args.json:
+        print(json.dumps(reading_as_dict(reading), indent=2))
+        return 0
+    from rich.table import Table
+
+    _out.print(f"{args.file.name}: {kind.value}, {reading.width_px}x{reading.height_px}, models "
+               + ", ".join(f"{k} {v}" for k, v in reading.model_versions))
+    teeth = Table("tooth (FDI)", "score", "roots", "box (x0, y0, x1, y1)")
+    for t in sorted(reading.teeth, key=lambda t: t.fdi):
+        roots = "-" if t.root_count is None else ("3+" if t.root_count == 3 else str(t.root_count))
+        teeth.add_row(str(t.fdi), f"{t.score:.2f}", roots, ", ".join(f"{c:.0f}" for c in t.box_xyxy_px))
+    _out.print(teeth)
+    findings = Table("finding", "depth", "tooth", "score", "box (x0, y0, x1, y1)")
+    for f in sorted(reading.findings, key=lambda f: (f.fdi or 0, f.finding_class)):
+        findings.add_row(f.finding_class.value, f.caries_depth.value if f.caries_depth else "", str(f.fdi or "-"),
+                         f"{f.score:.2f}", ", ".join(f"{c:.0f}" for c in f.box_xyxy_px))
+    _out.print(findings)
+    if args.overlay:
+        _out.print(f"overlay: {args.overlay}")
+    return 0

@@ -1,0 +1,123 @@
+"""What the networks found on one radiograph, in the dental vocabulary and in original
+image pixels, and the assignment of findings to teeth. Shared by evaluation and serving."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from models.findings import CariesDepth, FindingClass, Label
+from models.postprocess import RawDetections, box_iou
+from models.preprocess import InputGeometry
+from models.radiographs import RadiographKind
+from models.teeth import Tooth
+
+BoxXYXY = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class ToothDetection:
+    fdi: int
+    box_xyxy_px: BoxXYXY
+    score: float
+    fdi_runner_up: int | None = None  # second most likely number, for reviewers
+    root_count: int | None = None  # 1, 2 or 3 (3+); None when not classified
+    root_count_score: float | None = None
+
+
+@dataclass(frozen=True)
+class FindingDetection:
+    finding_class: FindingClass
+    box_xyxy_px: BoxXYXY
+    score: float
+    caries_depth: CariesDepth | None = None
+    fdi: int | None = None  # the tooth it was assigned to, None when no tooth fits
+
+
+@dataclass(frozen=True)
+class ImageReading:
+    """Everything read from one image; ``model_versions`` maps model key -> version."""
+
+    image_id: str
+    kind: RadiographKind
+    width_px: int
+    height_px: int
+    teeth: tuple[ToothDetection, ...] = ()
+    findings: tuple[FindingDetection, ...] = ()
+    model_versions: tuple[tuple[str, str], ...] = ()
+
+    def tooth(self, fdi: int) -> ToothDetection | None:
+        matches = [t for t in self.teeth if t.fdi == fdi]
+        return max(matches, key=lambda t: t.score) if matches else None
+
+    def findings_on(self, fdi: int) -> tuple[FindingDetection, ...]:
+        return tuple(f for f in self.findings if f.fdi == fdi)
+
+
+def _box(row: np.ndarray) -> BoxXYXY:
+    return (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
+
+
+def teeth_from_raw(raw: RawDetections, geometry: InputGeometry, classes: tuple[Label, ...]) -> list[ToothDetection]:
+    boxes = geometry.to_original(raw.boxes_xyxy)
+    teeth = []
+    for box, score, label, probs in zip(boxes, raw.scores, raw.labels, raw.probs, strict=True):
+        tooth = classes[int(label)].tooth
+        assert tooth is not None, "tooth detector class without a tooth"
+        order = np.argsort(-probs)
+        runner = classes[int(order[1])].tooth if len(order) > 1 else None
+        teeth.append(ToothDetection(fdi=tooth.fdi, box_xyxy_px=_box(box), score=float(score),
+                                    fdi_runner_up=runner.fdi if runner else None))
+    return teeth
+
+
+def findings_from_raw(raw: RawDetections, geometry: InputGeometry, classes: tuple[Label, ...]) -> list[FindingDetection]:
+    boxes = geometry.to_original(raw.boxes_xyxy)
+    found = []
+    for box, score, label in zip(boxes, raw.scores, raw.labels, strict=True):
+        cls = classes[int(label)]
+        assert cls.finding is not None, "finding detector class without a finding"
+        found.append(FindingDetection(finding_class=cls.finding, box_xyxy_px=_box(box), score=float(score),
+                                      caries_depth=cls.caries_depth))
+    return found
+
+
+def apex_region(tooth: ToothDetection, fraction: float = 0.35) -> BoxXYXY:
+    """The root-end part of a tooth box, grown a little: roots point up for maxillary teeth
+    and down for mandibular teeth (radiographs are viewed crowns toward the occlusal plane)."""
+    x0, y0, x1, y1 = tooth.box_xyxy_px
+    h, w = y1 - y0, x1 - x0
+    grow = 0.25 * w
+    if Tooth.fdi_of(tooth.fdi).arch.value == "maxillary":
+        return (x0 - grow, y0 - 0.25 * h, x1 + grow, y0 + fraction * h)
+    return (x0 - grow, y1 - fraction * h, x1 + grow, y1 + 0.25 * h)
+
+
+def _overlap_of_first(a: BoxXYXY, b: BoxXYXY) -> float:
+    """Intersection area over the area of ``a``."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = max((a[2] - a[0]) * (a[3] - a[1]), 1e-9)
+    return ix * iy / area
+
+
+def assign_findings(findings: list[FindingDetection], teeth: list[ToothDetection],
+                    min_overlap: float = 0.25) -> list[FindingDetection]:
+    """Give each finding the tooth it lies on: the largest overlap with a tooth box (with
+    the apex region for periapical lesions). Impactions are teeth themselves, so they take
+    the tooth box they match best. A finding no tooth fits keeps ``fdi=None``."""
+    assigned = []
+    for finding in findings:
+        best, best_overlap = None, min_overlap
+        for tooth in teeth:
+            if finding.finding_class is FindingClass.PERIAPICAL_LESION:
+                overlap = _overlap_of_first(finding.box_xyxy_px, apex_region(tooth))
+            elif finding.finding_class is FindingClass.IMPACTED_TOOTH:
+                overlap = float(box_iou(np.asarray(finding.box_xyxy_px), np.asarray(tooth.box_xyxy_px))[0, 0])
+            else:
+                overlap = _overlap_of_first(finding.box_xyxy_px, tooth.box_xyxy_px)
+            if overlap > best_overlap:
+                best, best_overlap = tooth, overlap
+        assigned.append(replace(finding, fdi=best.fdi if best else None))
+    return assigned

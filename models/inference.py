@@ -1,0 +1,188 @@
+"""Running the exported networks with ONNX Runtime: the same pre- and post-processing for
+evaluation and serving. CUDA is used when onnxruntime-gpu is installed and a GPU is there."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.detections import (
+    FindingDetection,
+    ImageReading,
+    ToothDetection,
+    assign_findings,
+    findings_from_raw,
+    teeth_from_raw,
+)
+from models.model_card import ModelCard, ModelCardError, ModelKey, card_path, read_card, verify_card
+from models.networks import DetectorArchitecture
+from models.postprocess import DecodeSettings, anchors_xyxy, decode_detections
+from models.preprocess import crop_tooth, prepare_image
+from models.radiographs import RadiographKind
+from models.tasks import ROOT_COUNT_CLASSES, labels_from_names, nms_groups
+from models.teeth import Tooth
+
+
+def available_providers(prefer_gpu: bool = True) -> list[str]:
+    import onnxruntime as ort
+
+    have = ort.get_available_providers()
+    if prefer_gpu and "CUDAExecutionProvider" in have:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def make_session(onnx_path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(onnx_path), options, providers=providers or available_providers())
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    card: ModelCard
+    path: Path
+    session: object
+
+    @classmethod
+    def load(cls, onnx_path: str | Path, *, verify: bool = True, threads: int | None = None,
+             providers: list[str] | None = None) -> LoadedModel:
+        path = Path(onnx_path)
+        if not path.exists():
+            raise ModelCardError(f"model file not found: {path}")
+        card = read_card(card_path(path))
+        if verify:
+            verify_card(card, path)
+        return cls(card, path, make_session(path, threads, providers))
+
+    @property
+    def version(self) -> str:
+        return self.card.version
+
+
+class Detector:
+    def __init__(self, model: LoadedModel) -> None:
+        card = model.card
+        if card.task != "detection" or card.detector is None or card.decode is None:
+            raise ModelCardError(f"{card.key} is not a detector")
+        self.model = model
+        self.labels = labels_from_names(card.classes)
+        self.groups = nms_groups(self.labels)
+        self.settings = DecodeSettings(score_threshold=card.decode.score_threshold, nms_iou=card.decode.nms_iou,
+                                       candidates=card.decode.candidates, max_detections=card.decode.max_detections)
+
+    def raw(self, image_unit: np.ndarray, kind: RadiographKind):
+        card = self.model.card
+        tensor, geometry = prepare_image(image_unit, card.long_side_for(kind))
+        cls, box = self.model.session.run(None, {card.input.name: tensor})  # type: ignore[attr-defined]
+        assert card.detector is not None
+        raw = decode_detections(cls[0], box[0], _anchors(card.detector, geometry.padded_hw), geometry.padded_hw,
+                                self.settings, self.groups)
+        return raw, geometry
+
+
+@functools.lru_cache(maxsize=64)
+def _anchors(arch: DetectorArchitecture, padded_hw: tuple[int, int]) -> np.ndarray:
+    return anchors_xyxy(arch, padded_hw)  # the same few input shapes recur: compute once
+
+
+class RootCounter:
+    def __init__(self, model: LoadedModel) -> None:
+        if model.card.task != "classification" or model.card.input.crop_hw_px is None:
+            raise ModelCardError(f"{model.card.key} is not the root-count classifier")
+        self.model = model
+        self.crop_hw = tuple(model.card.input.crop_hw_px)
+
+    def classify(self, image_unit: np.ndarray, teeth: list[ToothDetection]) -> list[tuple[int, float]]:
+        if not teeth:
+            return []
+        crops = np.stack([
+            crop_tooth(image_unit, t.box_xyxy_px, Tooth.fdi_of(t.fdi).arch.value == "maxillary", self.crop_hw)  # type: ignore[arg-type]
+            for t in teeth
+        ])[:, None]
+        (logits,) = self.model.session.run(None, {self.model.card.input.name: crops.astype(np.float32)})  # type: ignore[attr-defined]
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = exp / exp.sum(axis=1, keepdims=True)
+        best = probs.argmax(axis=1)
+        return [(ROOT_COUNT_CLASSES[int(b)], float(probs[i, b])) for i, b in enumerate(best)]
+
+
+@dataclass(frozen=True, eq=False)
+class DentalReader:
+    """The detectors and the classifier together; any of them may be absent (then that part
+    of the reading is empty, or, for root counts, taken on the teeth passed in)."""
+
+    teeth: Detector | None = None
+    findings: Detector | None = None
+    roots: RootCounter | None = None
+
+    @classmethod
+    def from_directory(cls, directory: str | Path, *, verify: bool = True, threads: int | None = None,
+                       providers: list[str] | None = None) -> DentalReader:
+        parts: dict[str, object] = {}
+        base = Path(directory)
+        for key, attr in ((ModelKey.TOOTH_NUMBERING, "teeth"), (ModelKey.FINDINGS, "findings"),
+                          (ModelKey.ROOT_COUNT, "roots")):
+            card_file = base / f"{key.value}.card.json"
+            if card_file.exists():
+                model = LoadedModel.load(base / read_card(card_file).onnx_file, verify=verify, threads=threads,
+                                         providers=providers)
+                parts[attr] = RootCounter(model) if key is ModelKey.ROOT_COUNT else Detector(model)
+        if not parts:
+            raise ModelCardError(f"no model cards (*.card.json) in {base}")
+        return cls(**parts)  # type: ignore[arg-type]
+
+    def model_versions(self) -> tuple[tuple[str, str], ...]:
+        out = []
+        for part in (self.teeth, self.findings, self.roots):
+            if part is not None:
+                out.append((part.model.card.key.value, part.model.card.version))
+        return tuple(out)
+
+    def serves(self, kind: RadiographKind) -> bool:
+        return all(kind in p.model.card.kinds_served for p in (self.teeth, self.findings) if p is not None)
+
+    def read(self, image_id: str, image_unit: np.ndarray, kind: RadiographKind, *,
+             operating_point: bool = True, given_teeth: list[ToothDetection] | None = None) -> ImageReading:
+        """Read one image. With ``operating_point`` only detections at or above each model's
+        operating threshold are kept (what the rules see); without, everything above the
+        candidate threshold (what AP and FROC need)."""
+        teeth: list[ToothDetection] = list(given_teeth or [])
+        if self.teeth is not None and given_teeth is None:
+            raw, geometry = self.teeth.raw(image_unit, kind)
+            teeth = teeth_from_raw(raw, geometry, self.teeth.labels)
+            teeth = self._threshold(teeth, self.teeth, operating_point)
+        if self.roots is not None and kind is not RadiographKind.BITEWING:
+            # Bitewings do not show the apices, so no root count is read from them.
+            counts = self.roots.classify(image_unit, teeth)
+            teeth = [ToothDetection(t.fdi, t.box_xyxy_px, t.score, t.fdi_runner_up, n, s)
+                     for t, (n, s) in zip(teeth, counts, strict=True)]
+        findings: list[FindingDetection] = []
+        if self.findings is not None:
+            raw, geometry = self.findings.raw(image_unit, kind)
+            findings = self._threshold(findings_from_raw(raw, geometry, self.findings.labels), self.findings,
+                                       operating_point)
+            tooth_decode = self.teeth.model.card.decode if self.teeth else None
+            tooth_threshold = tooth_decode.operating_threshold if tooth_decode else 0.0
+            findings = assign_findings(findings, [t for t in teeth if t.score >= tooth_threshold])
+        h, w = image_unit.shape
+        return ImageReading(image_id=image_id, kind=kind, width_px=w, height_px=h, teeth=tuple(teeth),
+                            findings=tuple(findings), model_versions=self.model_versions())
+
+    @staticmethod
+    def _threshold(items, detector: Detector, operating_point: bool):
+        decode = detector.model.card.decode
+        if not operating_point or decode is None:
+            return items
+        return [i for i in items if i.score >= decode.operating_threshold]
+
+
+__all__ = ["DentalReader", "Detector", "LoadedModel", "RootCounter", "available_providers", "make_session"]

@@ -1,0 +1,160 @@
+"""Model cards: what a shipped or registered network is, what it expects, how well it did
+and which exact file it is. Looked up by key (``get_model_card(ModelKey.TOOTH_NUMBERING)``),
+and checked against the ONNX file it describes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from models.config_loading import FrozenConfig
+from models.errors import DxvError
+from models.networks import SIZE_DIVISIBLE, ClassifierArchitecture, DetectorArchitecture
+from models.radiographs import RadiographKind
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+NOT_FOR_CLINICAL_USE = "synthetic only — not for clinical use"
+
+
+class ModelKey(StrEnum):
+    TOOTH_NUMBERING = "tooth-numbering"
+    FINDINGS = "findings"
+    ROOT_COUNT = "root-count"
+
+
+class ModelCardError(DxvError):
+    code = "model.card_mismatch"
+
+
+class DecodeConfig(FrozenConfig):
+    score_threshold: float = Field(0.05, ge=0, le=1)  # candidates kept for NMS and for AP
+    operating_threshold: float = Field(0.4, ge=0, le=1)  # detections reported to the rules
+    nms_iou: float = Field(0.5, gt=0, le=1)
+    candidates: int = Field(1000, ge=1)
+    max_detections: int = Field(100, ge=1)
+
+
+class InputContract(FrozenConfig):
+    """The network input: float32 NCHW, one channel, values in [0, 1] with radiopaque
+    bright. Detectors: the image is resized so its long side is ``long_side_px[kind]``
+    (null keeps the original size), then zero-padded at the bottom and right to a multiple
+    of ``size_divisible``. Root-count classifier: tooth crops, crown up, resized to
+    ``crop_hw_px``."""
+
+    name: str = "image"
+    layout: Literal["NCHW"] = "NCHW"
+    channels: int = 1
+    dtype: Literal["float32"] = "float32"
+    value_range: str = "0..1, radiopaque bright"
+    long_side_px: dict[RadiographKind, int | None] = Field(default_factory=dict)
+    size_divisible: int = SIZE_DIVISIBLE
+    crop_hw_px: tuple[int, int] | None = None
+
+
+class ModelCard(FrozenConfig):
+    key: ModelKey
+    registered_name: str
+    version: str
+    task: Literal["detection", "classification"]
+    classes: tuple[str, ...]
+    kinds_served: tuple[RadiographKind, ...]
+    input: InputContract
+    outputs: tuple[str, ...]
+    detector: DetectorArchitecture | None = None
+    classifier: ClassifierArchitecture | None = None
+    decode: DecodeConfig | None = None
+    training_data: str = NOT_FOR_CLINICAL_USE
+    training_run_id: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics_dataset: str | None = None
+    throughput: dict[str, float] = Field(default_factory=dict)
+    onnx_file: str
+    sha256: str
+    size_bytes: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def long_side_for(self, kind: RadiographKind) -> int | None:
+        if kind not in self.kinds_served:
+            raise ModelCardError(f"model {self.key} does not serve {kind.value} radiographs "
+                                 f"(serves {', '.join(k.value for k in self.kinds_served)})")
+        return self.input.long_side_px.get(kind)
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def card_path(onnx_path: str | Path) -> Path:
+    p = Path(onnx_path)
+    return p.with_name(p.name.removesuffix(".onnx") + ".card.json")
+
+
+def write_card(card: ModelCard, path: str | Path) -> Path:
+    Path(path).write_text(json.dumps(card.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n", "utf-8")
+    return Path(path)
+
+
+def read_card(path: str | Path) -> ModelCard:
+    try:
+        data: dict[str, Any] = json.loads(Path(path).read_text("utf-8"))
+        return ModelCard.model_validate(data)
+    except (OSError, ValueError) as exc:
+        raise ModelCardError(f"cannot read model card {path}: {exc}") from exc
+
+
+def get_model_card(key: ModelKey | str, directory: str | Path = SHIPPED_DIR) -> ModelCard:
+    key = ModelKey(key)
+    return read_card(Path(directory) / f"{key.value}.card.json")
+
+
+def shipped_model_path(key: ModelKey | str, directory: str | Path = SHIPPED_DIR) -> Path:
+    card = get_model_card(key, directory)
+    return Path(directory) / card.onnx_file
+
+
+def verify_card(card: ModelCard, onnx_path: str | Path) -> None:
+    """Raise ModelCardError when the card does not describe this ONNX file: hash, input
+    name and rank, output names and the class count of the class output."""
+    import onnx
+
+    path = Path(onnx_path)
+    problems = []
+    if sha256_of(path) != card.sha256:
+        problems.append("sha256 differs")
+    if path.stat().st_size != card.size_bytes:
+        problems.append("size differs")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises its own DecodeError for a damaged file
+        raise ModelCardError(f"card {card.key} does not match {path.name}: " + "; ".join(
+            [*problems, f"not a readable ONNX file ({type(exc).__name__})"])) from exc
+    inputs = [i for i in model.graph.input]
+    if [i.name for i in inputs] != [card.input.name]:
+        problems.append(f"inputs are {[i.name for i in inputs]}, card says {[card.input.name]}")
+    else:
+        dims = inputs[0].type.tensor_type.shape.dim
+        if len(dims) != 4 or dims[1].dim_value != card.input.channels:
+            problems.append("input is not N x channels x H x W")
+        if card.input.crop_hw_px is not None and (dims[2].dim_value, dims[3].dim_value) != tuple(card.input.crop_hw_px):
+            problems.append("crop size differs")
+    outputs = [o.name for o in model.graph.output]
+    if tuple(outputs) != card.outputs:
+        problems.append(f"outputs are {outputs}, card says {list(card.outputs)}")
+    else:
+        last = model.graph.output[0].type.tensor_type.shape.dim[-1].dim_value
+        if last != card.num_classes:
+            problems.append(f"class output has {last} classes, card lists {card.num_classes}")
+    if problems:
+        raise ModelCardError(f"card {card.key} does not match {path.name}: " + "; ".join(problems))

@@ -1,0 +1,135 @@
+"""Numpy post-processing of the detector outputs: anchors, box decoding, NMS.
+
+The anchor layout and the box coding are those of MONAI's ``AnchorGeneratorWithAnchorShape``
+and ``BoxCoder`` (weights 1), checked against them in the tests; boxes here are in our
+``xyxy`` order (x right, y down) while MONAI's 2-D boxes put the image's first axis (y)
+first."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.networks import LEVEL_STRIDES, DetectorArchitecture
+
+_BOX_CLIP = math.log(1000.0 / 16)  # MONAI's and torchvision's clamp on the log size deltas
+
+
+def anchors_xyxy(arch: DetectorArchitecture, padded_hw: tuple[int, int]) -> np.ndarray:
+    """All anchors (N, 4) for an input of ``padded_hw``, in network output order:
+    level, then row, column, then anchor shape."""
+    per_level = []
+    h, w = padded_hw
+    for stride, scale in zip(LEVEL_STRIDES, arch.feature_map_scales, strict=True):
+        shapes = np.asarray(arch.anchor_shapes_px, np.float32) * np.float32(scale)  # (A, 2) as (h, w)
+        half = shapes / 2.0
+        base = np.round(np.concatenate([-half, half], axis=1))  # (A, 4) as (y0, x0, y1, x1)
+        gh, gw = h // stride, w // stride
+        cy = np.arange(gh, dtype=np.int64) * stride + stride // 2
+        cx = np.arange(gw, dtype=np.int64) * stride + stride // 2
+        yy, xx = np.meshgrid(cy, cx, indexing="ij")
+        shifts = np.stack([yy.ravel(), xx.ravel(), yy.ravel(), xx.ravel()], axis=1).astype(np.float32)
+        level = (shifts[:, None, :] + base[None, :, :]).reshape(-1, 4)
+        per_level.append(level[:, [1, 0, 3, 2]])
+    return np.concatenate(per_level, axis=0).astype(np.float32)
+
+
+def decode_boxes(deltas: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """Box deltas (N, 4) in MONAI's order (dy, dx, dh, dw) applied to anchors in xyxy."""
+    deltas = np.asarray(deltas, np.float32)
+    widths = anchors[:, 2] - anchors[:, 0]
+    heights = anchors[:, 3] - anchors[:, 1]
+    cx = anchors[:, 0] + 0.5 * widths
+    cy = anchors[:, 1] + 0.5 * heights
+    dy, dx = deltas[:, 0], deltas[:, 1]
+    dh = np.minimum(deltas[:, 2], _BOX_CLIP)
+    dw = np.minimum(deltas[:, 3], _BOX_CLIP)
+    pcx, pcy = dx * widths + cx, dy * heights + cy
+    pw, ph = np.exp(dw) * widths, np.exp(dh) * heights
+    return np.stack([pcx - 0.5 * pw, pcy - 0.5 * ph, pcx + 0.5 * pw, pcy + 0.5 * ph], axis=1).astype(np.float32)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, np.float32).reshape(-1, 4)
+    b = np.asarray(b, np.float32).reshape(-1, 4)
+    area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)
+    area_b = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clip(0).prod(axis=2)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression; indices kept, best first (ties by index)."""
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size:
+        best = int(order[0])
+        keep.append(best)
+        if order.size == 1:
+            break
+        ious = box_iou(boxes[best], boxes[order[1:]])[0]
+        order = order[1:][ious <= iou_threshold]
+    return np.asarray(keep, np.int64)
+
+
+def batched_nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """NMS within each group independently; indices kept, best first."""
+    keep = [np.flatnonzero(groups == g)[nms(boxes[groups == g], scores[groups == g], iou_threshold)]
+            for g in np.unique(groups)]
+    if not keep:
+        return np.zeros(0, np.int64)
+    merged = np.concatenate(keep)
+    return merged[np.argsort(-scores[merged], kind="stable")]
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    score_threshold: float = 0.05
+    nms_iou: float = 0.5
+    candidates: int = 1000
+    max_detections: int = 100
+    min_size_px: float = 2.0
+
+
+@dataclass(frozen=True)
+class RawDetections:
+    """Detections in network-input pixels; ``probs`` keeps every class probability of the
+    winning anchor so callers can read runner-up classes (e.g. caries depth)."""
+
+    boxes_xyxy: np.ndarray  # (K, 4)
+    scores: np.ndarray  # (K,)
+    labels: np.ndarray  # (K,) class index
+    probs: np.ndarray  # (K, C)
+
+
+def decode_detections(cls_logits: np.ndarray, box_deltas: np.ndarray, anchors: np.ndarray, padded_hw: tuple[int, int],
+                      settings: DecodeSettings, nms_groups: np.ndarray) -> RawDetections:
+    """One image's outputs (N, C) and (N, 4) -> detections. Each anchor proposes its best
+    class; NMS runs within the groups of ``nms_groups`` (class index -> group id), so e.g.
+    all tooth numbers share one group and a tooth gets one box."""
+    probs = sigmoid(np.asarray(cls_logits, np.float32))
+    labels = probs.argmax(axis=1)
+    scores = probs[np.arange(len(labels)), labels]
+    candidates = np.flatnonzero(scores > settings.score_threshold)
+    if candidates.size > settings.candidates:
+        top = np.argpartition(-scores[candidates], settings.candidates - 1)[: settings.candidates]
+        candidates = candidates[top]
+    boxes = decode_boxes(np.asarray(box_deltas, np.float32)[candidates], anchors[candidates])
+    h, w = padded_hw
+    boxes = np.clip(boxes, 0, np.array([w, h, w, h], np.float32))
+    sizes = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    ok = sizes >= settings.min_size_px
+    candidates, boxes = candidates[ok], boxes[ok]
+    keep = batched_nms(boxes, scores[candidates], nms_groups[labels[candidates]], settings.nms_iou)
+    keep = keep[: settings.max_detections]
+    chosen = candidates[keep]
+    return RawDetections(boxes_xyxy=boxes[keep], scores=scores[chosen], labels=labels[chosen], probs=probs[chosen])

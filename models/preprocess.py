@@ -1,0 +1,94 @@
+"""Resize and pad a radiograph for a network, and map boxes between the original image
+and the network input. Shared by training, evaluation and serving, so all three see the
+same pixels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from models.networks import SIZE_DIVISIBLE
+from models.radiographs import RadiographKind
+
+
+@dataclass(frozen=True)
+class InputGeometry:
+    """How an original image became the network input: scaled by ``scale_yx``, then padded
+    at the bottom and right to ``padded_hw``."""
+
+    original_hw: tuple[int, int]
+    resized_hw: tuple[int, int]
+    padded_hw: tuple[int, int]
+
+    @property
+    def scale_yx(self) -> tuple[float, float]:
+        return (self.resized_hw[0] / self.original_hw[0], self.resized_hw[1] / self.original_hw[1])
+
+    def to_input(self, boxes_xyxy_px: np.ndarray) -> np.ndarray:
+        sy, sx = self.scale_yx
+        return np.asarray(boxes_xyxy_px, np.float32).reshape(-1, 4) * np.array([sx, sy, sx, sy], np.float32)
+
+    def to_original(self, boxes_xyxy_input: np.ndarray) -> np.ndarray:
+        sy, sx = self.scale_yx
+        boxes = np.asarray(boxes_xyxy_input, np.float32).reshape(-1, 4) / np.array([sx, sy, sx, sy], np.float32)
+        h, w = self.original_hw
+        return np.clip(boxes, 0, np.array([w, h, w, h], np.float32))
+
+
+def resized_shape(height: int, width: int, long_side_px: int | None) -> tuple[int, int]:
+    if long_side_px is None:
+        return height, width
+    scale = long_side_px / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_unit_image(image: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a float32 [0, 1] image (box filter when shrinking a lot, so thin
+    structures are averaged rather than aliased)."""
+    image = np.asarray(image, np.float32)
+    if tuple(image.shape) == tuple(shape_hw):
+        return image
+    pil = Image.fromarray(image, mode="F")
+    resample = Image.Resampling.BOX if shape_hw[0] < image.shape[0] / 2 else Image.Resampling.BILINEAR
+    return np.asarray(pil.resize((shape_hw[1], shape_hw[0]), resample=resample), np.float32)
+
+
+def pad_to_divisible(image: np.ndarray, divisor: int = SIZE_DIVISIBLE) -> np.ndarray:
+    h, w = image.shape
+    ph, pw = -h % divisor, -w % divisor
+    if ph == 0 and pw == 0:
+        return image
+    return np.pad(image, ((0, ph), (0, pw)), mode="constant")
+
+
+def prepare_image(image_unit: np.ndarray, long_side_px: int | None) -> tuple[np.ndarray, InputGeometry]:
+    """Original (H, W) float image in [0, 1] -> network input (1, 1, H', W') and its geometry."""
+    h, w = image_unit.shape
+    resized = resize_unit_image(image_unit, resized_shape(h, w, long_side_px))
+    padded = pad_to_divisible(resized)
+    geometry = InputGeometry(original_hw=(h, w), resized_hw=resized.shape, padded_hw=padded.shape)  # type: ignore[arg-type]
+    return padded[None, None].astype(np.float32), geometry
+
+
+def guess_kind(height: int, width: int) -> RadiographKind:
+    """For images that arrive without a kind: panoramics are much wider than tall."""
+    return RadiographKind.PANORAMIC if width / max(height, 1) >= 1.6 else RadiographKind.PERIAPICAL
+
+
+def crop_tooth(image_unit: np.ndarray, box_xyxy_px: tuple[float, float, float, float], maxillary: bool,
+               crop_hw: tuple[int, int], margin: float = 0.08) -> np.ndarray:
+    """A tooth crop for the root-count classifier: the box grown by ``margin`` on each side,
+    turned crown up (maxillary teeth have their roots up, so they are flipped), resized."""
+    h, w = image_unit.shape
+    x0, y0, x1, y1 = box_xyxy_px
+    mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    left, top = max(0, int(np.floor(x0 - mx))), max(0, int(np.floor(y0 - my)))
+    right, bottom = min(w, int(np.ceil(x1 + mx))), min(h, int(np.ceil(y1 + my)))
+    if right - left < 2 or bottom - top < 2:
+        return np.zeros(crop_hw, np.float32)
+    crop = np.asarray(image_unit[top:bottom, left:right], np.float32)
+    if maxillary:
+        crop = crop[::-1]
+    return resize_unit_image(np.ascontiguousarray(crop), crop_hw)

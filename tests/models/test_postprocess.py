@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+import torch
+from monai.apps.detection.utils.anchor_utils import AnchorGeneratorWithAnchorShape
+from monai.apps.detection.utils.box_coder import BoxCoder
+
+from models.detections import FindingDetection, ToothDetection, apex_region, assign_findings
+from models.findings import FindingClass
+from models.networks import DetectorArchitecture, build_detector
+from models.postprocess import DecodeSettings, anchors_xyxy, batched_nms, box_iou, decode_boxes, decode_detections, nms
+from models.preprocess import crop_tooth, prepare_image
+
+
+@pytest.mark.parametrize("hw", [(256, 320), (384, 288), (96, 800)])
+def test_anchors_equal_monai_generator(hw):
+    arch = DetectorArchitecture(anchor_shapes_px=((64, 24), (48, 48), (20, 30)))
+    net = build_detector(arch, 3).eval()
+    image = torch.zeros(1, 1, *hw)
+    feats = list(net.feature_extractor(image).values())
+    monai = AnchorGeneratorWithAnchorShape(arch.feature_map_scales, arch.anchor_shapes_px)(image, feats)[0].numpy()
+    ours = anchors_xyxy(arch, hw)
+    np.testing.assert_array_equal(ours, monai[:, [1, 0, 3, 2]])
+
+
+def test_decode_equals_monai_box_coder():
+    rng = np.random.default_rng(0)
+    anchors = np.sort(rng.uniform(0, 200, (50, 2, 2)), axis=1).transpose(0, 2, 1).reshape(50, 4)  # x0,y0,x1,y1
+    anchors[:, 2:] += 1
+    deltas = rng.normal(0, 0.5, (50, 4)).astype(np.float32)
+    deltas[0, 2] = 30.0  # beyond the clamp
+    coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+    monai = coder.decode_single(torch.from_numpy(deltas), torch.from_numpy(anchors[:, [1, 0, 3, 2]].astype(np.float32)))
+    np.testing.assert_allclose(decode_boxes(deltas, anchors.astype(np.float32)), monai.numpy()[:, [1, 0, 3, 2]],
+                               rtol=1e-5, atol=1e-3)
+
+
+def test_nms_keeps_best_of_overlapping_and_separate_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10.5]], np.float32)
+    scores = np.array([0.6, 0.9, 0.5, 0.3], np.float32)
+    assert nms(boxes, scores, 0.5).tolist() == [1, 2]
+    assert nms(boxes, scores, 0.95).tolist() == [1, 0, 2]  # 0 and 3 overlap > .95, 1 and 0 do not
+    # Different groups never suppress each other.
+    assert sorted(batched_nms(boxes, scores, np.array([0, 1, 0, 0]), 0.5).tolist()) == [0, 1, 2]
+
+
+def test_box_iou_hand_computed():
+    iou = box_iou(np.array([0, 0, 10, 10]), np.array([[5, 0, 15, 10], [20, 20, 30, 30]]))
+    assert iou[0, 0] == pytest.approx(50 / 150)
+    assert iou[0, 1] == 0
+
+
+def test_decode_detections_one_box_per_group():
+    arch = DetectorArchitecture(anchor_shapes_px=((32.0, 32.0),))
+    anchors = anchors_xyxy(arch, (64, 64))
+    logits = np.full((len(anchors), 3), -10.0, np.float32)
+    # Two neighbouring anchors both claim the same object as classes 0 and 1 (same group).
+    i, j = 0, 1
+    logits[i, 0], logits[j, 1] = 3.0, 2.0
+    deltas = np.zeros((len(anchors), 4), np.float32)
+    raw = decode_detections(logits, deltas, anchors, (64, 64), DecodeSettings(score_threshold=0.1, nms_iou=0.3),
+                            nms_groups=np.array([0, 0, 1]))
+    assert raw.labels.tolist() == [0]
+    raw = decode_detections(logits, deltas, anchors, (64, 64), DecodeSettings(score_threshold=0.1, nms_iou=0.3),
+                            nms_groups=np.array([0, 1, 2]))
+    assert sorted(raw.labels.tolist()) == [0, 1]
+
+
+def test_prepare_image_geometry_round_trip():
+    image = np.random.default_rng(0).random((650, 500)).astype(np.float32)
+    tensor, geometry = prepare_image(image, 384)
+    assert tensor.shape[2] % 32 == 0 and tensor.shape[3] % 32 == 0
+    assert max(geometry.resized_hw) == 384
+    boxes = np.array([[10, 20, 110, 420]], np.float32)
+    np.testing.assert_allclose(geometry.to_original(geometry.to_input(boxes)), boxes, atol=1e-3)
+
+
+def test_crop_tooth_turns_maxillary_teeth_crown_up():
+    image = np.zeros((100, 60), np.float32)
+    image[:50] = 1.0  # top half bright
+    up = crop_tooth(image, (0, 0, 60, 100), maxillary=False, crop_hw=(64, 32), margin=0)
+    flipped = crop_tooth(image, (0, 0, 60, 100), maxillary=True, crop_hw=(64, 32), margin=0)
+    assert up[:10].mean() > 0.9 and flipped[:10].mean() < 0.1
+
+
+def test_findings_are_assigned_to_their_tooth_and_lesions_by_apex():
+    lower = ToothDetection(36, (100, 200, 160, 400), 0.9)
+    upper = ToothDetection(26, (100, 0, 160, 190), 0.9)
+    caries = FindingDetection(FindingClass.CARIES, (110, 210, 130, 230), 0.8)
+    lesion = FindingDetection(FindingClass.PERIAPICAL_LESION, (110, 385, 150, 420), 0.8)
+    stray = FindingDetection(FindingClass.CARIES, (400, 400, 420, 420), 0.8)
+    out = assign_findings([caries, lesion, stray], [lower, upper])
+    assert [f.fdi for f in out] == [36, 36, None]
+    # The apex of a maxillary tooth is at the top of its box.
+    assert apex_region(upper)[1] < upper.box_xyxy_px[1] + 1

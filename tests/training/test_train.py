@@ -1,0 +1,158 @@
+"""Short real training runs: MLflow logging and registration, checkpoints and resume,
+reproducibility, the stop on a non-finite loss, and external COCO data with a category map."""
+
+import json
+
+import mlflow.onnx
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from datasets.annotations import FindingAnnotation, ImageAnnotations, ToothAnnotation
+from datasets.coco import to_coco
+from models.config_loading import ConfigError, load_config
+from models.findings import FindingClass
+from models.model_card import card_path, read_card, verify_card
+from training.config import TrainConfig
+from training.data import DataReport, load_samples
+from training.engine import NonFiniteLossError, build_training_detector, train_detector_one_epoch
+from training.train import main
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "detector.block_inplanes=[8, 16, 32, 64]", "detector.fpn_channels=16",
+    "long_side_px={periapical: 192, bitewing: 192, panoramic: 320}",
+    "optim.batch_size=2", "optim.max_iters_per_epoch=2", "optim.warmup_iters=2", "data.val_fraction=0.34",
+]
+
+
+def _config(tmp_path, model, *extra):
+    return load_config(TrainConfig, None, [
+        f"model={model}", f"output_dir={tmp_path / 'runs'}", "tracking.experiment=test",
+        "data.sources=[{format: synthetic, counts: {periapical: 4, panoramic: 2}, seed: 5}]", *TINY, *extra])
+
+
+def test_tooth_detector_run_is_tracked_registered_and_resumable(tmp_path, mlflow_store):
+    config = _config(tmp_path, "tooth-numbering", "optim.epochs=1")
+    first = main(config, run_dir=tmp_path / "runs" / "teeth")
+    client = MlflowClient()
+    run = client.get_run(first.run_id)
+    assert run.data.params["model"] == "tooth-numbering"
+    assert "val_numbering_accuracy" in run.data.metrics and "train_loss" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(first.run_id)}
+    assert {"config.yaml", "data_report.json", "model_card", "evaluation"} <= artifacts
+    assert {a.path for a in client.list_artifacts(first.run_id, "evaluation")} >= {"evaluation/report.json",
+                                                                                  "evaluation/summary.md"}
+    versions = client.search_model_versions("name='dxv-tooth-numbering'")
+    assert [str(v.version) for v in versions] == ["1"]
+    assert versions[0].tags["sha256"] == first.card.sha256
+    registered = mlflow.onnx.load_model("models:/dxv-tooth-numbering/1")
+    assert [i.name for i in registered.graph.input] == ["image"]
+    verify_card(read_card(card_path(first.onnx_path)), first.onnx_path)
+    assert "tooth_recall" in first.card.metrics
+
+    # Resume: continue the same run for a second epoch.
+    longer = config.model_copy(update={"optim": config.optim.model_copy(update={"epochs": 2})})
+    resumed = main(longer, resume=first.run_dir / "last.pt")
+    assert resumed.run_id == first.run_id
+    assert len(resumed.history) == 2 and resumed.history[0] == first.history[0]
+    steps = [m.step for m in client.get_metric_history(first.run_id, "train_loss")]
+    assert steps == [1, 2]
+
+
+def test_same_seed_same_losses(tmp_path, mlflow_store):
+    config = _config(tmp_path, "findings", "optim.epochs=1", "tracking.enabled=false", "export_onnx=false")
+    a = main(config, run_dir=tmp_path / "a")
+    b = main(config, run_dir=tmp_path / "b")
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
+
+
+def test_root_count_classifier_run(tmp_path, mlflow_store):
+    config = _config(tmp_path, "root-count", "optim.epochs=1", "classifier.crop_height_px=64",
+                     "classifier.crop_width_px=32", "optim.batch_size=8")
+    result = main(config, run_dir=tmp_path / "runs" / "roots")
+    assert result.card.kinds_served == ("periapical", "panoramic")
+    assert 0.0 <= result.final_metrics["root_count_accuracy"] <= 1.0
+    assert MlflowClient().search_model_versions("name='dxv-root-count'")
+
+
+def test_non_finite_output_stops_with_a_clear_error(tmp_path):
+    config = _config(tmp_path, "tooth-numbering")
+    from training.export import network_for
+
+    net = network_for(config)
+    detector = build_training_detector(net, config.detector, config.sampler)
+    batch = [{"image": torch.full((1, 64, 64), float("nan")), "boxes": np.array([[4, 4, 40, 30]], np.float32),
+              "labels": np.array([3])}]
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    with pytest.raises(NonFiniteLossError, match="epoch 0, step 0"):
+        train_detector_one_epoch(detector, optimizer, scheduler, [batch], torch.device("cpu"), 0, None, 10.0, None,
+                                 lambda s: None)
+
+
+def test_unknown_keys_and_overrides_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="optim"):
+        load_config(TrainConfig, None, ["model=findings", "optim.epoch=3"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: findings\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="learning_rate"):
+        load_config(TrainConfig, bad)
+
+
+def _write_external_coco(root):
+    """A DENTEX-like export: an 8-bit JPEG panoramic, FDI numbers as names, primary teeth,
+    dataset diagnosis names, a category we do not know, and an image without findings."""
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    images = []
+    for i, (w, h) in enumerate([(1200, 600), (900, 450)]):
+        pixels = (rng.random((h, w)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / "images" / f"p{i}.jpg", quality=90)
+        teeth = (ToothAnnotation(36, (100, 300, 160, 500)), ToothAnnotation(55, (300, 50, 350, 200)))
+        findings = (FindingAnnotation(FindingClass.CARIES, (110, 310, 130, 330), fdi=36),) if i == 0 else ()
+        images.append(ImageAnnotations(f"p{i}", f"images/p{i}.jpg", w, h, teeth=teeth, findings=findings))
+    data = to_coco(images)
+    for cat in data["categories"]:
+        cat["name"] = {"caries": "Caries"}.get(cat["name"], cat["name"].removeprefix("tooth-"))
+    data["categories"].append({"id": 999, "name": "Bone loss"})
+    data["annotations"].append({"id": 9999, "image_id": data["images"][0]["id"], "category_id": 999,
+                                "bbox": [10, 10, 20, 20], "area": 400, "iscrowd": 0})
+    for ann in data["annotations"]:
+        ann.pop("dxv", None)
+    data.pop("dxv", None)
+    (root / "annotations.json").write_text(json.dumps(data))
+    return root / "annotations.json"
+
+
+def test_external_coco_dataset_trains_with_a_category_map(tmp_path, mlflow_store):
+    path = _write_external_coco(tmp_path / "ext")
+    config = load_config(TrainConfig, None, [
+        "model=findings", f"output_dir={tmp_path / 'runs'}", "optim.epochs=1", "tracking.enabled=false",
+        "export_onnx=false", *TINY,
+        f"data.sources=[{{format: coco, path: {path}, category_map: {{Caries: caries-dentin}}}}]"])
+    report = DataReport()
+    samples = load_samples(config.data, report)
+    assert len(samples) == 2 and all(s.kind.value == "panoramic" for s in samples)
+    assert report.unmapped_categories == {"Bone loss": 1}
+    assert report.primary_teeth == 2
+    assert report.findings == {"caries": 1}
+    assert samples[0].load().shape == (600, 1200)
+    result = main(config, run_dir=tmp_path / "ext-run")
+    assert np.isfinite(result.history[0]["train_loss"])
+
+
+def test_batches_hold_one_input_shape_and_cover_every_image():
+    from training.data import ShapeBucketBatchSampler
+
+    shapes = [(1, 384, 295)] * 5 + [(1, 295, 384)] * 3 + [(1, 448, 896)] * 2
+    sampler = ShapeBucketBatchSampler(shapes, batch_size=2, seed=3)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(10))
+    assert all(len({shapes[i] for i in b}) == 1 for b in batches)
+    assert len(batches) == len(sampler) == 3 + 2 + 1
+    assert batches == list(ShapeBucketBatchSampler(shapes, 2, 3))  # same seed, same order
+    assert batches != list(ShapeBucketBatchSampler(shapes, 2, 4)) or len(batches) < 3

@@ -1,0 +1,138 @@
+"""``dxv train``, ``dxv export`` and ``dxv models list|promote|ship``."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from models.errors import DxvError
+
+_out = Console()
+
+
+class RegistryError(DxvError):
+    code = "models.registry"
+
+
+def register(commands: Any) -> None:
+    train = commands.add_parser("train", help="train a detector or the root-count classifier (MLflow-tracked)")
+    train.add_argument("config", type=Path, help="training recipe, e.g. configs/train/tooth-numbering.yaml")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field, e.g. --set optim.epochs=2")
+    train.add_argument("--resume", type=Path, help="continue from a run's last.pt")
+    train.set_defaults(handler=_train)
+
+    export = commands.add_parser("export", help="export a training checkpoint to ONNX with its model card")
+    export.add_argument("checkpoint", type=Path, help="best.pt or last.pt of a run")
+    export.add_argument("--out", type=Path, required=True, help="folder for <model>.onnx and <model>.card.json")
+    export.set_defaults(handler=_export)
+
+    models = commands.add_parser("models", help="registered model versions")
+    actions = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="registered models, versions and aliases")
+    listing.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or the local SQLite store")
+    listing.set_defaults(handler=_list)
+    promote = actions.add_parser("promote", help="point an alias (e.g. champion) at a version")
+    promote.add_argument("name")
+    promote.add_argument("version")
+    promote.add_argument("--alias", default="champion")
+    promote.add_argument("--tracking-uri")
+    promote.set_defaults(handler=_promote)
+    ship = actions.add_parser("ship", help="copy a run's exported model and card into a model folder")
+    ship.add_argument("run_dir", type=Path)
+    ship.add_argument("--to", type=Path, default=None, help="default: the shipped models folder (models/shipped)")
+    ship.set_defaults(handler=_ship)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from models.config_loading import load_config
+    from training.checkpoints import load_checkpoint
+    from training.config import TrainConfig
+    from training.train import main
+
+    if args.resume:
+        checkpoint = load_checkpoint(args.resume)
+        import yaml
+
+        config = TrainConfig.model_validate(yaml.safe_load(checkpoint.config_yaml))
+    else:
+        config = load_config(TrainConfig, args.config, args.overrides)
+    result = main(config, resume=args.resume)
+    _out.print(f"run folder: {result.run_dir}")
+    if result.onnx_path:
+        _out.print(f"ONNX: {result.onnx_path}")
+    if result.registered_version:
+        _out.print(f"registered {result.card.registered_name if result.card else ''} version {result.registered_version}")
+    for key, value in result.final_metrics.items():
+        _out.print(f"  {key}: {value:.4f}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from training.export import export_checkpoint
+
+    card = export_checkpoint(args.checkpoint, args.out)
+    _out.print(f"wrote {args.out / card.onnx_file} ({card.size_bytes / 1e6:.1f} MB, sha256 {card.sha256[:12]}…)")
+    return 0
+
+
+def _client(uri: str | None):
+    from mlflow.tracking import MlflowClient
+
+    from training.tracking import configure
+
+    configure(uri)
+    return MlflowClient()
+
+
+def _list(args: argparse.Namespace) -> int:
+    client = _client(args.tracking_uri)
+    table = Table("model", "version", "aliases", "run", "sha256", "created")
+    import datetime as dt
+
+    for model in client.search_registered_models():
+        aliases: dict[str, list[str]] = {}
+        for alias, version in (model.aliases or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
+        for v in sorted(client.search_model_versions(f"name='{model.name}'"), key=lambda v: int(v.version)):
+            created = dt.datetime.fromtimestamp(v.creation_timestamp / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")
+            table.add_row(model.name, str(v.version), ", ".join(aliases.get(str(v.version), [])), (v.run_id or "")[:8],
+                          (v.tags or {}).get("sha256", "")[:12], created)
+    _out.print(table)
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from mlflow.exceptions import MlflowException
+
+    client = _client(args.tracking_uri)
+    try:
+        client.get_model_version(args.name, str(args.version))
+        client.set_registered_model_alias(args.name, args.alias, str(args.version))
+    except MlflowException as exc:
+        raise RegistryError(f"cannot promote {args.name} version {args.version}: {exc.message}") from exc
+    _out.print(f"{args.name}@{args.alias} -> version {args.version}")
+    return 0
+
+
+def _ship(args: argparse.Namespace) -> int:
+    from models.model_card import SHIPPED_DIR, card_path, read_card, verify_card
+
+    target = args.to or SHIPPED_DIR
+    export = args.run_dir / "export"
+    onnx_files = sorted(export.glob("*.onnx"))
+    if not onnx_files:
+        raise RegistryError(f"no exported model in {export}")
+    target.mkdir(parents=True, exist_ok=True)
+    for onnx_path in onnx_files:
+        card = read_card(card_path(onnx_path))
+        verify_card(card, onnx_path)
+        shutil.copy2(onnx_path, target / onnx_path.name)
+        shutil.copy2(card_path(onnx_path), target / card_path(onnx_path).name)
+        _out.print(f"shipped {onnx_path.name} -> {target}")
+    return 0

@@ -1,0 +1,114 @@
+"""Training configuration: one YAML file per recipe (configs/train/*.yaml), validated into
+frozen models; unknown keys are refused and ``--set`` overrides must name a field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from models.config_loading import FrozenConfig
+from models.findings import CariesDepth
+from models.model_card import DecodeConfig, ModelKey
+from models.networks import ClassifierArchitecture, DetectorArchitecture
+from models.radiographs import RadiographKind
+
+
+class SyntheticSource(FrozenConfig):
+    """Images rendered in memory by the synthetic generator."""
+
+    format: Literal["synthetic"] = "synthetic"
+    counts: dict[RadiographKind, int] = Field(default_factory=lambda: {RadiographKind.PERIAPICAL: 100})
+    seed: int = 1
+    synth_config: Path | None = None  # a configs/synth/*.yaml; None for the standard settings
+
+    @model_validator(mode="after")
+    def _some(self) -> SyntheticSource:
+        if not self.counts or any(n < 0 for n in self.counts.values()) or sum(self.counts.values()) == 0:
+            raise ValueError("counts must ask for at least one image and no negative numbers")
+        return self
+
+
+class DiskSource(FrozenConfig):
+    """An annotated dataset on disk. ``path``: the COCO/DENTEX JSON file, or the YOLO root
+    (with data.yaml or classes.txt). Image file names are relative to ``images_root``
+    (default: the JSON file's folder, or the YOLO root)."""
+
+    format: Literal["coco", "dentex", "yolo"]
+    path: Path
+    images_root: Path | None = None
+    kind: RadiographKind | None = None  # when the files do not say; else guessed from the aspect ratio
+    category_map: dict[str, str] = Field(default_factory=dict)  # dataset name -> ours ('tooth-36', 'caries-dentin')
+
+
+class DataConfig(FrozenConfig):
+    sources: tuple[SyntheticSource | DiskSource, ...] = (SyntheticSource(),)
+    val_fraction: float = Field(0.15, ge=0, lt=1)
+    split_seed: int = 0
+    # Public datasets often label caries without a depth; the finding detector learns such
+    # boxes as this depth (counted and logged with the run).
+    caries_without_depth: CariesDepth = CariesDepth.DENTIN
+
+
+class AugmentConfig(FrozenConfig):
+    flip_prob: float = Field(0.5, ge=0, le=1)
+    zoom: tuple[float, float] = (0.85, 1.15)
+    intensity: bool = True
+
+
+class OptimConfig(FrozenConfig):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(4, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_iters: int = Field(100, ge=0)
+    grad_clip: float = Field(10.0, gt=0)
+    max_iters_per_epoch: int | None = Field(None, ge=1)  # for smoke runs
+
+
+class SamplerConfig(FrozenConfig):
+    """MONAI's ATSS matcher and hard-negative sampler settings."""
+
+    atss_candidates: int = Field(6, ge=1)
+    samples_per_image: int = Field(256, ge=8)
+    positive_fraction: float = Field(0.5, gt=0, lt=1)
+    hard_negative_pool: int = Field(20, ge=1)
+
+
+class TrackingConfig(FrozenConfig):
+    experiment: str = "dxv-detectors"
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else the local SQLite store
+    register: bool = True
+    enabled: bool = True
+
+
+class TrainConfig(FrozenConfig):
+    model: ModelKey
+    registered_name: str | None = None  # default: 'dxv-<model key>'
+    version_label: str = "0.1.0"
+    kinds_served: tuple[RadiographKind, ...] = tuple(RadiographKind)
+    long_side_px: dict[RadiographKind, int | None] = Field(default_factory=lambda: {
+        RadiographKind.PERIAPICAL: 384, RadiographKind.BITEWING: 384, RadiographKind.PANORAMIC: 896})
+    detector: DetectorArchitecture = DetectorArchitecture()
+    classifier: ClassifierArchitecture = ClassifierArchitecture()
+    decode: DecodeConfig = DecodeConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    data: DataConfig = DataConfig()
+    augment: AugmentConfig = AugmentConfig()
+    optim: OptimConfig = OptimConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True  # used on GPU only
+    threads: int | None = Field(None, ge=1)  # torch CPU threads; None leaves torch's default
+    output_dir: Path = Path("data/runs")
+    export_onnx: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.registered_name or f"dxv-{self.model.value}"
+
+    @property
+    def is_detector(self) -> bool:
+        return self.model is not ModelKey.ROOT_COUNT

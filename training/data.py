@@ -1,0 +1,203 @@
+"""Training data: samples from the synthetic generator or from COCO/DENTEX/YOLO datasets
+on disk, split by image, prepared once at the network's input size and augmented with
+MONAI's box-aware transforms on every step."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import Dataset
+from monai.transforms import Compose, RandAffined, RandFlipd, RandGaussianNoised, RandScaleIntensityd
+
+from datasets.annotations import ImageAnnotations
+from datasets.coco import read_coco
+from datasets.errors import DatasetFormatError
+from datasets.readers import read_radiograph
+from datasets.synth.config import SynthConfig
+from datasets.synth.generator import generate_case
+from datasets.transforms import Target, augmentation_steps, target_arrays, to_monai_boxes
+from datasets.yolo import read_yolo
+from models.config_loading import load_config
+from models.findings import FindingClass
+from models.preprocess import crop_tooth, guess_kind, resize_unit_image, resized_shape
+from models.radiographs import RadiographKind
+from models.teeth import Tooth
+from training.config import AugmentConfig, DataConfig, DiskSource, SyntheticSource, TrainConfig
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """One annotated radiograph; ``load`` returns its pixels as float32 [0, 1]."""
+
+    annotations: ImageAnnotations
+    kind: RadiographKind
+    load: Callable[[], np.ndarray]
+
+    @property
+    def image_id(self) -> str:
+        return self.annotations.image_id
+
+
+@dataclass
+class DataReport:
+    """What went into training, for the log: nothing is dropped silently."""
+
+    images: Counter[str] = field(default_factory=Counter)  # per kind
+    teeth: int = 0
+    findings: Counter[str] = field(default_factory=Counter)
+    unmapped_categories: Counter[str] = field(default_factory=Counter)
+    caries_without_depth: int = 0
+    primary_teeth: int = 0
+
+    def add(self, sample: Sample) -> None:
+        self.images[sample.kind.value] += 1
+        self.teeth += len(sample.annotations.teeth)
+        self.primary_teeth += sum(1 for t in sample.annotations.teeth if Tooth.fdi_of(t.fdi).dentition.value == "primary")
+        for f in sample.annotations.findings:
+            self.findings[f.finding_class.value] += 1
+            if f.finding_class is FindingClass.CARIES and f.caries_depth is None:
+                self.caries_without_depth += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"images": dict(self.images), "teeth": self.teeth, "primary_teeth": self.primary_teeth,
+                "findings": dict(self.findings), "unmapped_categories": dict(self.unmapped_categories),
+                "caries_without_depth": self.caries_without_depth}
+
+
+def synthetic_samples(source: SyntheticSource) -> list[Sample]:
+    synth = load_config(SynthConfig, source.synth_config) if source.synth_config else SynthConfig()
+    samples = []
+    for kind, count in source.counts.items():
+        for index in range(count):
+            case = generate_case(kind, source.seed, index, synth)
+            stored, scale = case.stored, float(2**case.bits_stored - 1)
+            samples.append(Sample(case.annotations, kind, lambda s=stored, k=scale: s.astype(np.float32) / k))
+    return samples
+
+
+def disk_samples(source: DiskSource, report: DataReport) -> list[Sample]:
+    if not source.path.exists():
+        raise DatasetFormatError(f"dataset not found: {source.path}")
+    if source.format == "yolo":
+        dataset = read_yolo(source.path, category_map=source.category_map or None)
+        root = source.images_root or source.path
+    else:
+        dataset = read_coco(source.path, category_map=source.category_map or None)
+        root = source.images_root or source.path.parent
+    report.unmapped_categories.update(dataset.unmapped)
+    samples = []
+    for image in dataset.images:
+        kind = source.kind or image.kind or guess_kind(image.height_px, image.width_px)
+        path = Path(root) / image.file_name
+        samples.append(Sample(image, kind, lambda p=path, k=kind: read_radiograph(p, kind_hint=k).pixels_unit))
+    return samples
+
+
+def load_samples(config: DataConfig, report: DataReport) -> list[Sample]:
+    samples: list[Sample] = []
+    for source in config.sources:
+        samples += synthetic_samples(source) if isinstance(source, SyntheticSource) else disk_samples(source, report)
+    for sample in samples:
+        report.add(sample)
+    return samples
+
+
+def split_samples(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Split by image (never by box), the same way for the same seed and image ids."""
+    ordered = sorted(samples, key=lambda s: s.image_id)
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    n_val = round(len(ordered) * val_fraction)
+    if val_fraction > 0 and len(ordered) > 1:
+        n_val = min(max(n_val, 1), len(ordered) - 1)
+    val = [ordered[i] for i in sorted(order[:n_val])]
+    train = [ordered[i] for i in sorted(order[n_val:])]
+    return train, val
+
+
+# ---- detector items -------------------------------------------------------------------
+
+def detection_item(sample: Sample, target: Target, long_side_px: int | None, config: TrainConfig) -> dict[str, Any]:
+    """The sample at the network's input size: image (1, H, W), boxes in MONAI order."""
+    image = sample.load()
+    h, w = image.shape
+    rh, rw = resized_shape(h, w, long_side_px)
+    resized = resize_unit_image(image, (rh, rw))
+    sy, sx = rh / h, rw / w
+    arrays = target_arrays(sample.annotations, target, config.data.caries_without_depth)
+    xyxy = arrays.pop("boxes_xyxy") * np.array([sx, sy, sx, sy], np.float32)
+    return {"image": torch.from_numpy(resized[None].copy()), "image_id": sample.image_id, "kind": sample.kind.value,
+            "boxes": to_monai_boxes(xyxy), **arrays, "scale_yx": (sy, sx)}
+
+
+def detection_train_dataset(items: list[dict[str, Any]], target: Target, augment: AugmentConfig, seed: int) -> Dataset:
+    transform = Compose(augmentation_steps(target, flip_prob=augment.flip_prob, zoom=augment.zoom,
+                                           intensity=augment.intensity))
+    transform.set_random_state(seed=seed)
+    return Dataset(items, transform=transform)
+
+
+# ---- root-count crops -----------------------------------------------------------------
+
+def root_count_crops(samples: Iterable[Sample], crop_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Crops of teeth whose roots are fully in the image and whose count is known:
+    (N, 1, h, w) crops, (N,) class index (0: 1 root, 1: 2 roots, 2: 3+), image ids."""
+    crops, labels, ids = [], [], []
+    for sample in samples:
+        teeth = [t for t in sample.annotations.teeth
+                 if t.root_count is not None and t.roots_visible is not False and not t.truncated]
+        if not teeth:
+            continue
+        image = sample.load()
+        for t in teeth:
+            maxillary = Tooth.fdi_of(t.fdi).arch.value == "maxillary"
+            crops.append(crop_tooth(image, t.box_xyxy_px, maxillary, crop_hw))
+            labels.append(t.root_count - 1)
+            ids.append(sample.image_id)
+    if not crops:
+        return np.zeros((0, 1, *crop_hw), np.float32), np.zeros(0, np.int64), ids
+    return np.stack(crops)[:, None], np.asarray(labels, np.int64), ids
+
+
+def crop_train_transform(seed: int) -> Compose:
+    """Crops come from predicted boxes at serving time, so training jitters them a little."""
+    transform = Compose([
+        RandAffined(keys="image", prob=0.7, rotate_range=0.08, scale_range=(0.08, 0.08), translate_range=(6, 3),
+                    padding_mode="border"),
+        RandFlipd(keys="image", prob=0.5, spatial_axis=1),  # a mirrored tooth has as many roots
+        RandScaleIntensityd(keys="image", factors=0.15, prob=0.5),
+        RandGaussianNoised(keys="image", std=0.01, prob=0.3),
+    ])
+    transform.set_random_state(seed=seed)
+    return transform
+
+
+
+class ShapeBucketBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches of images with the same input shape (kind and orientation), so no image is
+    padded to a panoramic's size; order shuffled per epoch with ``seed``."""
+
+    def __init__(self, shapes: list[tuple[int, ...]], batch_size: int, seed: int) -> None:
+        self.shapes, self.batch_size, self.seed = shapes, batch_size, seed
+
+    def _batches(self) -> list[list[int]]:
+        rng = np.random.default_rng(self.seed)
+        buckets: dict[tuple[int, ...], list[int]] = {}
+        for index, shape in enumerate(self.shapes):
+            buckets.setdefault(tuple(shape), []).append(index)
+        batches = []
+        for key in sorted(buckets):
+            members = [buckets[key][i] for i in rng.permutation(len(buckets[key]))]
+            batches += [members[i:i + self.batch_size] for i in range(0, len(members), self.batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __iter__(self):
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())

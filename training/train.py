@@ -1,0 +1,313 @@
+"""``dxv train CONFIG.yaml [--set key=value ...] [--resume last.pt]``: train one network,
+validate every epoch, checkpoint, export to ONNX, evaluate the export on the validation
+split and log everything to MLflow (registering the model version)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import Dataset
+from monai.utils import set_determinism
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from datasets.transforms import Target
+from evaluation.evaluate import evaluate, headline_metrics, read_all, write_report
+from evaluation.thresholds import CANDIDATE_THRESHOLDS, choose_threshold, findings_f1, teeth_f1
+from models.config_loading import dump_config
+from models.inference import DentalReader
+from models.model_card import ModelCard, ModelKey
+from models.onnx_export import finalise_card
+from models.tasks import DetectorTask, task_classes
+from training.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from training.config import TrainConfig
+from training.data import (
+    DataReport,
+    ShapeBucketBatchSampler,
+    crop_train_transform,
+    detection_item,
+    detection_train_dataset,
+    load_samples,
+    root_count_crops,
+    split_samples,
+)
+from training.engine import (
+    DetectorPredictor,
+    EpochState,
+    build_training_detector,
+    cosine_with_warmup,
+    detection_collate,
+    evaluate_classifier,
+    evaluate_detector,
+    train_classifier_one_epoch,
+    train_detector_one_epoch,
+)
+from training.export import export_model, network_for
+from training.tracking import tracked_run
+
+log = logging.getLogger("dxv.train")
+console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    onnx_path: Path | None
+    card: ModelCard | None
+    run_id: str | None
+    registered_version: str | None
+    history: tuple[dict[str, float], ...]
+    final_metrics: dict[str, float]
+
+
+def _device(config: TrainConfig) -> torch.device:
+    if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    set_determinism(seed=seed)
+
+
+def _task(config: TrainConfig) -> DetectorTask:
+    return DetectorTask.TEETH if config.model is ModelKey.TOOTH_NUMBERING else DetectorTask.FINDINGS
+
+
+def _target(config: TrainConfig) -> Target:
+    return Target.TEETH if config.model is ModelKey.TOOTH_NUMBERING else Target.FINDINGS
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                    TimeRemainingColumn(), console=console, transient=False)
+
+
+@contextmanager
+def epoch_progress(epoch: int, total: int) -> Iterator[Callable[[EpochState], None]]:
+    """A progress bar with the running loss and ETA; without a terminal (CI, nohup) a
+    plain line every tenth of the epoch instead."""
+    if console.is_terminal:
+        with _progress() as progress:
+            task = progress.add_task(f"epoch {epoch + 1}", total=total, loss="-")
+            yield lambda state: progress.update(task, advance=1, loss=f"{state.loss_sum / state.steps_done:.4f}")
+        return
+    start = time.perf_counter()
+    every = max(total // 10, 1)
+
+    def on_step(state: EpochState) -> None:
+        if state.steps_done % every == 0 or state.steps_done == total:
+            elapsed = time.perf_counter() - start
+            eta = elapsed / state.steps_done * (total - state.steps_done)
+            console.print(f"epoch {epoch + 1} step {state.steps_done}/{total} loss "
+                          f"{state.loss_sum / state.steps_done:.4f} elapsed {elapsed:.0f}s ETA {eta:.0f}s")
+
+    yield on_step
+
+
+def main(config: TrainConfig, resume: str | Path | None = None, run_dir: Path | None = None) -> TrainResult:
+    _seed_everything(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = _device(config)
+    use_amp = config.amp and device.type == "cuda"
+    checkpoint = load_checkpoint(resume) if resume else None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(resume).parent if resume else (run_dir or config.output_dir / f"{config.model.value}-{stamp}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(config), "utf-8")
+    console.print(f"[bold]dxv train[/] {config.model.value} on {device.type}; run folder {run_dir}")
+
+    report = DataReport()
+    samples = load_samples(config.data, report)
+    train_samples, val_samples = split_samples(samples, config.data.val_fraction, config.data.split_seed)
+    console.print(f"data: {report.as_dict()}; train {len(train_samples)} / validation {len(val_samples)} images")
+    if report.unmapped_categories:
+        console.print(f"[yellow]annotations that map to nothing of ours (dropped, counted): {dict(report.unmapped_categories)}")
+
+    if config.is_detector:
+        trainer = _DetectorTraining(config, device, train_samples, val_samples)
+    else:
+        trainer = _ClassifierTraining(config, device, train_samples, val_samples)
+    model = trainer.model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    steps_per_epoch = trainer.steps_per_epoch()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_with_warmup(steps_per_epoch * config.optim.epochs, config.optim.warmup_iters))
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    start_epoch, best, best_epoch, history = 0, -1.0, -1, []
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint.model_state)
+        optimizer.load_state_dict(checkpoint.optimizer_state)
+        scheduler.load_state_dict(checkpoint.scheduler_state)
+        if scaler is not None and checkpoint.scaler_state:
+            scaler.load_state_dict(checkpoint.scaler_state)
+        start_epoch, best, best_epoch = checkpoint.epoch + 1, checkpoint.best_selection, checkpoint.best_epoch
+        history = list(checkpoint.history)
+        console.print(f"resuming after epoch {checkpoint.epoch + 1} (best so far {best:.4f} at epoch {best_epoch + 1})")
+
+    tracking = config.tracking
+    run_id = checkpoint.run_id if checkpoint else None
+    context = tracked_run(tracking.experiment, run_dir.name, tracking.tracking_uri, run_id) if tracking.enabled else None
+    tracker = context.__enter__() if context else None
+    try:
+        if tracker is not None and checkpoint is None:
+            tracker.log_config(dump_config(config), config.model_dump(mode="json"))
+            tracker.log_dict(report.as_dict(), "data_report.json")
+        run_id = tracker.run_id if tracker else None
+        for epoch in range(start_epoch, config.optim.epochs):
+            means = trainer.train_epoch(optimizer, scheduler, scaler, epoch)
+            metrics = trainer.validate()
+            row = {**{f"train_{k}": v for k, v in means.items()}, **{f"val_{k}": v for k, v in metrics.items()},
+                   "lr": optimizer.param_groups[0]["lr"]}
+            history.append(row)
+            console.print(f"epoch {epoch + 1}/{config.optim.epochs}: " +
+                          ", ".join(f"{k} {v:.4f}" for k, v in row.items()))
+            if tracker is not None:
+                tracker.log_metrics(row, step=epoch + 1)
+            selection = metrics.get("selection", -means["loss"])
+            improved = selection > best
+            if improved:
+                best, best_epoch = selection, epoch
+            state = Checkpoint(epoch, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(),
+                               scaler.state_dict() if scaler else None, best, best_epoch, run_id,
+                               dump_config(config), history)
+            save_checkpoint(run_dir / "last.pt", state)
+            if improved:
+                save_checkpoint(run_dir / "best.pt", state)
+        onnx_path = card = version = None
+        final: dict[str, float] = {}
+        if config.export_onnx:
+            best_state = load_checkpoint(run_dir / "best.pt") if (run_dir / "best.pt").exists() else None
+            if best_state is not None:
+                model.load_state_dict(best_state.model_state)
+            onnx_path, card = export_model(config, model, run_dir / "export", run_id)
+            card = tune_operating_threshold(card, onnx_path, val_samples)
+            result = evaluate(DentalReader.from_directory(run_dir / "export"), val_samples,
+                              f"validation split ({len(val_samples)} images)")
+            files = write_report(result, run_dir / "eval")
+            final = headline_metrics(result.report)
+            card = finalise_card({**card.model_dump(mode="json", exclude={"onnx_file", "sha256", "size_bytes"}),
+                                  "metrics": final, "metrics_dataset": "validation split"}, onnx_path)
+            if tracker is not None:
+                tracker.log_metrics({f"final_{k}": v for k, v in final.items()}, step=config.optim.epochs)
+                for f in files:
+                    tracker.log_file(f, "evaluation")
+                version = tracker.log_onnx_model(onnx_path, card, register=tracking.register)
+                if version:
+                    console.print(f"registered {card.registered_name} version {version}")
+    finally:
+        if context is not None:
+            context.__exit__(None, None, None)
+    return TrainResult(run_dir, onnx_path, card, run_id, version, tuple(history), final)
+
+
+
+def tune_operating_threshold(card: ModelCard, onnx_path: Path, val_samples: list) -> ModelCard:
+    """Set a detector's operating threshold to the best validation F1 (the ONNX file and
+    its hash are unchanged; the threshold lives in the card)."""
+    if card.decode is None or not val_samples:
+        return card
+    reader = DentalReader.from_directory(onnx_path.parent)
+    readings = read_all(reader, val_samples)
+    score = teeth_f1 if card.key is ModelKey.TOOTH_NUMBERING else findings_f1
+    curve = {t: score(val_samples, readings, t) for t in CANDIDATE_THRESHOLDS}
+    threshold = choose_threshold(curve)
+    console.print(f"operating threshold {threshold} (validation F1 {curve[threshold]:.3f})")
+    decode = card.decode.model_copy(update={"operating_threshold": threshold})
+    fields = card.model_dump(mode="json", exclude={"onnx_file", "sha256", "size_bytes"})
+    return finalise_card({**fields, "decode": decode.model_dump(mode="json")}, onnx_path)
+
+
+class _DetectorTraining:
+    def __init__(self, config: TrainConfig, device: torch.device, train_samples, val_samples) -> None:
+        self.config, self.device = config, device
+        self.target, self.task = _target(config), _task(config)
+        self.classes = task_classes(self.task)
+        self.model = network_for(config).to(device)
+        self.detector = build_training_detector(self.model, config.detector, config.sampler)
+        self.train_items = self._prepare(train_samples, "preparing training images")
+        self.val_items = self._prepare(val_samples, "preparing validation images")
+        self.ground_truth = {s.image_id: s.annotations for s in val_samples}
+        self.dataset = detection_train_dataset(self.train_items, self.target, config.augment, config.seed)
+
+    def _prepare(self, samples, label: str) -> list[dict[str, Any]]:
+        items = []
+        with _progress() as progress:
+            task = progress.add_task(label, total=len(samples), loss="-")
+            for s in samples:
+                item = detection_item(s, self.target, self.config.long_side_px.get(s.kind), self.config)
+                item["original_hw"] = (s.annotations.height_px, s.annotations.width_px)
+                items.append(item)
+                progress.advance(task)
+        return items
+
+    def steps_per_epoch(self) -> int:
+        steps = len(ShapeBucketBatchSampler([tuple(i["image"].shape) for i in self.train_items],
+                                            self.config.optim.batch_size, 0))
+        return min(steps, self.config.optim.max_iters_per_epoch or steps)
+
+    def train_epoch(self, optimizer, scheduler, scaler, epoch: int) -> dict[str, float]:
+        self.dataset.transform.set_random_state(seed=self.config.seed + epoch)  # same augmentations after --resume
+        sampler = ShapeBucketBatchSampler([tuple(i["image"].shape) for i in self.train_items],
+                                          self.config.optim.batch_size, self.config.seed + epoch)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=detection_collate,
+                                             num_workers=0)
+        with epoch_progress(epoch, self.steps_per_epoch()) as on_step:
+            return train_detector_one_epoch(self.detector, optimizer, scheduler, loader, self.device, epoch, scaler,
+                                            self.config.optim.grad_clip, self.config.optim.max_iters_per_epoch, on_step)
+
+    def validate(self) -> dict[str, float]:
+        if not self.val_items:
+            return {}
+        predictor = DetectorPredictor(self.model, self.config.detector, self.classes, self.config.decode, self.device)
+        return evaluate_detector(predictor, self.val_items, self.target, self.ground_truth)
+
+
+
+class _ClassifierTraining:
+    def __init__(self, config: TrainConfig, device: torch.device, train_samples, val_samples) -> None:
+        self.config, self.device = config, device
+        arch = config.classifier
+        self.crop_hw = (arch.crop_height_px, arch.crop_width_px)
+        self.model = network_for(config).to(device)
+        crops, labels, _ = root_count_crops(train_samples, self.crop_hw)
+        val_crops, val_labels, _ = root_count_crops(val_samples, self.crop_hw)
+        console.print(f"root-count crops: train {len(labels)} (by class {np.bincount(labels, minlength=3).tolist()}), "
+                      f"validation {len(val_labels)}")
+        items = [{"image": torch.from_numpy(c), "label": int(lab)} for c, lab in zip(crops, labels, strict=True)]
+        self.dataset = Dataset(items, transform=crop_train_transform(config.seed))
+        self.val = [{"image": torch.from_numpy(c), "label": int(lab)} for c, lab in zip(val_crops, val_labels, strict=True)]
+
+    def steps_per_epoch(self) -> int:
+        steps = -(-len(self.dataset) // self.config.optim.batch_size)
+        return min(steps, self.config.optim.max_iters_per_epoch or steps)
+
+    def train_epoch(self, optimizer, scheduler, scaler, epoch: int) -> dict[str, float]:
+        self.dataset.transform.set_random_state(seed=self.config.seed + epoch)
+        generator = torch.Generator().manual_seed(self.config.seed + epoch)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.config.optim.batch_size, shuffle=True,
+                                             generator=generator, num_workers=0)
+        with epoch_progress(epoch, self.steps_per_epoch()) as on_step:
+            return train_classifier_one_epoch(self.model, optimizer, scheduler, loader, self.device, epoch, scaler,
+                                              self.config.optim.grad_clip, self.config.optim.max_iters_per_epoch, on_step)
+
+    def validate(self) -> dict[str, float]:
+        if not self.val:
+            return {}
+        metrics, _, _ = evaluate_classifier(self.model, self.val, self.device)
+        return metrics
+
