@@ -28,7 +28,10 @@ demo: $(INSTALLED)
 	$(BIN)/dxv synth --kind panoramic --n 4 --seed 1 --out $(DEMO_DIR)/panoramic --preview
 	$(BIN)/dxv inspect $(DEMO_DIR)/panoramic/images/px-s1-00000.dcm
 	$(BIN)/dxv data stats $(DEMO_DIR)/panoramic/annotations.json
-	@echo "Previews: $(DEMO_DIR)/{periapical,bitewing,panoramic}/preview.png"
+	$(BIN)/dxv read $(DEMO_DIR)/periapical/images/pa-s1-00000.dcm --overlay $(DEMO_DIR)/read-overlay.png
+	$(BIN)/dxv eval models/shipped synthetic:seed=7,periapical=6,bitewing=4,panoramic=2 --out $(DEMO_DIR)/eval
+	@echo "Previews: $(DEMO_DIR)/{periapical,bitewing,panoramic}/preview.png; detections: $(DEMO_DIR)/read-overlay.png;"
+	@echo "evaluation: $(DEMO_DIR)/eval/summary.md"
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest

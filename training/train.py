@@ -209,9 +209,12 @@ def main(config: TrainConfig, resume: str | Path | None = None, run_dir: Path | 
                 version = tracker.log_onnx_model(onnx_path, card, register=tracking.register)
                 if version:
                     console.print(f"registered {card.registered_name} version {version}")
-    finally:
-        if context is not None:
-            context.__exit__(None, None, None)
+    except BaseException as exc:
+        if context is not None:  # the MLflow run ends as FAILED (or KILLED on Ctrl-C)
+            context.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    if context is not None:
+        context.__exit__(None, None, None)
     return TrainResult(run_dir, onnx_path, card, run_id, version, tuple(history), final)
 
 

@@ -24,8 +24,8 @@ def test_anchors_equal_monai_generator(hw):
 
 def test_decode_equals_monai_box_coder():
     rng = np.random.default_rng(0)
-    anchors = np.sort(rng.uniform(0, 200, (50, 2, 2)), axis=1).transpose(0, 2, 1).reshape(50, 4)  # x0,y0,x1,y1
-    anchors[:, 2:] += 1
+    corner = rng.uniform(0, 200, (50, 2))
+    anchors = np.concatenate([corner, corner + rng.uniform(4, 80, (50, 2))], axis=1)  # x0, y0, x1, y1
     deltas = rng.normal(0, 0.5, (50, 4)).astype(np.float32)
     deltas[0, 2] = 30.0  # beyond the clamp
     coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
