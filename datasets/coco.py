@@ -27,7 +27,7 @@ from datasets.errors import DatasetFormatError
 from models.errors import VocabularyError
 from models.findings import CANONICAL_LABELS, CariesDepth, FindingClass, Label, resolve_label
 from models.radiographs import RadiographKind
-from models.teeth import Tooth, format_surfaces, parse_surfaces
+from models.teeth import Surface, Tooth, format_surfaces, parse_surfaces
 
 FORMAT_VERSION = "dxv-coco-1"
 _DIAGNOSES: tuple[str, ...] = (
@@ -166,7 +166,7 @@ def from_coco(data: Any, category_map: dict[str, str] | None = None, source_name
         parsed = _parse_annotation(ann, box, flat, quadrants, positions, diagnoses, category_map, unmapped)
         for item in parsed:
             target = teeth if isinstance(item, ToothAnnotation) else findings
-            target.setdefault(image_id, []).append(item)  # type: ignore[arg-type]
+            target.setdefault(image_id, []).append(item)
     result = []
     for number, image in images.items():
         kind = image.get("dxv_kind")
@@ -248,7 +248,7 @@ def _from_extension(ext: dict[str, Any], box: tuple[float, float, float, float])
             return ToothAnnotation(fdi=int(ext["fdi"]), box_xyxy_px=box, root_count=ext.get("root_count"),
                                    roots_visible=ext.get("roots_visible"), truncated=bool(ext.get("truncated", False)))
         fdi = ext.get("fdi")
-        surfaces = frozenset()
+        surfaces: frozenset[Surface] = frozenset()
         if fdi is not None and ext.get("surfaces"):
             surfaces = parse_surfaces(str(ext["surfaces"]), Tooth.fdi_of(fdi))
         depth = ext.get("caries_depth")

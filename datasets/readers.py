@@ -299,7 +299,7 @@ def _read_pillow(
     try:
         image.load()
         if source_format == "jpeg":
-            image = ImageOps.exif_transpose(image)
+            image = ImageOps.exif_transpose(image)  # type: ignore[assignment]
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(str(exc)) from exc
     except (OSError, SyntaxError, ValueError) as exc:

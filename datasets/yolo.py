@@ -95,11 +95,15 @@ def _label_name(item: ToothAnnotation | FindingAnnotation) -> str:
     return Label(finding=item.finding_class, caries_depth=item.caries_depth).name
 
 
+def _items(image: ImageAnnotations) -> list[ToothAnnotation | FindingAnnotation]:
+    return [*image.teeth, *image.findings]
+
+
 def write_yolo(dataset: AnnotatedDataset, source_root: str | Path, out_root: str | Path) -> list[str]:
     """Write labels, data.yaml and copies of the images; returns the class names used
     (our canonical names, in canonical order)."""
     src, out = Path(source_root), Path(out_root)
-    used = {_label_name(item) for image in dataset.images for item in (*image.teeth, *image.findings)}
+    used = {_label_name(item) for image in dataset.images for item in _items(image)}
     names = [name for name in CANONICAL_LABELS if name in used]
     index = {name: i for i, name in enumerate(names)}
     for image in dataset.images:
@@ -110,7 +114,7 @@ def write_yolo(dataset: AnnotatedDataset, source_root: str | Path, out_root: str
         target_image.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / image.file_name, target_image)
         lines = []
-        for item in (*image.teeth, *image.findings):
+        for item in _items(image):
             x0, y0, x1, y1 = item.box_xyxy_px
             w, h = image.width_px, image.height_px
             lines.append(f"{index[_label_name(item)]} {(x0 + x1) / 2 / w:.8f} {(y0 + y1) / 2 / h:.8f} "

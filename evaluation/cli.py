@@ -5,6 +5,8 @@ evaluation in MLflow, ``--write-card-metrics`` stores the figures in the model c
 from __future__ import annotations
 
 import argparse
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,10 +53,7 @@ def register(commands: Any) -> None:
 class _Image:
     annotations: Any
     kind: RadiographKind
-    loader: Any
-
-    def load(self) -> np.ndarray:
-        return self.loader()
+    load: Callable[[], np.ndarray]
 
 
 def synthetic_images(spec: str) -> tuple[list[_Image], str]:
@@ -75,16 +74,21 @@ def synthetic_images(spec: str) -> tuple[list[_Image], str]:
         kind = RadiographKind(kind_name)
         for index in range(count):
             case = generate_case(kind, seed, index)
-            images.append(_Image(case.annotations, kind, lambda c=case: c.pixels_unit))
+            images.append(_Image(case.annotations, kind, functools.partial(getattr, case, "pixels_unit")))
     name = f"synthetic seed {seed} ({', '.join(f'{k} {v}' for k, v in fields.items())})"
     return images, name
+
+
+def _read_unit(path: Path, kind: RadiographKind) -> np.ndarray:
+    from datasets.readers import read_radiograph
+
+    return read_radiograph(path, kind_hint=kind).pixels_unit
 
 
 def disk_images(path: Path, source_format: str | None, category_map: Path | None, kind: str | None) -> tuple[list[_Image], str]:
     import yaml
 
     from datasets.coco import read_coco
-    from datasets.readers import read_radiograph
     from datasets.yolo import read_yolo
     from models.preprocess import guess_kind
 
@@ -97,7 +101,7 @@ def disk_images(path: Path, source_format: str | None, category_map: Path | None
     images = []
     for ann in dataset.images:
         k = RadiographKind(kind) if kind else (ann.kind or guess_kind(ann.height_px, ann.width_px))
-        images.append(_Image(ann, k, lambda p=root / ann.file_name, k=k: read_radiograph(p, kind_hint=k).pixels_unit))
+        images.append(_Image(ann, k, functools.partial(_read_unit, root / ann.file_name, k)))
     return images, str(path)
 
 

@@ -9,6 +9,7 @@ import contextlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -55,7 +56,7 @@ def coco_ap(ground_truth: Sequence[ImageBoxes], predictions: Sequence[ImageBoxes
     """COCO bbox AP (IoU .50:.95), AP50 and AR@100 per class with pycocotools."""
     index = {img.image_id: i + 1 for i, img in enumerate(ground_truth)}
     cat_ids = {name: i + 1 for i, name in enumerate(classes)}
-    gt_dataset = {
+    gt_dataset: dict[str, Any] = {
         "images": [{"id": index[g.image_id], "width": g.width_px, "height": g.height_px} for g in ground_truth],
         "categories": [{"id": cid, "name": name} for name, cid in cat_ids.items()],
         "annotations": [],

@@ -31,10 +31,16 @@ LESION_CLASSES = (FindingClass.CARIES, FindingClass.PERIAPICAL_LESION)
 
 
 class EvalImage(Protocol):
-    annotations: ImageAnnotations
-    kind: RadiographKind
+    """An annotated radiograph to evaluate on; ``load`` returns float32 [0, 1] pixels."""
 
-    def load(self) -> np.ndarray: ...
+    @property
+    def annotations(self) -> ImageAnnotations: ...
+
+    @property
+    def kind(self) -> RadiographKind: ...
+
+    @property
+    def load(self) -> Callable[[], np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -91,8 +97,8 @@ def _teeth_section(reader: DentalReader, images: Sequence[EvalImage], readings: 
     aps = coco_ap(gt_boxes, pred_boxes, names)
     ap50s = [a.ap50 for a in aps.values() if a.ap50 is not None]
     aps_ = [a.ap for a in aps.values() if a.ap is not None]
-    section["coco"] = {"mean_ap50_over_fdi": _round(np.mean(ap50s)) if ap50s else None,
-                       "mean_ap_over_fdi": _round(np.mean(aps_)) if aps_ else None}
+    section["coco"] = {"mean_ap50_over_fdi": _round(float(np.mean(ap50s))) if ap50s else None,
+                       "mean_ap_over_fdi": _round(float(np.mean(aps_))) if aps_ else None}
     return section
 
 

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from monai.apps.detection.networks.retinanet_network import RetinaNet
 from torch import nn
 
 from models.model_card import ModelCard, card_path, sha256_of, write_card
@@ -17,7 +18,7 @@ DETECTOR_OUTPUTS = ("class_logits", "box_deltas")
 CLASSIFIER_OUTPUTS = ("root_count_logits",)
 
 
-def export_detector(network: nn.Module, path: str | Path, example_hw: tuple[int, int] = (256, 320)) -> Path:
+def export_detector(network: RetinaNet, path: str | Path, example_hw: tuple[int, int] = (256, 320)) -> Path:
     wrapper = DetectorForExport(network).eval().cpu()
     example = torch.rand(1, 1, *example_hw)
     with warnings.catch_warnings():

@@ -68,7 +68,7 @@ def prepare_image(image_unit: np.ndarray, long_side_px: int | None) -> tuple[np.
     h, w = image_unit.shape
     resized = resize_unit_image(image_unit, resized_shape(h, w, long_side_px))
     padded = pad_to_divisible(resized)
-    geometry = InputGeometry(original_hw=(h, w), resized_hw=resized.shape, padded_hw=padded.shape)  # type: ignore[arg-type]
+    geometry = InputGeometry(original_hw=(h, w), resized_hw=resized.shape, padded_hw=padded.shape)
     return padded[None, None].astype(np.float32), geometry
 
 

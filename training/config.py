@@ -83,13 +83,16 @@ class TrackingConfig(FrozenConfig):
     enabled: bool = True
 
 
+_DEFAULT_LONG_SIDE: dict[RadiographKind, int | None] = {
+    RadiographKind.PERIAPICAL: 384, RadiographKind.BITEWING: 384, RadiographKind.PANORAMIC: 896}
+
+
 class TrainConfig(FrozenConfig):
     model: ModelKey
     registered_name: str | None = None  # default: 'dxv-<model key>'
     version_label: str = "0.1.0"
     kinds_served: tuple[RadiographKind, ...] = tuple(RadiographKind)
-    long_side_px: dict[RadiographKind, int | None] = Field(default_factory=lambda: {
-        RadiographKind.PERIAPICAL: 384, RadiographKind.BITEWING: 384, RadiographKind.PANORAMIC: 896})
+    long_side_px: dict[RadiographKind, int | None] = Field(default_factory=lambda: dict(_DEFAULT_LONG_SIDE))
     detector: DetectorArchitecture = DetectorArchitecture()
     classifier: ClassifierArchitecture = ClassifierArchitecture()
     decode: DecodeConfig = DecodeConfig()

@@ -4,6 +4,7 @@ MONAI's box-aware transforms on every step."""
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -70,14 +71,21 @@ class DataReport:
                 "caries_without_depth": self.caries_without_depth}
 
 
+def _unit(stored: np.ndarray, bits: int) -> np.ndarray:
+    return stored.astype(np.float32) / float(2**bits - 1)
+
+
+def _read_unit(path: Path, kind: RadiographKind) -> np.ndarray:
+    return read_radiograph(path, kind_hint=kind).pixels_unit
+
+
 def synthetic_samples(source: SyntheticSource) -> list[Sample]:
     synth = load_config(SynthConfig, source.synth_config) if source.synth_config else SynthConfig()
     samples = []
     for kind, count in source.counts.items():
         for index in range(count):
             case = generate_case(kind, source.seed, index, synth)
-            stored, scale = case.stored, float(2**case.bits_stored - 1)
-            samples.append(Sample(case.annotations, kind, lambda s=stored, k=scale: s.astype(np.float32) / k))
+            samples.append(Sample(case.annotations, kind, functools.partial(_unit, case.stored, case.bits_stored)))
     return samples
 
 
@@ -94,8 +102,7 @@ def disk_samples(source: DiskSource, report: DataReport) -> list[Sample]:
     samples = []
     for image in dataset.images:
         kind = source.kind or image.kind or guess_kind(image.height_px, image.width_px)
-        path = Path(root) / image.file_name
-        samples.append(Sample(image, kind, lambda p=path, k=kind: read_radiograph(p, kind_hint=k).pixels_unit))
+        samples.append(Sample(image, kind, functools.partial(_read_unit, Path(root) / image.file_name, kind)))
     return samples
 
 
@@ -157,7 +164,7 @@ def root_count_crops(samples: Iterable[Sample], crop_hw: tuple[int, int]) -> tup
         for t in teeth:
             maxillary = Tooth.fdi_of(t.fdi).arch.value == "maxillary"
             crops.append(crop_tooth(image, t.box_xyxy_px, maxillary, crop_hw))
-            labels.append(t.root_count - 1)
+            labels.append(int(t.root_count or 1) - 1)
             ids.append(sample.image_id)
     if not crops:
         return np.zeros((0, 1, *crop_hw), np.float32), np.zeros(0, np.int64), ids

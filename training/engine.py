@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from monai.apps.detection.networks import retinanet_detector
 from monai.apps.detection.networks.retinanet_detector import RetinaNetDetector
+from monai.apps.detection.networks.retinanet_network import RetinaNet
 from monai.apps.detection.utils.anchor_utils import AnchorGeneratorWithAnchorShape
 from monai.data import Dataset
 from torch import nn
@@ -161,7 +162,7 @@ def train_classifier_one_epoch(model: nn.Module, optimizer: torch.optim.Optimize
 class DetectorPredictor:
     """Torch forward + the serving post-processing, for validation during training."""
 
-    network: nn.Module
+    network: RetinaNet
     arch: DetectorArchitecture
     classes: tuple[Label, ...]
     decode: DecodeConfig

@@ -138,6 +138,7 @@ def main(config: TrainConfig, resume: str | Path | None = None, run_dir: Path | 
     if report.unmapped_categories:
         console.print(f"[yellow]annotations that map to nothing of ours (dropped, counted): {dict(report.unmapped_categories)}")
 
+    trainer: _DetectorTraining | _ClassifierTraining
     if config.is_detector:
         trainer = _DetectorTraining(config, device, train_samples, val_samples)
     else:

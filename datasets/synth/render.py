@@ -186,7 +186,7 @@ def _paste(target: np.ndarray, frame: _Frame, patch: np.ndarray, op: str) -> Non
 
 def _visible_fraction(plan: ToothPlan, frame_args: tuple, canvas: Canvas) -> float:
     """Share of the tooth inside the image, estimated on a coarse grid (edge teeth only)."""
-    coarse = _frame(*frame_args, step=4)
+    coarse = _frame(*frame_args, step=4)  # type: ignore[misc]
     dentin = _ToothGeometry(plan, coarse).dentin
     total = int(dentin.sum())
     if total == 0:
@@ -216,7 +216,7 @@ def _cervical_ratio(plan: ToothPlan) -> float:
     return 0.72 if plan.tooth.is_posterior else 0.68
 
 
-def crown_half_width(s: np.ndarray, half: float, squareness: float, cervical: float) -> np.ndarray:
+def crown_half_width(s: np.ndarray | np.floating, half: float, squareness: float, cervical: float) -> np.ndarray:
     """Crown half-width at relative height s (0 tip, 1 CEJ): rounded to the tip, widest at
     the contact areas (s = 0.35), narrowing to the neck."""
     top = np.clip((0.35 - s) / 0.35, 0.0, 1.0)
@@ -250,7 +250,7 @@ class _ToothGeometry:
         s_table = np.clip((table_v + hc) / hc, 0.0, 1.0)  # 0 at the tip, 1 at the CEJ
         crown_half_table = crown_half_width(s_table, half, plan.squareness, cervical).astype(np.float32)
         self.crown_half = gather(crown_half_table)
-        tip = np.float32(-hc)
+        tip: np.floating | np.ndarray = np.float32(-hc)
         if plan.tooth.is_posterior:  # cusps and fissures on the occlusal outline
             cusps = 2 if plan.tooth.tooth_type.value == "premolar" else 3
             # cusp height depends on u only; evaluated on the frame directly
