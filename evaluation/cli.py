@@ -26,7 +26,8 @@ class DatasetSpecError(DxvError):
 
 def register(commands: Any) -> None:
     ev = commands.add_parser("eval", help="evaluate exported models on an annotated dataset")
-    ev.add_argument("model", type=Path, help="a folder of <model>.onnx + <model>.card.json (e.g. models/shipped)")
+    ev.add_argument("model", type=Path, help="a folder of <model>.onnx + <model>.card.json (e.g. models/shipped), "
+                    "or one .onnx file with its card")
     ev.add_argument("dataset", help="COCO/DENTEX JSON, YOLO folder, or synthetic:seed=99,periapical=150,bitewing=100,"
                     "panoramic=50")
     ev.add_argument("--format", dest="source_format", choices=["coco", "yolo"], default=None)
@@ -115,7 +116,10 @@ def _eval(args: argparse.Namespace) -> int:
         images, name = synthetic_images(args.dataset)
     else:
         images, name = disk_images(Path(args.dataset), args.source_format, args.category_map, args.kind)
-    reader = DentalReader.from_directory(args.model, threads=args.threads)
+    if args.model.is_file():
+        reader = DentalReader.from_files([args.model], threads=args.threads)
+    else:
+        reader = DentalReader.from_directory(args.model, threads=args.threads)
     with Progress(console=_out) as progress:
         task = progress.add_task("reading images", total=len(images))
         result = evaluate(reader, images, name, on_progress=lambda n: progress.update(task, completed=n))

@@ -127,17 +127,26 @@ class DentalReader:
     @classmethod
     def from_directory(cls, directory: str | Path, *, verify: bool = True, threads: int | None = None,
                        providers: list[str] | None = None) -> DentalReader:
-        parts: dict[str, object] = {}
+        """Every model with a card in ``directory`` (e.g. models/shipped)."""
         base = Path(directory)
-        for key, attr in ((ModelKey.TOOTH_NUMBERING, "teeth"), (ModelKey.FINDINGS, "findings"),
-                          (ModelKey.ROOT_COUNT, "roots")):
-            card_file = base / f"{key.value}.card.json"
-            if card_file.exists():
-                model = LoadedModel.load(base / read_card(card_file).onnx_file, verify=verify, threads=threads,
-                                         providers=providers)
-                parts[attr] = RootCounter(model) if key is ModelKey.ROOT_COUNT else Detector(model)
-        if not parts:
+        files = [base / read_card(base / f"{key.value}.card.json").onnx_file for key in ModelKey
+                 if (base / f"{key.value}.card.json").exists()]
+        if not files:
             raise ModelCardError(f"no model cards (*.card.json) in {base}")
+        return cls.from_files(files, verify=verify, threads=threads, providers=providers)
+
+    @classmethod
+    def from_files(cls, onnx_files: list[Path], *, verify: bool = True, threads: int | None = None,
+                   providers: list[str] | None = None) -> DentalReader:
+        """The given ONNX files, each with its ``.card.json`` beside it."""
+        parts: dict[str, object] = {}
+        for path in onnx_files:
+            model = LoadedModel.load(path, verify=verify, threads=threads, providers=providers)
+            key = model.card.key
+            attr = {ModelKey.TOOTH_NUMBERING: "teeth", ModelKey.FINDINGS: "findings", ModelKey.ROOT_COUNT: "roots"}[key]
+            if attr in parts:
+                raise ModelCardError(f"two {key.value} models given")
+            parts[attr] = RootCounter(model) if key is ModelKey.ROOT_COUNT else Detector(model)
         return cls(**parts)  # type: ignore[arg-type]
 
     def model_versions(self) -> tuple[tuple[str, str], ...]:

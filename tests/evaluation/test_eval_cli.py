@@ -40,3 +40,12 @@ def test_read_refuses_a_broken_file(tmp_path, capsys):
     path.write_bytes(b"DICM" + b"\0" * 20)
     assert dxv(["read", str(path)]) == 2
     assert "image." in capsys.readouterr().err
+
+
+def test_eval_of_one_model_file_reports_only_that_model(tmp_path):
+    out = tmp_path / "roots"
+    assert dxv(["eval", "models/shipped/root-count.onnx", "synthetic:seed=33,periapical=2", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["models"]) == {"root-count"}
+    assert "teeth" not in report and "findings" not in report
+    assert report["root_count"]["teeth"] > 0  # classified on the true tooth boxes
