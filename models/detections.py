@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from models.findings import CariesDepth, FindingClass, Label
 from models.postprocess import RawDetections, box_iou
@@ -59,14 +60,30 @@ def _box(row: np.ndarray) -> BoxXYXY:
     return (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
 
 
-def teeth_from_raw(raw: RawDetections, geometry: InputGeometry, classes: tuple[Label, ...]) -> list[ToothDetection]:
+def unique_numbers(probs: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """Class index per detected tooth such that no number is used twice among the eligible
+    teeth (a mouth has one tooth 36): the assignment with the highest joint probability
+    (Hungarian on -log p). Teeth that are not eligible keep their most likely number."""
+    labels = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
+    chosen = np.flatnonzero(eligible)
+    if len(chosen) > 1:
+        rows, cols = linear_sum_assignment(-np.log(np.clip(probs[chosen], 1e-6, 1.0)))
+        labels[chosen[rows]] = cols
+    return labels
+
+
+def teeth_from_raw(raw: RawDetections, geometry: InputGeometry, classes: tuple[Label, ...],
+                   unique_at: float | None = None) -> list[ToothDetection]:
+    """Teeth in original pixels. With ``unique_at``, the teeth scoring at least that much
+    get distinct numbers (``unique_numbers``); the score stays the detection's own."""
     boxes = geometry.to_original(raw.boxes_xyxy)
+    labels = raw.labels if unique_at is None else unique_numbers(raw.probs, raw.scores >= unique_at)
     teeth = []
-    for box, score, label, probs in zip(boxes, raw.scores, raw.labels, raw.probs, strict=True):
+    for box, score, label, probs in zip(boxes, raw.scores, labels, raw.probs, strict=True):
         tooth = classes[int(label)].tooth
         assert tooth is not None, "tooth detector class without a tooth"
-        order = np.argsort(-probs)
-        runner = classes[int(order[1])].tooth if len(order) > 1 else None
+        order = [int(i) for i in np.argsort(-probs) if int(i) != int(label)]
+        runner = classes[order[0]].tooth if order else None
         teeth.append(ToothDetection(fdi=tooth.fdi, box_xyxy_px=_box(box), score=float(score),
                                     fdi_runner_up=runner.fdi if runner else None))
     return teeth

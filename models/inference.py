@@ -167,7 +167,9 @@ class DentalReader:
         teeth: list[ToothDetection] = list(given_teeth or [])
         if self.teeth is not None and given_teeth is None:
             raw, geometry = self.teeth.raw(image_unit, kind)
-            teeth = teeth_from_raw(raw, geometry, self.teeth.labels)
+            decode = self.teeth.model.card.decode
+            unique_at = decode.operating_threshold if decode and decode.unique_tooth_numbers else None
+            teeth = teeth_from_raw(raw, geometry, self.teeth.labels, unique_at)
             teeth = self._threshold(teeth, self.teeth, operating_point)
         if self.roots is not None and kind is not RadiographKind.BITEWING:
             # Bitewings do not show the apices, so no root count is read from them.

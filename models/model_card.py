@@ -37,6 +37,8 @@ class DecodeConfig(FrozenConfig):
     nms_iou: float = Field(0.5, gt=0, le=1)
     candidates: int = Field(1000, ge=1)
     max_detections: int = Field(100, ge=1)
+    # Tooth detectors: teeth at or above the operating threshold get distinct FDI numbers.
+    unique_tooth_numbers: bool = True
 
 
 class InputContract(FrozenConfig):

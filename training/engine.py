@@ -197,7 +197,8 @@ def evaluate_detector(predictor: DetectorPredictor, items: list[dict[str, Any]],
         ann = ground_truth[item["image_id"]]
         raw, geometry = predictor(item)
         if target is Target.TEETH:
-            teeth = teeth_from_raw(raw, geometry, predictor.classes)
+            unique_at = threshold if predictor.decode.unique_tooth_numbers else None
+            teeth = teeth_from_raw(raw, geometry, predictor.classes, unique_at)
             gt = tuple(Box(t.box_xyxy_px, f"tooth-{t.fdi}") for t in ann.teeth)
             pred = tuple(Box(t.box_xyxy_px, f"tooth-{t.fdi}", t.score) for t in teeth)
             tooth_gt.append((ann.image_id, [(t.box_xyxy_px, t.fdi) for t in ann.teeth]))

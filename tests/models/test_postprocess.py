@@ -92,3 +92,14 @@ def test_findings_are_assigned_to_their_tooth_and_lesions_by_apex():
     assert [f.fdi for f in out] == [36, 36, None]
     # The apex of a maxillary tooth is at the top of its box.
     assert apex_region(upper)[1] < upper.box_xyxy_px[1] + 1
+
+
+def test_unique_numbers_resolve_a_duplicate_by_joint_probability():
+    from models.detections import unique_numbers
+
+    probs = np.array([[0.9, 0.1, 0.0],   # surely class 0
+                      [0.6, 0.5, 0.0],   # prefers 0 but 1 is close
+                      [0.7, 0.1, 0.05]])  # low-score box, not eligible
+    eligible = np.array([True, True, False])
+    assert unique_numbers(probs, eligible).tolist() == [0, 1, 0]
+    assert unique_numbers(probs, np.array([False, False, False])).tolist() == [0, 0, 0]
