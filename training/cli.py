@@ -30,6 +30,8 @@ def register(commands: Any) -> None:
     export = commands.add_parser("export", help="export a training checkpoint to ONNX with its model card")
     export.add_argument("checkpoint", type=Path, help="best.pt or last.pt of a run")
     export.add_argument("--out", type=Path, required=True, help="folder for <model>.onnx and <model>.card.json")
+    export.add_argument("--keep-threshold", action="store_true",
+                        help="keep the recipe's operating threshold instead of choosing it on the validation split")
     export.set_defaults(handler=_export)
 
     models = commands.add_parser("models", help="registered model versions")
@@ -76,7 +78,7 @@ def _train(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from training.export import export_checkpoint
 
-    card = export_checkpoint(args.checkpoint, args.out)
+    card = export_checkpoint(args.checkpoint, args.out, tune_threshold=not args.keep_threshold)
     _out.print(f"wrote {args.out / card.onnx_file} ({card.size_bytes / 1e6:.1f} MB, sha256 {card.sha256[:12]}…)")
     return 0
 

@@ -6,12 +6,16 @@ from pathlib import Path
 
 import yaml
 
+from evaluation.evaluate import read_all
+from evaluation.thresholds import CANDIDATE_THRESHOLDS, choose_threshold, findings_f1, teeth_f1
+from models.inference import DentalReader
 from models.model_card import InputContract, ModelCard, ModelKey
 from models.networks import RootCountClassifier, build_detector
 from models.onnx_export import CLASSIFIER_OUTPUTS, DETECTOR_OUTPUTS, export_classifier, export_detector, finalise_card
 from models.tasks import DetectorTask, class_names, task_classes
 from training.checkpoints import load_checkpoint
 from training.config import TrainConfig
+from training.data import DataReport, load_samples, split_samples
 
 ROOT_COUNT_CLASS_NAMES = ("roots-1", "roots-2", "roots-3+")
 
@@ -47,10 +51,34 @@ def network_for(config: TrainConfig):
     return RootCountClassifier(config.classifier)
 
 
-def export_checkpoint(checkpoint_path: Path, out_dir: Path) -> ModelCard:
+def export_checkpoint(checkpoint_path: Path, out_dir: Path, tune_threshold: bool = True) -> ModelCard:
+    """ONNX + card from a checkpoint; with ``tune_threshold`` the operating threshold is
+    chosen on the run's validation split (rebuilt from the config it was trained with),
+    exactly as at the end of ``dxv train``."""
     checkpoint = load_checkpoint(checkpoint_path)
     config = TrainConfig.model_validate(yaml.safe_load(checkpoint.config_yaml))
     model = network_for(config)
     model.load_state_dict(checkpoint.model_state)
-    _, card = export_model(config, model, out_dir, checkpoint.run_id)
+    path, card = export_model(config, model, out_dir, checkpoint.run_id)
+    if tune_threshold and config.is_detector:
+        _, val_samples = split_samples(load_samples(config.data, DataReport()), config.data.val_fraction,
+                                       config.data.split_seed)
+        card = tune_operating_threshold(card, path, val_samples)
     return card
+
+
+def tune_operating_threshold(card: ModelCard, onnx_path: Path, val_samples: list) -> ModelCard:
+    """Set a detector's operating threshold to the best validation F1 (the ONNX file and
+    its hash are unchanged; the threshold lives in the card)."""
+    if card.decode is None or not val_samples:
+        return card
+    reader = DentalReader.from_directory(onnx_path.parent)
+    readings = read_all(reader, val_samples)
+    score = teeth_f1 if card.key is ModelKey.TOOTH_NUMBERING else findings_f1
+    curve = {t: score(val_samples, readings, t) for t in CANDIDATE_THRESHOLDS}
+    threshold = choose_threshold(curve)
+    print(f"operating threshold {threshold} (validation F1 {curve[threshold]:.3f})")
+    decode = card.decode.model_copy(update={"operating_threshold": threshold})
+    fields = card.model_dump(mode="json", exclude={"onnx_file", "sha256", "size_bytes"})
+    return finalise_card({**fields, "decode": decode.model_dump(mode="json")}, onnx_path)
+

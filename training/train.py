@@ -21,8 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from datasets.transforms import Target
-from evaluation.evaluate import evaluate, headline_metrics, read_all, write_report
-from evaluation.thresholds import CANDIDATE_THRESHOLDS, choose_threshold, findings_f1, teeth_f1
+from evaluation.evaluate import evaluate, headline_metrics, write_report
 from models.config_loading import dump_config
 from models.inference import DentalReader
 from models.model_card import ModelCard, ModelKey
@@ -51,7 +50,7 @@ from training.engine import (
     train_classifier_one_epoch,
     train_detector_one_epoch,
 )
-from training.export import export_model, network_for
+from training.export import export_model, network_for, tune_operating_threshold
 from training.tracking import tracked_run
 
 log = logging.getLogger("dxv.train")
@@ -218,22 +217,6 @@ def main(config: TrainConfig, resume: str | Path | None = None, run_dir: Path | 
         context.__exit__(None, None, None)
     return TrainResult(run_dir, onnx_path, card, run_id, version, tuple(history), final)
 
-
-
-def tune_operating_threshold(card: ModelCard, onnx_path: Path, val_samples: list) -> ModelCard:
-    """Set a detector's operating threshold to the best validation F1 (the ONNX file and
-    its hash are unchanged; the threshold lives in the card)."""
-    if card.decode is None or not val_samples:
-        return card
-    reader = DentalReader.from_directory(onnx_path.parent)
-    readings = read_all(reader, val_samples)
-    score = teeth_f1 if card.key is ModelKey.TOOTH_NUMBERING else findings_f1
-    curve = {t: score(val_samples, readings, t) for t in CANDIDATE_THRESHOLDS}
-    threshold = choose_threshold(curve)
-    console.print(f"operating threshold {threshold} (validation F1 {curve[threshold]:.3f})")
-    decode = card.decode.model_copy(update={"operating_threshold": threshold})
-    fields = card.model_dump(mode="json", exclude={"onnx_file", "sha256", "size_bytes"})
-    return finalise_card({**fields, "decode": decode.model_dump(mode="json")}, onnx_path)
 
 
 class _DetectorTraining:

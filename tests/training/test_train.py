@@ -12,12 +12,14 @@ from PIL import Image
 
 from datasets.annotations import FindingAnnotation, ImageAnnotations, ToothAnnotation
 from datasets.coco import to_coco
+from evaluation.thresholds import CANDIDATE_THRESHOLDS
 from models.config_loading import ConfigError, load_config
 from models.findings import FindingClass
 from models.model_card import card_path, read_card, verify_card
 from training.config import TrainConfig
 from training.data import DataReport, load_samples
 from training.engine import NonFiniteLossError, build_training_detector, train_detector_one_epoch
+from training.export import export_checkpoint
 from training.train import main
 
 pytestmark = pytest.mark.slow
@@ -53,6 +55,11 @@ def test_tooth_detector_run_is_tracked_registered_and_resumable(tmp_path, mlflow
     assert [i.name for i in registered.graph.input] == ["image"]
     verify_card(read_card(card_path(first.onnx_path)), first.onnx_path)
     assert "tooth_recall" in first.card.metrics
+    assert first.card.decode.operating_threshold in CANDIDATE_THRESHOLDS  # chosen on the validation split
+
+    # Exporting the checkpoint again gives the same network and the same chosen threshold.
+    again = export_checkpoint(first.run_dir / "best.pt", tmp_path / "again")
+    assert again.sha256 != "" and again.decode.operating_threshold == first.card.decode.operating_threshold
 
     # Resume: continue the same run for a second epoch.
     longer = config.model_copy(update={"optim": config.optim.model_copy(update={"epochs": 2})})
