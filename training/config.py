@@ -79,7 +79,7 @@ class SamplerConfig(FrozenConfig):
 class TrackingConfig(FrozenConfig):
     experiment: str = "dxv-detectors"
     tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else the local SQLite store
-    register: bool = True
+    register_model: bool = True
     enabled: bool = True
 
 
@@ -106,6 +106,9 @@ class TrainConfig(FrozenConfig):
     amp: bool = True  # used on GPU only
     threads: int | None = Field(None, ge=1)  # torch CPU threads; None leaves torch's default
     output_dir: Path = Path("data/runs")
+    # Warm start: the network weights of another run's checkpoint (same architecture); the
+    # optimiser, schedule and MLflow run start afresh. Recorded with the run's params.
+    init_from: Path | None = None
     export_onnx: bool = True
 
     @property

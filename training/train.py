@@ -27,7 +27,7 @@ from models.inference import DentalReader
 from models.model_card import ModelCard, ModelKey
 from models.onnx_export import finalise_card
 from models.tasks import DetectorTask, task_classes
-from training.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from training.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import (
     DataReport,
@@ -148,6 +148,13 @@ def main(config: TrainConfig, resume: str | Path | None = None, run_dir: Path | 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_with_warmup(steps_per_epoch * config.optim.epochs, config.optim.warmup_iters))
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    if config.init_from is not None and checkpoint is None:
+        try:
+            model.load_state_dict(load_checkpoint(config.init_from).model_state)
+        except RuntimeError as exc:  # shapes or names differ: another architecture or model
+            raise CheckpointError(f"init_from {config.init_from} does not fit this network: "
+                                  f"{str(exc).splitlines()[0]}") from exc
+        console.print(f"network initialised from {config.init_from}")
     start_epoch, best, best_epoch, history = 0, -1.0, -1, []
     if checkpoint is not None:
         model.load_state_dict(checkpoint.model_state)
@@ -206,7 +213,7 @@ def main(config: TrainConfig, resume: str | Path | None = None, run_dir: Path | 
                 tracker.log_metrics({f"final_{k}": v for k, v in final.items()}, step=config.optim.epochs)
                 for f in files:
                     tracker.log_file(f, "evaluation")
-                version = tracker.log_onnx_model(onnx_path, card, register=tracking.register)
+                version = tracker.log_onnx_model(onnx_path, card, register=tracking.register_model)
                 if version:
                     console.print(f"registered {card.registered_name} version {version}")
     except BaseException as exc:

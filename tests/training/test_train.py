@@ -31,10 +31,13 @@ TINY = [
 ]
 
 
+def _args(tmp_path, model):
+    return [f"model={model}", f"output_dir={tmp_path / 'runs'}", "tracking.experiment=test",
+            "data.sources=[{format: synthetic, counts: {periapical: 4, panoramic: 2}, seed: 5}]", *TINY]
+
+
 def _config(tmp_path, model, *extra):
-    return load_config(TrainConfig, None, [
-        f"model={model}", f"output_dir={tmp_path / 'runs'}", "tracking.experiment=test",
-        "data.sources=[{format: synthetic, counts: {periapical: 4, panoramic: 2}, seed: 5}]", *TINY, *extra])
+    return load_config(TrainConfig, None, [*_args(tmp_path, model), *extra])
 
 
 def test_tooth_detector_run_is_tracked_registered_and_resumable(tmp_path, mlflow_store):
@@ -75,6 +78,19 @@ def test_same_seed_same_losses(tmp_path, mlflow_store):
     a = main(config, run_dir=tmp_path / "a")
     b = main(config, run_dir=tmp_path / "b")
     assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
+
+
+def test_warm_start_must_fit_the_network(tmp_path, mlflow_store):
+    from training.checkpoints import CheckpointError
+
+    base = _config(tmp_path, "findings", "optim.epochs=1", "tracking.enabled=false", "export_onnx=false")
+    first = main(base, run_dir=tmp_path / "first")
+    warm = base.model_copy(update={"init_from": first.run_dir / "last.pt"})
+    assert np.isfinite(main(warm, run_dir=tmp_path / "warm").history[0]["train_loss"])
+    wider = load_config(TrainConfig, None, [*_args(tmp_path, "findings"), "detector.fpn_channels=32",
+                                            f"init_from={first.run_dir / 'last.pt'}", "tracking.enabled=false"])
+    with pytest.raises(CheckpointError, match="does not fit"):
+        main(wider, run_dir=tmp_path / "wider")
 
 
 def test_root_count_classifier_run(tmp_path, mlflow_store):
