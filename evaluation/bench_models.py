@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from datasets.synth.generator import generate_case
-from models.inference import DentalReader
+from models.inference import DentalReader, available_providers
 from models.model_card import SHIPPED_DIR, ModelKey, get_model_card
 from models.networks import DetectorForExport, RootCountClassifier, build_detector
 from models.preprocess import prepare_image
@@ -85,9 +85,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--out", type=Path, default=Path("data/bench/models.json"))
+    parser.add_argument("--gpu", action="store_true", help="ONNX Runtime CUDA provider (needs EXTRAS=gpu)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    reader = DentalReader.from_directory(args.models, threads=args.threads, providers=["CPUExecutionProvider"])
+    providers = available_providers(prefer_gpu=True) if args.gpu else ["CPUExecutionProvider"]
+    reader = DentalReader.from_directory(args.models, threads=args.threads, providers=providers)
+    print(f"ONNX Runtime providers: {', '.join(providers)}")
     latency = end_to_end(reader, args.repeats)
     print(f"All models together, full serving path, {args.threads} threads (median of {args.repeats}):")
     for kind, ms in latency.items():
