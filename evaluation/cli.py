@@ -5,15 +5,12 @@ evaluation in MLflow, ``--write-card-metrics`` stores the figures in the model c
 from __future__ import annotations
 
 import argparse
-import functools
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 
+from datasets.samples import Sample, disk_samples, synthetic_samples
 from models.errors import DxvError
 from models.radiographs import RadiographKind
 
@@ -50,16 +47,8 @@ def register(commands: Any) -> None:
     read.set_defaults(handler=_read)
 
 
-@dataclass(frozen=True, eq=False)
-class _Image:
-    annotations: Any
-    kind: RadiographKind
-    load: Callable[[], np.ndarray]
-
-
-def synthetic_images(spec: str) -> tuple[list[_Image], str]:
-    from datasets.synth.generator import generate_case
-
+def synthetic_images(spec: str) -> tuple[list[Sample], str]:
+    """'synthetic:seed=99,periapical=150,...' -> generated samples and a name for reports."""
     fields: dict[str, int] = {}
     for part in spec.removeprefix("synthetic:").split(","):
         key, sep, value = part.partition("=")
@@ -70,40 +59,19 @@ def synthetic_images(spec: str) -> tuple[list[_Image], str]:
     unknown = set(fields) - {k.value for k in RadiographKind}
     if unknown or not fields:
         raise DatasetSpecError(f"synthetic dataset spec {spec!r}: give counts for periapical, bitewing, panoramic")
-    images = []
-    for kind_name, count in fields.items():
-        kind = RadiographKind(kind_name)
-        for index in range(count):
-            case = generate_case(kind, seed, index)
-            images.append(_Image(case.annotations, kind, functools.partial(getattr, case, "pixels_unit")))
-    name = f"synthetic seed {seed} ({', '.join(f'{k} {v}' for k, v in fields.items())})"
-    return images, name
+    samples = synthetic_samples({RadiographKind(k): n for k, n in fields.items()}, seed)
+    return samples, f"synthetic seed {seed} ({', '.join(f'{k} {v}' for k, v in fields.items())})"
 
 
-def _read_unit(path: Path, kind: RadiographKind) -> np.ndarray:
-    from datasets.readers import read_radiograph
-
-    return read_radiograph(path, kind_hint=kind).pixels_unit
-
-
-def disk_images(path: Path, source_format: str | None, category_map: Path | None, kind: str | None) -> tuple[list[_Image], str]:
+def disk_images(path: Path, source_format: str | None, category_map: Path | None, kind: str | None) -> tuple[list[Sample], str]:
     import yaml
-
-    from datasets.coco import read_coco
-    from datasets.yolo import read_yolo
-    from models.preprocess import guess_kind
 
     mapping = yaml.safe_load(category_map.read_text("utf-8")) if category_map else None
     fmt = source_format or ("yolo" if path.is_dir() else "coco")
-    dataset = read_yolo(path, category_map=mapping) if fmt == "yolo" else read_coco(path, category_map=mapping)
-    root = path if fmt == "yolo" else path.parent
+    samples, dataset = disk_samples(path, fmt, kind=RadiographKind(kind) if kind else None, category_map=mapping)
     if dataset.unmapped:
         _out.print(f"[yellow]categories that map to nothing (not evaluated): {dict(dataset.unmapped)}")
-    images = []
-    for ann in dataset.images:
-        k = RadiographKind(kind) if kind else (ann.kind or guess_kind(ann.height_px, ann.width_px))
-        images.append(_Image(ann, k, functools.partial(_read_unit, root / ann.file_name, k)))
-    return images, str(path)
+    return samples, str(path)
 
 
 def _eval(args: argparse.Namespace) -> int:

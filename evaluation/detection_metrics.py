@@ -203,6 +203,17 @@ class ToothMatching:
         return self.correctly_numbered / self.gt_teeth if self.gt_teeth else None
 
 
+def match_boxes(gt: Sequence[tuple[float, float, float, float]], pred: Sequence[tuple[float, float, float, float]],
+                iou_threshold: float = 0.5) -> list[tuple[int, int]]:
+    """One-to-one matching by box overlap (Hungarian on IoU): (gt index, prediction index)
+    pairs with IoU at least ``iou_threshold``."""
+    if not gt or not pred:
+        return []
+    ious = box_iou(np.asarray(pred), np.asarray(gt))
+    rows, cols = linear_sum_assignment(-ious)
+    return [(int(c), int(r)) for r, c in zip(rows, cols, strict=True) if ious[r, c] >= iou_threshold]
+
+
 def match_teeth(ground_truth: Sequence[tuple[str, list[tuple[tuple[float, float, float, float], int]]]],
                 predictions: dict[str, list[tuple[tuple[float, float, float, float], int]]],
                 iou_threshold: float = 0.5) -> tuple[ToothMatching, dict[str, list[tuple[int, int]]]]:
@@ -219,9 +230,7 @@ def match_teeth(ground_truth: Sequence[tuple[str, list[tuple[tuple[float, float,
             fp += len(pred)
             per_image[image_id] = []
             continue
-        ious = box_iou(np.asarray([p[0] for p in pred]), np.asarray([g[0] for g in gt]))
-        rows, cols = linear_sum_assignment(-ious)
-        good = [(int(c), int(r)) for r, c in zip(rows, cols, strict=True) if ious[r, c] >= iou_threshold]
+        good = match_boxes([g[0] for g in gt], [p[0] for p in pred], iou_threshold)
         per_image[image_id] = good
         matched += len(good)
         fp += len(pred) - len(good)

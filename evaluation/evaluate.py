@@ -7,17 +7,18 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from datasets.annotations import ImageAnnotations
+from datasets.samples import Sample
 from evaluation.detection_metrics import (
     Box,
     ImageBoxes,
     coco_ap,
     confusion_matrix,
     froc,
+    match_boxes,
     match_teeth,
     operating_point,
 )
@@ -30,19 +31,6 @@ from models.tasks import ROOT_COUNT_CLASSES
 LESION_CLASSES = (FindingClass.CARIES, FindingClass.PERIAPICAL_LESION)
 
 
-class EvalImage(Protocol):
-    """An annotated radiograph to evaluate on; ``load`` returns float32 [0, 1] pixels."""
-
-    @property
-    def annotations(self) -> ImageAnnotations: ...
-
-    @property
-    def kind(self) -> RadiographKind: ...
-
-    @property
-    def load(self) -> Callable[[], np.ndarray]: ...
-
-
 @dataclass(frozen=True)
 class EvaluationResult:
     report: dict[str, Any]
@@ -53,7 +41,7 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-def read_all(reader: DentalReader, images: Sequence[EvalImage],
+def read_all(reader: DentalReader, images: Sequence[Sample],
              on_progress: Callable[[int], None] | None = None) -> list[ImageReading]:
     readings = []
     for i, image in enumerate(images):
@@ -73,7 +61,7 @@ def _tooth_threshold(reader: DentalReader) -> float:
     return card.decode.operating_threshold if card and card.decode else 0.0
 
 
-def _teeth_section(reader: DentalReader, images: Sequence[EvalImage], readings: Sequence[ImageReading]) -> dict[str, Any]:
+def _teeth_section(reader: DentalReader, images: Sequence[Sample], readings: Sequence[ImageReading]) -> dict[str, Any]:
     threshold = _tooth_threshold(reader)
     section: dict[str, Any] = {"operating_threshold": threshold}
     for scope, chosen in _scopes(images):
@@ -102,7 +90,7 @@ def _teeth_section(reader: DentalReader, images: Sequence[EvalImage], readings: 
     return section
 
 
-def _scopes(images: Sequence[EvalImage]) -> list[tuple[str, list[int]]]:
+def _scopes(images: Sequence[Sample]) -> list[tuple[str, list[int]]]:
     scopes = [("all", list(range(len(images))))]
     for kind in RadiographKind:
         chosen = [i for i, im in enumerate(images) if im.kind is kind]
@@ -111,7 +99,7 @@ def _scopes(images: Sequence[EvalImage]) -> list[tuple[str, list[int]]]:
     return scopes
 
 
-def _findings_section(reader: DentalReader, images: Sequence[EvalImage], readings: Sequence[ImageReading]
+def _findings_section(reader: DentalReader, images: Sequence[Sample], readings: Sequence[ImageReading]
                       ) -> tuple[dict[str, Any], dict[str, Any]]:
     assert reader.findings is not None and reader.findings.model.card.decode is not None
     threshold = reader.findings.model.card.decode.operating_threshold
@@ -145,7 +133,7 @@ def _findings_section(reader: DentalReader, images: Sequence[EvalImage], reading
     return section, curves
 
 
-def _caries_depth_accuracy(images: Sequence[EvalImage], readings: Sequence[ImageReading], threshold: float) -> float | None:
+def _caries_depth_accuracy(images: Sequence[Sample], readings: Sequence[ImageReading], threshold: float) -> float | None:
     """Among true caries found (IoU >= 0.5 at the operating point), the share with the right depth."""
     right = total = 0
     for image, reading in zip(images, readings, strict=True):
@@ -154,14 +142,13 @@ def _caries_depth_accuracy(images: Sequence[EvalImage], readings: Sequence[Image
         pred = [f for f in reading.findings if f.finding_class is FindingClass.CARIES and f.score >= threshold]
         if not gt or not pred:
             continue
-        _, pairs = match_teeth([("x", [(b, 0) for b, _ in gt])], {"x": [(p.box_xyxy_px, 0) for p in pred]})
-        for gi, pi in pairs["x"]:
+        for gi, pi in match_boxes([b for b, _ in gt], [p.box_xyxy_px for p in pred]):
             total += 1
             right += int(pred[pi].caries_depth == gt[gi][1])
     return right / total if total else None
 
 
-def _roots_section(reader: DentalReader, images: Sequence[EvalImage], readings: Sequence[ImageReading]) -> dict[str, Any]:
+def _roots_section(reader: DentalReader, images: Sequence[Sample], readings: Sequence[ImageReading]) -> dict[str, Any]:
     """Root count on true teeth whose apices are in the image, through the detected tooth
     that matches each (or the true box when there is no tooth detector)."""
     threshold = _tooth_threshold(reader)
@@ -174,8 +161,7 @@ def _roots_section(reader: DentalReader, images: Sequence[EvalImage], readings: 
         teeth = [t for t in reading.teeth if t.score >= threshold and t.root_count is not None]
         if not gt or not teeth:
             continue
-        _, pairs = match_teeth([("x", [(t.box_xyxy_px, t.fdi) for t in gt])], {"x": [(t.box_xyxy_px, t.fdi) for t in teeth]})
-        for gi, pi in pairs["x"]:
+        for gi, pi in match_boxes([t.box_xyxy_px for t in gt], [t.box_xyxy_px for t in teeth]):
             truth.append(int(gt[gi].root_count or 0))
             predicted.append(int(teeth[pi].root_count or 0))
     matrix = confusion_matrix(truth, predicted, ROOT_COUNT_CLASSES)
@@ -184,7 +170,7 @@ def _roots_section(reader: DentalReader, images: Sequence[EvalImage], readings: 
             "confusion_matrix": {"classes": list(ROOT_COUNT_CLASSES), "rows_true_cols_predicted": matrix.tolist()}}
 
 
-def evaluate(reader: DentalReader, images: Sequence[EvalImage], dataset_name: str,
+def evaluate(reader: DentalReader, images: Sequence[Sample], dataset_name: str,
              on_progress: Callable[[int], None] | None = None) -> EvaluationResult:
     readings = read_all(reader, images, on_progress)
     report: dict[str, Any] = {"dataset": dataset_name, "images": len(images),

@@ -3,8 +3,7 @@ evaluation and serving. CUDA is used when onnxruntime-gpu is installed and a GPU
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,7 @@ from models.detections import (
     teeth_from_raw,
 )
 from models.model_card import ModelCard, ModelCardError, ModelKey, card_path, read_card, verify_card
-from models.networks import DetectorArchitecture
-from models.postprocess import DecodeSettings, anchors_xyxy, decode_detections
+from models.postprocess import cached_anchors, decode_detections
 from models.preprocess import crop_tooth, prepare_image
 from models.radiographs import RadiographKind
 from models.tasks import ROOT_COUNT_CLASSES, labels_from_names, nms_groups
@@ -76,22 +74,16 @@ class Detector:
         self.model = model
         self.labels = labels_from_names(card.classes)
         self.groups = nms_groups(self.labels)
-        self.settings = DecodeSettings(score_threshold=card.decode.score_threshold, nms_iou=card.decode.nms_iou,
-                                       candidates=card.decode.candidates, max_detections=card.decode.max_detections)
+        self.settings = card.decode.settings()
 
     def raw(self, image_unit: np.ndarray, kind: RadiographKind):
         card = self.model.card
         tensor, geometry = prepare_image(image_unit, card.long_side_for(kind))
         cls, box = self.model.session.run(None, {card.input.name: tensor})  # type: ignore[attr-defined]
         assert card.detector is not None
-        raw = decode_detections(cls[0], box[0], _anchors(card.detector, geometry.padded_hw), geometry.padded_hw,
+        raw = decode_detections(cls[0], box[0], cached_anchors(card.detector, geometry.padded_hw), geometry.padded_hw,
                                 self.settings, self.groups)
         return raw, geometry
-
-
-@functools.lru_cache(maxsize=64)
-def _anchors(arch: DetectorArchitecture, padded_hw: tuple[int, int]) -> np.ndarray:
-    return anchors_xyxy(arch, padded_hw)  # the same few input shapes recur: compute once
 
 
 class RootCounter:
@@ -174,8 +166,7 @@ class DentalReader:
         if self.roots is not None and kind is not RadiographKind.BITEWING:
             # Bitewings do not show the apices, so no root count is read from them.
             counts = self.roots.classify(image_unit, teeth)
-            teeth = [ToothDetection(t.fdi, t.box_xyxy_px, t.score, t.fdi_runner_up, n, s)
-                     for t, (n, s) in zip(teeth, counts, strict=True)]
+            teeth = [replace(t, root_count=n, root_count_score=s) for t, (n, s) in zip(teeth, counts, strict=True)]
         findings: list[FindingDetection] = []
         if self.findings is not None:
             raw, geometry = self.findings.raw(image_unit, kind)

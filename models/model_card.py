@@ -15,6 +15,7 @@ from pydantic import Field
 from models.config_loading import FrozenConfig
 from models.errors import DxvError
 from models.networks import SIZE_DIVISIBLE, ClassifierArchitecture, DetectorArchitecture
+from models.postprocess import DecodeSettings
 from models.radiographs import RadiographKind
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
@@ -39,6 +40,10 @@ class DecodeConfig(FrozenConfig):
     max_detections: int = Field(100, ge=1)
     # Tooth detectors: teeth at or above the operating threshold get distinct FDI numbers.
     unique_tooth_numbers: bool = True
+
+    def settings(self) -> DecodeSettings:
+        return DecodeSettings(score_threshold=self.score_threshold, nms_iou=self.nms_iou, candidates=self.candidates,
+                              max_detections=self.max_detections)
 
 
 class InputContract(FrozenConfig):

@@ -7,6 +7,7 @@ first."""
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -34,6 +35,14 @@ def anchors_xyxy(arch: DetectorArchitecture, padded_hw: tuple[int, int]) -> np.n
         level = (shifts[:, None, :] + base[None, :, :]).reshape(-1, 4)
         per_level.append(level[:, [1, 0, 3, 2]])
     return np.concatenate(per_level, axis=0).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def cached_anchors(arch: DetectorArchitecture, padded_hw: tuple[int, int]) -> np.ndarray:
+    """``anchors_xyxy`` for the few input shapes that recur (one per kind and orientation)."""
+    anchors = anchors_xyxy(arch, padded_hw)
+    anchors.setflags(write=False)  # shared between calls
+    return anchors
 
 
 def decode_boxes(deltas: np.ndarray, anchors: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from models.findings import CariesDepth
 from models.model_card import DecodeConfig, ModelKey
 from models.networks import ClassifierArchitecture, DetectorArchitecture
 from models.radiographs import RadiographKind
+from models.tasks import DetectorTask
 
 
 class SyntheticSource(FrozenConfig):
@@ -118,3 +119,7 @@ class TrainConfig(FrozenConfig):
     @property
     def is_detector(self) -> bool:
         return self.model is not ModelKey.ROOT_COUNT
+
+    @property
+    def detector_task(self) -> DetectorTask:
+        return DetectorTask.TEETH if self.model is ModelKey.TOOTH_NUMBERING else DetectorTask.FINDINGS

@@ -4,11 +4,9 @@ MONAI's box-aware transforms on every step."""
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,33 +14,14 @@ import torch
 from monai.data import Dataset
 from monai.transforms import Compose, RandAffined, RandFlipd, RandGaussianNoised, RandScaleIntensityd
 
-from datasets.annotations import ImageAnnotations
-from datasets.coco import read_coco
-from datasets.errors import DatasetFormatError
-from datasets.readers import read_radiograph
+from datasets.samples import Sample, disk_samples, synthetic_samples
 from datasets.synth.config import SynthConfig
-from datasets.synth.generator import generate_case
 from datasets.transforms import Target, augmentation_steps, target_arrays, to_monai_boxes
-from datasets.yolo import read_yolo
 from models.config_loading import load_config
 from models.findings import FindingClass
-from models.preprocess import crop_tooth, guess_kind, resize_unit_image, resized_shape
-from models.radiographs import RadiographKind
+from models.preprocess import crop_tooth, resize_unit_image, resized_shape
 from models.teeth import Tooth
 from training.config import AugmentConfig, DataConfig, DiskSource, SyntheticSource, TrainConfig
-
-
-@dataclass(frozen=True, eq=False)
-class Sample:
-    """One annotated radiograph; ``load`` returns its pixels as float32 [0, 1]."""
-
-    annotations: ImageAnnotations
-    kind: RadiographKind
-    load: Callable[[], np.ndarray]
-
-    @property
-    def image_id(self) -> str:
-        return self.annotations.image_id
 
 
 @dataclass
@@ -71,45 +50,20 @@ class DataReport:
                 "caries_without_depth": self.caries_without_depth}
 
 
-def _unit(stored: np.ndarray, bits: int) -> np.ndarray:
-    return stored.astype(np.float32) / float(2**bits - 1)
-
-
-def _read_unit(path: Path, kind: RadiographKind) -> np.ndarray:
-    return read_radiograph(path, kind_hint=kind).pixels_unit
-
-
-def synthetic_samples(source: SyntheticSource) -> list[Sample]:
-    synth = load_config(SynthConfig, source.synth_config) if source.synth_config else SynthConfig()
-    samples = []
-    for kind, count in source.counts.items():
-        for index in range(count):
-            case = generate_case(kind, source.seed, index, synth)
-            samples.append(Sample(case.annotations, kind, functools.partial(_unit, case.stored, case.bits_stored)))
-    return samples
-
-
-def disk_samples(source: DiskSource, report: DataReport) -> list[Sample]:
-    if not source.path.exists():
-        raise DatasetFormatError(f"dataset not found: {source.path}")
-    if source.format == "yolo":
-        dataset = read_yolo(source.path, category_map=source.category_map or None)
-        root = source.images_root or source.path
-    else:
-        dataset = read_coco(source.path, category_map=source.category_map or None)
-        root = source.images_root or source.path.parent
+def _source_samples(source: SyntheticSource | DiskSource, report: DataReport) -> list[Sample]:
+    if isinstance(source, SyntheticSource):
+        synth = load_config(SynthConfig, source.synth_config) if source.synth_config else SynthConfig()
+        return synthetic_samples(source.counts, source.seed, synth)
+    samples, dataset = disk_samples(source.path, source.format, images_root=source.images_root, kind=source.kind,
+                                    category_map=source.category_map)
     report.unmapped_categories.update(dataset.unmapped)
-    samples = []
-    for image in dataset.images:
-        kind = source.kind or image.kind or guess_kind(image.height_px, image.width_px)
-        samples.append(Sample(image, kind, functools.partial(_read_unit, Path(root) / image.file_name, kind)))
     return samples
 
 
 def load_samples(config: DataConfig, report: DataReport) -> list[Sample]:
     samples: list[Sample] = []
     for source in config.sources:
-        samples += synthetic_samples(source) if isinstance(source, SyntheticSource) else disk_samples(source, report)
+        samples += _source_samples(source, report)
     for sample in samples:
         report.add(sample)
     return samples

@@ -23,7 +23,7 @@ from models.detections import findings_from_raw, teeth_from_raw
 from models.findings import FindingClass, Label
 from models.model_card import DecodeConfig
 from models.networks import DetectorArchitecture, DetectorForExport
-from models.postprocess import DecodeSettings, anchors_xyxy, decode_detections
+from models.postprocess import cached_anchors, decode_detections
 from models.preprocess import InputGeometry, pad_to_divisible
 from models.tasks import nms_groups
 from training.config import SamplerConfig
@@ -173,10 +173,9 @@ class DetectorPredictor:
         padded = pad_to_divisible(image)
         with torch.no_grad():
             cls, box = DetectorForExport(self.network).eval()(torch.from_numpy(padded[None, None]).to(self.device))
-        settings = DecodeSettings(score_threshold=self.decode.score_threshold, nms_iou=self.decode.nms_iou,
-                                  candidates=self.decode.candidates, max_detections=self.decode.max_detections)
         raw = decode_detections(cls[0].float().cpu().numpy(), box[0].float().cpu().numpy(),
-                                anchors_xyxy(self.arch, padded.shape), padded.shape, settings, nms_groups(self.classes))
+                                cached_anchors(self.arch, padded.shape), padded.shape, self.decode.settings(),
+                                nms_groups(self.classes))
         geometry = InputGeometry(original_hw=item["original_hw"], resized_hw=image.shape, padded_hw=padded.shape)
         return raw, geometry
 

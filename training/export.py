@@ -12,7 +12,7 @@ from models.inference import DentalReader
 from models.model_card import InputContract, ModelCard, ModelKey
 from models.networks import RootCountClassifier, build_detector
 from models.onnx_export import CLASSIFIER_OUTPUTS, DETECTOR_OUTPUTS, export_classifier, export_detector, finalise_card
-from models.tasks import DetectorTask, class_names, task_classes
+from models.tasks import class_names, task_classes
 from training.checkpoints import load_checkpoint
 from training.config import TrainConfig
 from training.data import DataReport, load_samples, split_samples
@@ -24,8 +24,7 @@ def card_fields(config: TrainConfig, run_id: str | None) -> dict:
     base = {"key": config.model, "registered_name": config.name, "version": config.version_label,
             "kinds_served": config.kinds_served, "training_run_id": run_id}
     if config.is_detector:
-        task = DetectorTask.TEETH if config.model is ModelKey.TOOTH_NUMBERING else DetectorTask.FINDINGS
-        return {**base, "task": "detection", "classes": class_names(task),
+        return {**base, "task": "detection", "classes": class_names(config.detector_task),
                 "input": InputContract(long_side_px=config.long_side_px), "outputs": DETECTOR_OUTPUTS,
                 "detector": config.detector, "decode": config.decode}
     crop = (config.classifier.crop_height_px, config.classifier.crop_width_px)
@@ -46,8 +45,7 @@ def export_model(config: TrainConfig, model, out_dir: Path, run_id: str | None) 
 
 def network_for(config: TrainConfig):
     if config.is_detector:
-        task = DetectorTask.TEETH if config.model is ModelKey.TOOTH_NUMBERING else DetectorTask.FINDINGS
-        return build_detector(config.detector, len(task_classes(task)))
+        return build_detector(config.detector, len(task_classes(config.detector_task)))
     return RootCountClassifier(config.classifier)
 
 

@@ -5,7 +5,6 @@ artifacts beside it; ``MLFLOW_TRACKING_URI`` (or the config) points elsewhere.""
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,15 +93,12 @@ class RunTracker:
         registered version (None when not registered)."""
         model = onnx.load(str(onnx_path))
         signature = onnx_signature(model)
-        with tempfile.TemporaryDirectory() as tmp:
-            card_file = Path(tmp) / card_path(onnx_path).name
-            card_file.write_text(Path(card_path(onnx_path)).read_text("utf-8"), "utf-8")
-            info = mlflow.onnx.log_model(
-                model, name="model", signature=signature, save_as_external_data=False,
-                registered_model_name=card.registered_name if register else None,
-                extra_files=[str(card_file)],
-                metadata={"model_card": card.model_dump(mode="json")},
-            )
+        info = mlflow.onnx.log_model(
+            model, name="model", signature=signature, save_as_external_data=False,
+            registered_model_name=card.registered_name if register else None,
+            extra_files=[str(card_path(onnx_path))],
+            metadata={"model_card": card.model_dump(mode="json")},
+        )
         self.log_file(card_path(onnx_path), "model_card")
         version = info.registered_model_version
         if version is not None:

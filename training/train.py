@@ -26,7 +26,7 @@ from models.config_loading import dump_config
 from models.inference import DentalReader
 from models.model_card import ModelCard, ModelKey
 from models.onnx_export import finalise_card
-from models.tasks import DetectorTask, task_classes
+from models.tasks import task_classes
 from training.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import (
@@ -79,10 +79,6 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     set_determinism(seed=seed)
-
-
-def _task(config: TrainConfig) -> DetectorTask:
-    return DetectorTask.TEETH if config.model is ModelKey.TOOTH_NUMBERING else DetectorTask.FINDINGS
 
 
 def _target(config: TrainConfig) -> Target:
@@ -229,12 +225,13 @@ def main(config: TrainConfig, resume: str | Path | None = None, run_dir: Path | 
 class _DetectorTraining:
     def __init__(self, config: TrainConfig, device: torch.device, train_samples, val_samples) -> None:
         self.config, self.device = config, device
-        self.target, self.task = _target(config), _task(config)
+        self.target, self.task = _target(config), config.detector_task
         self.classes = task_classes(self.task)
         self.model = network_for(config).to(device)
         self.detector = build_training_detector(self.model, config.detector, config.sampler)
         self.train_items = self._prepare(train_samples, "preparing training images")
         self.val_items = self._prepare(val_samples, "preparing validation images")
+        self.train_shapes = [tuple(i["image"].shape) for i in self.train_items]
         self.ground_truth = {s.image_id: s.annotations for s in val_samples}
         self.dataset = detection_train_dataset(self.train_items, self.target, config.augment, config.seed)
 
@@ -250,14 +247,12 @@ class _DetectorTraining:
         return items
 
     def steps_per_epoch(self) -> int:
-        steps = len(ShapeBucketBatchSampler([tuple(i["image"].shape) for i in self.train_items],
-                                            self.config.optim.batch_size, 0))
+        steps = len(ShapeBucketBatchSampler(self.train_shapes, self.config.optim.batch_size, 0))
         return min(steps, self.config.optim.max_iters_per_epoch or steps)
 
     def train_epoch(self, optimizer, scheduler, scaler, epoch: int) -> dict[str, float]:
         self.dataset.transform.set_random_state(seed=self.config.seed + epoch)  # same augmentations after --resume
-        sampler = ShapeBucketBatchSampler([tuple(i["image"].shape) for i in self.train_items],
-                                          self.config.optim.batch_size, self.config.seed + epoch)
+        sampler = ShapeBucketBatchSampler(self.train_shapes, self.config.optim.batch_size, self.config.seed + epoch)
         loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=detection_collate,
                                              num_workers=0)
         with epoch_progress(epoch, self.steps_per_epoch()) as on_step:
