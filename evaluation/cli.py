@@ -46,6 +46,17 @@ def register(commands: Any) -> None:
     read.add_argument("--json", action="store_true", help="machine-readable output")
     read.set_defaults(handler=_read)
 
+    claims = commands.add_parser("eval-claims", help="precision and recall of flags/downcodes on synthetic claims")
+    claims.add_argument("--n", type=int, default=300, help="number of claims")
+    claims.add_argument("--seed", type=int, default=2026)
+    claims.add_argument("--problem-rate", type=float, default=0.35, help="share of claims with one injected problem line")
+    claims.add_argument("--oracle", action="store_true", help="read the images' truth instead of running the models "
+                        "(measures the rules alone)")
+    claims.add_argument("--models", type=Path, default=None, help="model folder (default: models/shipped)")
+    claims.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    claims.add_argument("--out", type=Path, default=Path("data/eval/claims"))
+    claims.set_defaults(handler=_eval_claims)
+
 
 def synthetic_images(spec: str) -> tuple[list[Sample], str]:
     """'synthetic:seed=99,periapical=150,...' -> generated samples and a name for reports."""
@@ -186,4 +197,35 @@ def _read(args: argparse.Namespace) -> int:
     _out.print(findings)
     if args.overlay:
         _out.print(f"overlay: {args.overlay}")
+    return 0
+
+
+def _eval_claims(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from evaluation.claim_generator import SyntheticClaim, generate_claims
+    from evaluation.claims_eval import evaluate_claims, markdown, write_claims_report
+    from serving.validation.engine import load_tables
+
+    tables = load_tables()
+    reader = None
+    if not args.oracle:
+        from models.inference import DentalReader
+        from models.model_card import SHIPPED_DIR
+
+        models = DentalReader.from_directory(args.models or SHIPPED_DIR, threads=args.threads)
+
+        def reader(item: SyntheticClaim):
+            case = item.case
+            pixels = case.stored.astype("float32") / float(2**case.bits_stored - 1)
+            return models.read(case.image_id, pixels, case.kind, operating_point=False)
+
+    with Progress(console=_out, transient=True) as progress:
+        task = progress.add_task("claims", total=args.n)
+        report = evaluate_claims(generate_claims(args.n, args.seed, problem_rate=args.problem_rate), tables, reader,
+                                 on_claim=lambda: progress.advance(task))
+    out = args.out / ("oracle" if args.oracle else "models")
+    write_claims_report(report, out)
+    _out.print(markdown(report), markup=False)
+    _out.print(f"report: {out}/claims_report.json, {out}/claims_summary.md")
     return 0

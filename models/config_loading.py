@@ -85,10 +85,17 @@ def load_config(
         return model.model_validate(data)
     except ValidationError as exc:
         where = f" in {path}" if path is not None else ""
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_describe(err) for err in exc.errors())
         raise ConfigError(f"invalid config{where}: {problems}") from exc
+
+
+def _describe(err: Any) -> str:
+    """'where: what' plus the offending value when it is a short scalar."""
+    where = ".".join(str(p) for p in err["loc"]) or "(top)"
+    value = err.get("input")
+    shown = f" (got {value!r})" if isinstance(value, str | int | float) and len(repr(value)) <= 60 \
+        and err.get("type") != "missing" else ""
+    return f"{where}: {err['msg']}{shown}"
 
 
 def dump_config(config: BaseModel) -> str:

@@ -17,6 +17,7 @@ _err = Console(stderr=True)
 def build_parser() -> argparse.ArgumentParser:
     from datasets import cli as datasets_cli
     from evaluation import cli as evaluation_cli
+    from serving import validate_cli
     from training import cli as training_cli
 
     parser = argparse.ArgumentParser(
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     datasets_cli.register(commands)
     training_cli.register(commands)
     evaluation_cli.register(commands)
+    validate_cli.register(commands)
     return parser
 
 

@@ -1,0 +1,86 @@
+"""What a rule returns (``RuleHit``) and what a claim line gets back (``LineDecision``).
+
+Actions are ordered by severity: pass < flag < downcode < reject. A line's action is
+the most severe of its hits; any flag among them sends the line to a reviewer."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+BoxXYXY = tuple[float, float, float, float]
+
+
+class Action(StrEnum):
+    PASS = "pass"
+    FLAG = "flag"
+    DOWNCODE = "downcode"
+    REJECT = "reject"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Action.PASS: 0, Action.FLAG: 1, Action.DOWNCODE: 2, Action.REJECT: 3}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EvidenceRef(_Frozen):
+    """One thing a decision rests on: a detection on an image (box, score, model), a
+    phrase of the narrative, or a fact of the claim (e.g. no attachment)."""
+
+    source: str  # "image", "narrative" or "claim"
+    description: str
+    image_id: str | None = None
+    box_xyxy_px: BoxXYXY | None = None
+    score: float | None = None
+    model: str | None = None  # "findings@0.1.1"
+    finding_class: str | None = None
+    tooth_fdi: int | None = None
+
+
+class RuleHit(_Frozen):
+    rule_id: str
+    rule_version: str
+    action: Action
+    reason: str
+    suggested_code: str | None = None
+    suggested_code_system: str | None = None
+    evidence: tuple[EvidenceRef, ...] = ()
+    confidence: float = Field(1.0, ge=0.0, le=1.0)
+    fired: bool = True  # False: the rule ran and found nothing to object to (recorded all the same)
+
+
+class LineDecision(_Frozen):
+    line_id: str
+    action: Action
+    suggested_code: str | None = None
+    suggested_code_system: str | None = None
+    approved_amount: float | None = None  # set by the sub-limit ledger; None before it runs
+    rule_hits: tuple[RuleHit, ...] = ()
+    confidence: float = 1.0
+    needs_review: bool = False
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return tuple(h.reason for h in self.rule_hits if h.fired)
+
+
+def combine_hits(line_id: str, hits: tuple[RuleHit, ...]) -> LineDecision:
+    """Most severe action wins; its suggested code goes with it. Confidence is that of the
+    deciding hit; a flag anywhere means a person looks at the line."""
+    fired = [h for h in hits if h.fired and h.action is not Action.PASS]
+    if not fired:
+        confidence = min((h.confidence for h in hits), default=1.0)
+        return LineDecision(line_id=line_id, action=Action.PASS, rule_hits=hits, confidence=confidence)
+    worst = max(fired, key=lambda h: (h.action.severity, h.confidence))
+    return LineDecision(
+        line_id=line_id, action=worst.action, suggested_code=worst.suggested_code,
+        suggested_code_system=worst.suggested_code_system, rule_hits=hits, confidence=worst.confidence,
+        needs_review=any(h.action is Action.FLAG for h in fired),
+    )

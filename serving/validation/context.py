@@ -1,0 +1,67 @@
+"""Everything the validation rules read for one billed line, gathered once by the engine
+and passed in: the rules themselves do no I/O and keep no state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from models.detections import ImageReading
+from models.radiographs import RadiographKind
+from serving.catalogue import Catalogue, Concept, ResolvedLine
+from serving.claims import ClaimLine
+from serving.evidence_matrix import EvidenceMatrix, MatrixEntry, Thresholds
+from serving.narrative import NarrativeSignals
+from serving.tooth_evidence import ReadingContext, ToothEvidence
+
+RULE_LIBRARY_VERSION = "1.0.0"
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The versioned tables every decision cites."""
+
+    catalogue: Catalogue
+    matrix: EvidenceMatrix
+    thresholds: Thresholds
+
+    def versions(self) -> dict[str, str]:
+        return {"rule_library": RULE_LIBRARY_VERSION, "catalogue": self.catalogue.version,
+                "evidence_matrix": self.matrix.version, "thresholds": self.thresholds.version}
+
+
+@dataclass(frozen=True)
+class LineContext:
+    resolved: ResolvedLine
+    age_years: int
+    readings: tuple[ImageReading, ...]
+    narrative: NarrativeSignals
+    tables: Tables
+    tooth_evidence: ToothEvidence | None  # for tooth sites
+    quadrant_teeth: tuple[int, ...] | None = None  # for quadrant sites: FDI numbers seen in that quadrant
+
+    @property
+    def line(self) -> ClaimLine:
+        return self.resolved.line
+
+    @property
+    def concept(self) -> Concept:
+        return self.resolved.concept
+
+    @property
+    def entry(self) -> MatrixEntry | None:
+        name = self.concept.evidence
+        return None if name is None else self.tables.matrix.entries[name]
+
+    def reading_context(self) -> ReadingContext | None:
+        if self.tooth_evidence is None:
+            return None
+        return ReadingContext(self.tooth_evidence, self.narrative, self.line.tooth_system, self.tables.thresholds)
+
+    def images_of(self, kinds: tuple[RadiographKind, ...]) -> tuple[ImageReading, ...]:
+        return tuple(r for r in self.readings if r.kind in kinds)
+
+    def code_text(self, concept_id: str | None = None) -> str:
+        """'D3330 (Endodontic therapy, molar tooth ...)' in the line's code system."""
+        cid = concept_id or self.resolved.concept_id
+        code = self.line.code if concept_id is None else self.tables.catalogue.code_for(cid, self.line.code_system)
+        return f"{code or cid} ({self.tables.catalogue.concepts[cid].name})"

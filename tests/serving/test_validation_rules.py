@@ -1,0 +1,125 @@
+"""Behaviour of the validation layer beyond the per-concept table: teeth and documents,
+numbering systems, payer codes, narrative against image, evidence and versions."""
+
+from __future__ import annotations
+
+from models.radiographs import RadiographKind
+from serving.decisions import Action
+from serving.validation.engine import load_tables, validate_claim
+from tests.serving.builders import claim, finding, line, reading, tooth
+
+TABLES = load_tables()
+LOWER_RIGHT = [44, 45, 46, 47, 48]
+
+
+def _decide(lines, readings, narrative: str = ""):
+    return validate_claim(claim(lines, readings, narrative=narrative), readings, TABLES)
+
+
+def _fired(decision):
+    return [h for h in decision.rule_hits if h.fired]
+
+
+def test_billed_tooth_not_in_any_image_is_flagged() -> None:
+    decision = _decide([line("D2391", 26, "O")], [reading(LOWER_RIGHT)]).lines[0]
+    assert decision.action is Action.FLAG and decision.needs_review
+    assert any("tooth not in submitted images" in h.reason for h in _fired(decision))
+
+
+def test_missing_radiograph_names_the_document_needed() -> None:
+    decision = _decide([line("D3330", 46)], []).lines[0]
+    assert decision.action is Action.FLAG
+    assert any("missing documentation" in h.reason and "periapical" in h.reason for h in _fired(decision))
+
+
+def test_tooth_absent_between_its_neighbours_on_an_intraoral_image() -> None:
+    decision = _decide([line("D7140", 46)], [reading([45, 47])]).lines[0]
+    assert decision.action is Action.FLAG
+    assert any("appears absent" in h.reason for h in _fired(decision))
+
+
+def test_universal_and_fdi_lines_get_the_same_decision() -> None:
+    image = reading(LOWER_RIGHT, [finding("periapical_lesion", 45, "apex")])
+    fdi = _decide([line("D3330", 45)], [image]).lines[0]
+    universal = _decide([line("D3330", 45, universal=True)], [image]).lines[0]
+    assert fdi.action is universal.action is Action.DOWNCODE
+    assert fdi.suggested_code == universal.suggested_code == "D3320"
+
+
+def test_payer_codes_downcode_within_their_own_system() -> None:
+    image = reading(LOWER_RIGHT, [finding("caries", 46, "mesial"), finding("periapical_lesion", 45, "apex")])
+    result = _decide([line("R04", 46, "MODB", system="XPAY", line_id="1"),
+                      line("E10", 45, system="XPAY", line_id="2"),
+                      line("X20", 47, system="XPAY", line_id="3")], [image])
+    assert (result.line("1").action, result.line("1").suggested_code) == (Action.DOWNCODE, "R01")
+    assert result.line("1").suggested_code_system == "XPAY"
+    # E10 covers every tooth type: on a premolar it is simply the premolar root canal.
+    assert result.line("2").action is Action.PASS
+    assert (result.line("3").action, result.line("3").suggested_code) == (Action.DOWNCODE, "X10")
+
+
+def test_unknown_code_is_flagged_not_passed() -> None:
+    decision = _decide([line("D9999", 46)], [reading(LOWER_RIGHT)]).lines[0]
+    assert decision.action is Action.FLAG and decision.rule_hits[0].rule_id == "R0.catalogue"
+
+
+def test_narrative_and_image_disagreeing_is_flagged_with_both() -> None:
+    decision = _decide([line("D7240", 48)], [reading(LOWER_RIGHT)], narrative="Complete bony impaction #48.").lines[0]
+    assert decision.action is Action.FLAG
+    hit = next(h for h in _fired(decision) if "disagree" in h.reason)
+    sources = {ref.source for ref in hit.evidence}
+    assert sources == {"image", "narrative"} or "narrative" in sources
+    assert "bony impaction" in hit.reason.lower()
+
+
+def test_a_lesion_a_bitewing_cannot_show_is_uncertain_not_absent() -> None:
+    decision = _decide([line("D3330", 46)], [reading(LOWER_RIGHT, kind=RadiographKind.BITEWING)]).lines[0]
+    reasons = [h.reason for h in _fired(decision)]
+    assert decision.action is Action.FLAG
+    assert any("missing documentation" in r for r in reasons)  # endodontics needs a periapical
+    assert not any("no visible indication" in r for r in reasons)
+
+
+def test_score_bands_decide_between_downcode_and_flag() -> None:
+    def impaction(score: float):
+        return _decide([line("D7240", 48)], [reading(LOWER_RIGHT, [finding("impacted_tooth", 48, score=score)])]).lines[0]
+    assert impaction(0.9).action is Action.PASS
+    assert impaction(0.3).action is Action.FLAG  # between absent (0.10) and support (0.45)
+    assert impaction(0.05).action is Action.DOWNCODE  # the model sees nothing
+
+
+def test_evidence_names_image_box_score_and_model_version() -> None:
+    lesion = finding("periapical_lesion", 46, "apex", score=0.83)
+    decision = _decide([line("D3330", 46)], [reading(LOWER_RIGHT, [lesion])]).lines[0]
+    refs = [r for h in decision.rule_hits if h.rule_id == "R1.necessity" for r in h.evidence]
+    assert refs and refs[0].image_id == "img-1" and refs[0].box_xyxy_px == lesion.box_xyxy_px
+    assert refs[0].score == 0.83 and refs[0].model == "findings@f1" and refs[0].tooth_fdi == 46
+
+
+def test_versions_of_tables_rules_and_models_are_recorded() -> None:
+    result = _decide([line("D0220")], [reading(LOWER_RIGHT)])
+    assert result.versions["rule_library"] and result.versions["catalogue"] == TABLES.catalogue.version
+    assert result.versions["model:findings"] == "f1" and result.versions["evidence_matrix"] == TABLES.matrix.version
+
+
+def test_surfaces_the_model_is_unsure_about_are_flagged_not_downcoded() -> None:
+    image = reading(LOWER_RIGHT, [finding("caries", 46, "mesial"), finding("caries", 46, "occlusal", score=0.3)])
+    decision = _decide([line("D2392", 46, "MO")], [image]).lines[0]
+    assert decision.action is Action.FLAG
+    assert any("uncertain" in h.reason for h in _fired(decision))
+
+
+def test_each_line_is_decided_on_its_own_tooth() -> None:
+    teeth = [44, 45, tooth(46, roots=2), tooth(47, roots=2), 48]
+    image = reading(teeth, [finding("periapical_lesion", 46, "apex")])
+    result = _decide([line("D3330", 46, line_id="a"), line("D3330", 47, line_id="b")], [image])
+    assert result.line("a").action is Action.PASS
+    assert result.line("b").action is Action.FLAG
+    assert any("no visible indication" in h.reason for h in _fired(result.line("b")))
+
+
+def test_a_molar_root_canal_without_a_root_count_is_flagged() -> None:
+    image = reading(LOWER_RIGHT, [finding("periapical_lesion", 46, "apex")])
+    decision = _decide([line("D3330", 46)], [image]).lines[0]
+    assert decision.action is Action.FLAG
+    assert any("root count" in h.reason for h in _fired(decision))
