@@ -12,7 +12,7 @@ INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 DEMO_DIR ?= data/demo
 
-.PHONY: install demo test test-fast lint bench bench-models eval-shipped train-demo-models clean
+.PHONY: install demo test test-fast lint bench bench-models bench-claims eval-shipped train-demo-models clean
 
 $(INSTALLED): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,13 @@ demo: $(INSTALLED)
 	$(BIN)/dxv data stats $(DEMO_DIR)/panoramic/annotations.json
 	$(BIN)/dxv read $(DEMO_DIR)/periapical/images/pa-s1-00000.dcm --overlay $(DEMO_DIR)/read-overlay.png
 	$(BIN)/dxv eval models/shipped synthetic:seed=7,periapical=6,bitewing=4,panoramic=2 --out $(DEMO_DIR)/eval
+	$(BIN)/dxv claims synth --n 8 --seed 1 --out $(DEMO_DIR)/claims
+	$(BIN)/dxv validate $(DEMO_DIR)/claims/CLM-1-00003.json --images $(DEMO_DIR)/claims/images > $(DEMO_DIR)/claims/CLM-1-00003.decision.txt
+	head -n 12 $(DEMO_DIR)/claims/CLM-1-00003.decision.txt
+	$(BIN)/dxv eval-claims --n 40 --seed 7 --out $(DEMO_DIR)/claims-eval
 	@echo "Previews: $(DEMO_DIR)/{periapical,bitewing,panoramic}/preview.png; detections: $(DEMO_DIR)/read-overlay.png;"
-	@echo "evaluation: $(DEMO_DIR)/eval/summary.md"
+	@echo "evaluation: $(DEMO_DIR)/eval/summary.md; claim decision: $(DEMO_DIR)/claims/CLM-1-00003.decision.txt;"
+	@echo "synthetic claims: $(DEMO_DIR)/claims-eval/models/claims_summary.md"
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
@@ -49,6 +54,12 @@ bench: $(INSTALLED)
 
 bench-models: $(INSTALLED)
 	$(BIN)/python -m evaluation.bench_models --threads 2
+
+# Validation layer on 300 synthetic claims: the rules alone (image truth), then the whole
+# chain with the shipped ONNX models.
+bench-claims: $(INSTALLED)
+	$(BIN)/dxv eval-claims --oracle --n 300 --seed 2026
+	$(BIN)/dxv eval-claims --n 300 --seed 2026 --threads 2
 
 # Held-out synthetic set: 300 images from a seed no training recipe uses.
 HELD_OUT := synthetic:seed=2026,periapical=150,bitewing=100,panoramic=50

@@ -119,13 +119,40 @@ def _overlap_of_first(a: BoxXYXY, b: BoxXYXY) -> float:
     return ix * iy / area
 
 
+def implant_site(box: BoxXYXY, teeth: list[ToothDetection]) -> int | None:
+    """The FDI number of the gap an implant fills: the implant stands where a tooth is
+    missing, between the nearest teeth of its arch on either side. None when the
+    neighbours are not both seen, or are not one position apart from the gap."""
+    cy = (box[1] + box[3]) / 2
+    cx = (box[0] + box[2]) / 2
+    arch = [t for t in teeth if t.box_xyxy_px[1] <= cy <= t.box_xyxy_px[3]]
+    left = [t for t in arch if (t.box_xyxy_px[0] + t.box_xyxy_px[2]) / 2 < cx]
+    right = [t for t in arch if (t.box_xyxy_px[0] + t.box_xyxy_px[2]) / 2 > cx]
+    if not left or not right:
+        return None
+    a = max(left, key=lambda t: t.box_xyxy_px[2]).fdi
+    b = min(right, key=lambda t: t.box_xyxy_px[0]).fdi
+    if a // 10 == b // 10 and abs(a % 10 - b % 10) == 2:
+        return a // 10 * 10 + (a % 10 + b % 10) // 2
+    # Across the midline: 12 and 21 leave 11, 11 and 22 leave 21 (and likewise below).
+    if a // 10 != b // 10 and {a % 10, b % 10} == {1, 2}:
+        return a // 10 * 10 + 1 if a % 10 == 2 else b // 10 * 10 + 1
+    return None
+
+
 def assign_findings(findings: list[FindingDetection], teeth: list[ToothDetection],
                     min_overlap: float = 0.25) -> list[FindingDetection]:
     """Give each finding the tooth it lies on: the largest overlap with a tooth box (with
     the apex region for periapical lesions). Impactions are teeth themselves, so they take
-    the tooth box they match best. A finding no tooth fits keeps ``fdi=None``."""
+    the tooth box they match best. An implant takes the gap it fills between its
+    neighbours. A finding no tooth fits keeps ``fdi=None``."""
     assigned = []
     for finding in findings:
+        if finding.finding_class is FindingClass.IMPLANT:
+            site = implant_site(finding.box_xyxy_px, teeth)
+            if site is not None:
+                assigned.append(replace(finding, fdi=site))
+                continue
         best, best_overlap = None, min_overlap
         for tooth in teeth:
             if finding.finding_class is FindingClass.PERIAPICAL_LESION:

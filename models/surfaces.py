@@ -18,11 +18,13 @@ from models.teeth import Arch, Side, Surface, Tooth
 
 BoxXYXY = tuple[float, float, float, float]
 
-# Fractions of the tooth box: a finding reaching within the outer PROXIMAL_BAND of the
-# width touches that proximal side; one reaching the occlusal OCCLUSAL_BAND of the height
-# touches the occlusal surface; only findings in the CROWN_FRACTION count at all.
-PROXIMAL_BAND = 0.3
-OCCLUSAL_BAND = 0.12
+# Fractions of the tooth box, measured on synthetic truth (evaluation of single-surface
+# lesions): a proximal lesion reaches the edge of the box (within EDGE) with its centre in
+# the outer part (CENTRE); an occlusal one starts within OCCLUSAL_BAND of the crown end;
+# findings beyond CROWN_FRACTION of the height are not on the crown at all.
+EDGE = 0.1
+CENTRE = 0.4
+OCCLUSAL_BAND = 0.06
 CROWN_FRACTION = 0.55
 
 
@@ -57,9 +59,14 @@ def surfaces_touched(finding_box: BoxXYXY, tooth_box: BoxXYXY, tooth: Tooth) -> 
         near, far = (fy0 - ty0) / height, (fy1 - ty0) / height
     if near > CROWN_FRACTION:
         return SurfaceEstimate(frozenset())
-    left, right = (fx0 - tx0) / width, (fx1 - tx0) / width
-    right_side, left_side = right >= 1.0 - PROXIMAL_BAND, left <= PROXIMAL_BAND
-    mesial, distal = (right_side, left_side) if mesial_is_image_right(tooth) else (left_side, right_side)
+    # Horizontal extent in "mesial-positive" fractions: 0 at the distal edge, 1 at the mesial edge.
+    lo, hi = (fx0 - tx0) / width, (fx1 - tx0) / width
+    if not mesial_is_image_right(tooth):
+        lo, hi = 1.0 - hi, 1.0 - lo
+    centre = (lo + hi) / 2
+    spans = lo <= EDGE and hi >= 1.0 - EDGE  # e.g. an MOD restoration
+    mesial = hi >= 1.0 - EDGE and (centre >= 1.0 - CENTRE or spans)
+    distal = lo <= EDGE and (centre <= CENTRE or spans)
     occlusal = near <= OCCLUSAL_BAND
     visible = {s for s, on in ((Surface.MESIAL, mesial), (Surface.DISTAL, distal),
                                (Surface.OCCLUSAL_INCISAL, occlusal)) if on}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
-from models.detections import FindingDetection, ImageReading, ToothDetection
+from models.detections import FindingDetection, ImageReading, ToothDetection, assign_findings
 from models.findings import FindingClass
 from models.radiographs import RadiographKind
 from models.surfaces import SurfaceEstimate, surfaces_touched
@@ -128,6 +128,25 @@ def _covers(reading: ImageReading, tooth: Tooth, present_at: float) -> bool:
     return mesial in seen and distal is not None and distal in seen
 
 
+def findings_by_tooth(reading: ImageReading, thresholds: Thresholds) -> tuple[FindingDetection, ...]:
+    """The reading's findings with their teeth. The reader assigns findings to teeth above
+    the tooth model's operating threshold; here a finding it left without a tooth goes to
+    a tooth this layer counts as present (the ``tooth_presence.support`` band), and an
+    impaction (often detected weakly as a tooth: it lies sideways, in bone) to the weaker
+    tooth box it matches."""
+    band = thresholds.tooth_presence
+    loose = [f for f in reading.findings if f.fdi is None]
+    if not loose:
+        return reading.findings
+    placed = {id(f): g for f, g in zip(loose, assign_findings(loose, [t for t in reading.teeth if t.score >= band.support]),
+                                        strict=True)}
+    weak = [t for t in reading.teeth if band.absent <= t.score < band.support]
+    impactions = [f for f in loose if placed[id(f)].fdi is None and f.finding_class is FindingClass.IMPACTED_TOOTH]
+    if weak and impactions:
+        placed.update({id(f): g for f, g in zip(impactions, assign_findings(impactions, weak), strict=True)})
+    return tuple(placed.get(id(f), f) for f in reading.findings)
+
+
 def collect_tooth_evidence(tooth: Tooth, readings: tuple[ImageReading, ...], thresholds: Thresholds) -> ToothEvidence:
     band = thresholds.tooth_presence
     sightings, findings, covering = [], [], []
@@ -137,11 +156,15 @@ def collect_tooth_evidence(tooth: Tooth, readings: tuple[ImageReading, ...], thr
             sightings.append(Sighting(reading.image_id, reading.kind, detection, _model_name(reading, "tooth-numbering")))
         if _covers(reading, tooth, band.support) or (detection is not None and detection.score >= band.support):
             covering.append(reading.image_id)
-        for found in reading.findings_on(tooth.fdi):
+        for found in findings_by_tooth(reading, thresholds):
+            if found.fdi != tooth.fdi:
+                continue
             surfaces = surfaces_touched(found.box_xyxy_px, detection.box_xyxy_px, tooth) if detection else None
             findings.append(SeenFinding(reading.image_id, reading.kind, found, _model_name(reading, "findings"), surfaces))
     best = max((s.tooth.score for s in sightings), default=0.0)
-    if best >= band.support:
+    impacted = thresholds.findings[FindingClass.IMPACTED_TOOTH].support
+    if best >= band.support or any(f.detection.finding_class is FindingClass.IMPACTED_TOOTH
+                                   and f.detection.score >= impacted for f in findings):
         presence = Presence.PRESENT
     elif best >= band.absent:
         presence = Presence.UNCERTAIN

@@ -17,6 +17,8 @@ from models.errors import DxvError
 from models.radiographs import RadiographKind
 
 _out = Console()
+if not _out.is_terminal:  # logs and CI: wide enough that the reasons stay readable
+    _out = Console(width=160)
 _IMAGE_SUFFIXES = (".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
@@ -101,13 +103,17 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _print_table(claim, result) -> None:
-    table = Table("line", "code", "site", "action", "suggested", "confidence", "reason", title=f"claim {claim.claim_id}")
+    table = Table("line", "code", "tooth (FDI)", "action", "suggested", "conf.", "reason", title=f"claim {claim.claim_id}")
     styles = {"pass": "green", "flag": "yellow", "downcode": "magenta", "reject": "red"}
     for decision in result.lines:
         line = claim.line(decision.line_id)
+        # The deciding reason; for a pass, the last rule that found supporting evidence.
         reasons = [h.reason for h in decision.rule_hits if h.fired and h.action is decision.action] or \
-                  [h.reason for h in decision.rule_hits if not h.fired][:1]
-        table.add_row(line.line_id, f"{line.code_system} {line.code}", line.site_text(),
+            [h.reason for h in decision.rule_hits if not h.fired and h.evidence][-1:] or \
+            [h.reason for h in decision.rule_hits][:1]
+        tooth = line.fdi_tooth
+        site = f"{tooth.fdi} (U{tooth.universal}) {line.surfaces or ''}" if tooth else (f"Q{line.quadrant}" if line.quadrant else "")
+        table.add_row(line.line_id, f"{line.code_system} {line.code}", site,
                       f"[{styles[decision.action.value]}]{decision.action.value}[/]", decision.suggested_code or "",
                       f"{decision.confidence:.2f}", reasons[0] if reasons else "")
     _out.print(table)

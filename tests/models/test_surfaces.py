@@ -36,3 +36,22 @@ def test_a_central_lesion_is_buccal_or_lingual_and_cannot_say_which() -> None:
     estimate = surfaces_touched(central, LOWER_BOX, Tooth.fdi_of(46))
     assert estimate.visible == frozenset() and estimate.buccal_or_lingual and estimate.count == 1
     assert estimate.text(Tooth.fdi_of(46)) == "+B/L"
+
+
+def _tooth_at(fdi: int, x0: float):
+    from models.detections import ToothDetection
+
+    return ToothDetection(fdi=fdi, box_xyxy_px=(x0, 0.0, x0 + 90.0, 400.0), score=0.95)
+
+
+def test_an_implant_takes_the_gap_between_its_neighbours() -> None:
+    from models.detections import implant_site
+
+    teeth = [_tooth_at(47, 0.0), _tooth_at(45, 200.0), _tooth_at(44, 300.0)]
+    assert implant_site((100.0, 50.0, 190.0, 350.0), teeth) == 46
+    # Across the midline: 12 and 21 leave 11; 11 and 22 leave 21.
+    assert implant_site((100.0, 50.0, 190.0, 350.0), [_tooth_at(12, 0.0), _tooth_at(21, 200.0)]) == 11
+    assert implant_site((100.0, 50.0, 190.0, 350.0), [_tooth_at(11, 0.0), _tooth_at(22, 200.0)]) == 21
+    # Neighbours two positions apart do not name one gap; one side only names none.
+    assert implant_site((100.0, 50.0, 190.0, 350.0), [_tooth_at(47, 0.0), _tooth_at(44, 200.0)]) is None
+    assert implant_site((100.0, 50.0, 190.0, 350.0), [_tooth_at(47, 0.0)]) is None

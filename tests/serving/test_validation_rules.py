@@ -123,3 +123,21 @@ def test_a_molar_root_canal_without_a_root_count_is_flagged() -> None:
     decision = _decide([line("D3330", 46)], [image]).lines[0]
     assert decision.action is Action.FLAG
     assert any("root count" in h.reason for h in _fired(decision))
+
+
+def test_an_implant_the_reader_left_unassigned_is_placed_in_its_gap() -> None:
+    from dataclasses import replace
+
+    implant = replace(finding("implant", 46, "whole", 0.9), fdi=None)  # as a detector reports it: no tooth box there
+    decision = _decide([line("D2750", 46)], [reading([45, 47], [implant])]).lines[0]
+    assert decision.action is Action.REJECT
+    assert any("implant" in h.reason for h in _fired(decision))
+
+
+def test_a_weakly_detected_impacted_tooth_still_carries_its_impaction() -> None:
+    from dataclasses import replace
+
+    impaction = replace(finding("impacted_tooth", 48, "whole", 0.9), fdi=None)
+    teeth = [44, 45, 46, 47, tooth(48, score=0.3)]  # the tooth model barely sees the tooth lying in bone
+    decision = _decide([line("D7240", 48)], [reading(teeth, [impaction])]).lines[0]
+    assert decision.action is Action.PASS, [h.reason for h in _fired(decision)]
