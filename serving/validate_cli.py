@@ -112,7 +112,8 @@ def _print_table(claim, result) -> None:
             [h.reason for h in decision.rule_hits if not h.fired and h.evidence][-1:] or \
             [h.reason for h in decision.rule_hits][:1]
         tooth = line.fdi_tooth
-        site = f"{tooth.fdi} (U{tooth.universal}) {line.surfaces or ''}" if tooth else (f"Q{line.quadrant}" if line.quadrant else "")
+        quadrant = f"Q{line.quadrant}" if line.quadrant else ""
+        site = f"{tooth.fdi} (U{tooth.universal}) {line.surfaces or ''}" if tooth else quadrant
         table.add_row(line.line_id, f"{line.code_system} {line.code}", site,
                       f"[{styles[decision.action.value]}]{decision.action.value}[/]", decision.suggested_code or "",
                       f"{decision.confidence:.2f}", reasons[0] if reasons else "")
