@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 BoxXYXY = tuple[float, float, float, float]
 
+# Version of the rule library (the rule functions of serving/validation and serving/rules);
+# every RuleHit records it. Bump it whenever a rule's logic changes.
+RULE_LIBRARY_VERSION = "1.0.0"
+
 
 class Action(StrEnum):
     PASS = "pass"
@@ -65,10 +69,19 @@ class LineDecision(_Frozen):
     rule_hits: tuple[RuleHit, ...] = ()
     confidence: float = 1.0
     needs_review: bool = False
+    member_notice: str | None = None  # e.g. the residual beyond a sub-limit, for member communication
 
     @property
     def reasons(self) -> tuple[str, ...]:
         return tuple(h.reason for h in self.rule_hits if h.fired)
+
+
+def make_hit(rule_id: str, action: Action, reason: str, *, suggested: str | None = None, system: str | None = None,
+             evidence: tuple[EvidenceRef, ...] = (), confidence: float = 1.0, fired: bool = True) -> RuleHit:
+    """A RuleHit of this rule library, the confidence clipped to [0, 1]."""
+    return RuleHit(rule_id=rule_id, rule_version=RULE_LIBRARY_VERSION, action=action, reason=reason,
+                   suggested_code=suggested, suggested_code_system=system if suggested else None, evidence=evidence,
+                   confidence=round(min(max(confidence, 0.0), 1.0), 4), fired=fired)
 
 
 def combine_hits(line_id: str, hits: tuple[RuleHit, ...]) -> LineDecision:

@@ -76,34 +76,44 @@ def _image_file(folder: Path, radiograph_id: str, content: str | None) -> Path:
     raise ClaimFileError(f"attachment {radiograph_id}: no file {radiograph_id}.* ({', '.join(_IMAGE_SUFFIXES)}) in {folder}")
 
 
-def _validate(args: argparse.Namespace) -> int:
+def read_attachments(claim, images: Path | None, models: Path | None, threads: int | None = None) -> dict:
+    """Run the models on every attached radiograph (files under ``images``)."""
     from datasets.readers import read_radiograph
     from models.inference import DentalReader
     from models.model_card import SHIPPED_DIR
     from models.preprocess import guess_kind
-    from serving.validation.engine import load_tables, validate_claim
 
-    claim = load_claim(args.claim)
-    tables = load_tables(**{k: v for k, v in (("catalogue", args.catalogue), ("matrix", args.matrix),
-                                               ("thresholds", args.thresholds)) if v is not None})
-    reader = DentalReader.from_directory(args.models or SHIPPED_DIR, threads=args.threads)
+    if images is None:
+        raise ClaimFileError("the claim has attachments: give the folder holding them with --images")
+    reader = DentalReader.from_directory(models or SHIPPED_DIR, threads=threads)
     readings = {}
     for attachment in claim.attachments:
-        path = _image_file(args.images, attachment.radiograph_id, attachment.content)
+        path = _image_file(images, attachment.radiograph_id, attachment.content)
         radiograph = read_radiograph(path, kind_hint=attachment.kind)
         pixels = radiograph.pixels_unit
         kind = attachment.kind or radiograph.metadata.kind or guess_kind(*pixels.shape)
         readings[attachment.radiograph_id] = reader.read(attachment.radiograph_id, pixels, RadiographKind(kind),
                                                          operating_point=False)
+    return readings
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from serving.validation.engine import load_tables, validate_claim
+
+    claim = load_claim(args.claim)
+    tables = load_tables(**{k: v for k, v in (("catalogue", args.catalogue), ("matrix", args.matrix),
+                                               ("thresholds", args.thresholds)) if v is not None})
+    readings = read_attachments(claim, args.images, args.models, args.threads) if claim.attachments else {}
     result = validate_claim(claim, readings, tables)
     if not args.json:
-        _print_table(claim, result)
+        print_decision_table(claim, result)
     print(result.model_dump_json(indent=2))
     return 0
 
 
-def _print_table(claim, result) -> None:
-    table = Table("line", "code", "tooth (FDI)", "action", "suggested", "conf.", "reason", title=f"claim {claim.claim_id}")
+def print_decision_table(claim, result) -> None:
+    table = Table("line", "code", "tooth (FDI)", "action", "suggested", "approved", "conf.", "reason",
+                  title=f"claim {claim.claim_id}")
     styles = {"pass": "green", "flag": "yellow", "downcode": "magenta", "reject": "red"}
     for decision in result.lines:
         line = claim.line(decision.line_id)
@@ -116,6 +126,7 @@ def _print_table(claim, result) -> None:
         site = f"{tooth.fdi} (U{tooth.universal}) {line.surfaces or ''}" if tooth else quadrant
         table.add_row(line.line_id, f"{line.code_system} {line.code}", site,
                       f"[{styles[decision.action.value]}]{decision.action.value}[/]", decision.suggested_code or "",
+                      "" if decision.approved_amount is None else f"{decision.approved_amount:,.2f}",
                       f"{decision.confidence:.2f}", reasons[0] if reasons else "")
     _out.print(table)
     _out.print("versions: " + ", ".join(f"{k} {v}" for k, v in result.versions.items()))

@@ -9,11 +9,10 @@ from models.detections import ImageReading
 from models.radiographs import RadiographKind
 from serving.catalogue import Catalogue, Concept, ResolvedLine
 from serving.claims import ClaimLine
+from serving.decisions import RULE_LIBRARY_VERSION
 from serving.evidence_matrix import EvidenceMatrix, MatrixEntry, Thresholds
 from serving.narrative import NarrativeSignals
 from serving.tooth_evidence import ReadingContext, ToothEvidence
-
-RULE_LIBRARY_VERSION = "1.0.0"
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from models.teeth import Tooth
 from serving.catalogue import RadiographNeed, Site
-from serving.decisions import Action, EvidenceRef, RuleHit
+from serving.decisions import Action, EvidenceRef, RuleHit, make_hit
 from serving.tooth_evidence import Presence, State, read_condition
-from serving.validation.context import RULE_LIBRARY_VERSION, LineContext
+from serving.validation.context import LineContext
 
 DOCUMENTATION = "R1.documentation"
 CONTRAINDICATION = "R1.contraindication"
@@ -21,8 +21,7 @@ INDICATION = "R1.necessity"
 
 def _hit(rule_id: str, action: Action, reason: str, *, evidence: tuple[EvidenceRef, ...] = (),
          confidence: float = 1.0, fired: bool = True) -> RuleHit:
-    return RuleHit(rule_id=rule_id, rule_version=RULE_LIBRARY_VERSION, action=action, reason=reason,
-                   evidence=evidence, confidence=round(min(max(confidence, 0.0), 1.0), 4), fired=fired)
+    return make_hit(rule_id, action, reason, evidence=evidence, confidence=confidence, fired=fired)
 
 
 def _kinds_text(ctx: LineContext) -> str:

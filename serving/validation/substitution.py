@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from models.teeth import Surface
 from serving.catalogue import Concept
-from serving.decisions import Action, EvidenceRef, RuleHit
+from serving.decisions import Action, EvidenceRef, RuleHit, make_hit
 from serving.tooth_evidence import State, evidenced_surfaces, read_condition
-from serving.validation.context import RULE_LIBRARY_VERSION, LineContext
+from serving.validation.context import LineContext
 
 SITE = "R2.substitution.site"
 IMAGE_COUNT = "R2.substitution.images"
@@ -21,11 +21,7 @@ SURFACES = "R2.substitution.surfaces"
 TIER = "R2.substitution.tier"
 
 
-def _hit(rule_id: str, action: Action, reason: str, *, suggested: str | None = None, system: str | None = None,
-         evidence: tuple[EvidenceRef, ...] = (), confidence: float = 1.0, fired: bool = True) -> RuleHit:
-    return RuleHit(rule_id=rule_id, rule_version=RULE_LIBRARY_VERSION, action=action, reason=reason,
-                   suggested_code=suggested, suggested_code_system=system if suggested else None, evidence=evidence,
-                   confidence=round(min(max(confidence, 0.0), 1.0), 4), fired=fired)
+_hit = make_hit
 
 
 def _downcode(rule_id: str, ctx: LineContext, target: str, why: str, *, evidence: tuple[EvidenceRef, ...] = (),

@@ -80,6 +80,7 @@ CASES: list[Case] = [
     Case("adult prophy on a child downcodes", "D1110", kinds=(), age=9, expect=Action.DOWNCODE, suggested="D1120"),
     Case("child prophy pass", "D1120", kinds=(), age=9),
     Case("child prophy on an adult flags", "D1120", kinds=(), age=40, expect=Action.FLAG, reason_has="billed below"),
+    Case("periodontal maintenance passes the image layer", "D4910", kinds=()),
     Case("srp 4+ pass", "D4341", quadrant=4),
     Case("srp 4+ with 2 teeth downcodes", "D4341", quadrant=4, teeth=(46, 47), expect=Action.DOWNCODE, suggested="D4342"),
     Case("srp 4+ flag: quadrant not shown", "D4341", quadrant=2, expect=Action.FLAG, reason_has="quadrant 2"),
@@ -196,10 +197,11 @@ def test_scenario(case: Case) -> None:
 
 # Concepts without a flag or a stronger action in the image layer, and why.
 NO_FLAG = {"D1110": "the member's age is a certain fact: the code fits or is downcoded",
-           "D9215": "no image evidence; unbundling with restorative work is the rule module's"}
+           "D9215": "no image evidence; unbundling with restorative work is the rule module's",
+           "D4910": "no image evidence; its frequency is the rule module's"}
 NO_STRONGER = {"D0220": "lowest imaging tier", "D0230": "lowest imaging tier", "D0272": "lowest imaging tier",
                "D0330": "lowest imaging tier", "D1120": "lowest tier", "D4342": "lowest tier",
-               "D9215": "no image evidence"}
+               "D9215": "no image evidence", "D4910": "no image evidence"}
 
 
 def test_every_concept_has_pass_flag_and_a_stronger_action() -> None:

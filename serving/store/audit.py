@@ -1,0 +1,87 @@
+"""The audit trail: append-only, hash-chained.
+
+Each record stores the decision (or review) as canonical JSON, a digest of the inputs,
+the versions used (rule library, tables, plan, models) and the actor, and its hash
+covers all of that plus the previous record's hash. Editing or deleting any row breaks
+the chain from there on, which ``verify`` (``dxv audit verify``) reports. Appending locks
+the chain head, so concurrent writers keep one unbroken sequence."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from serving.store.schema import AuditHeadRow, AuditRow
+
+CHAIN = "main"
+GENESIS = "0" * 64
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces, ASCII: the same bytes for the same content everywhere."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode("ascii")).hexdigest()
+
+
+def record_hash(prev_hash: str, seq: int, tenant: str, kind: str, subject: str, actor: str, input_digest: str,
+                versions: str, payload: str, created_at: str) -> str:
+    fields = [prev_hash, str(seq), tenant, kind, subject, actor, input_digest, versions, payload, created_at]
+    return hashlib.sha256("\x1f".join(fields).encode("utf-8")).hexdigest()
+
+
+def append(session: Session, *, tenant: str, kind: str, subject: str, actor: str, input_digest: str,
+           versions: dict[str, str], payload: Any, created_at: str) -> AuditRow:
+    head = session.execute(select(AuditHeadRow).where(AuditHeadRow.chain == CHAIN).with_for_update()).scalar_one()
+    seq = head.last_seq + 1
+    versions_text, payload_text = canonical_json(versions), canonical_json(payload)
+    row = AuditRow(seq=seq, tenant=tenant, kind=kind, subject=subject, actor=actor, input_digest=input_digest,
+                   versions=versions_text, payload=payload_text, created_at=created_at, prev_hash=head.last_hash,
+                   hash=record_hash(head.last_hash, seq, tenant, kind, subject, actor, input_digest, versions_text,
+                                    payload_text, created_at))
+    session.add(row)
+    head.last_seq, head.last_hash = seq, row.hash
+    session.flush()
+    return row
+
+
+@dataclass
+class VerifyReport:
+    records: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(session: Session) -> VerifyReport:
+    """Walk the chain from the genesis: every hash must recompute, every record must point
+    at its predecessor, no sequence number may be missing, and the head must match."""
+    report = VerifyReport()
+    prev_hash, expected_seq = GENESIS, 1
+    for row in session.execute(select(AuditRow).order_by(AuditRow.seq)).scalars():
+        report.records += 1
+        if row.seq != expected_seq:
+            report.problems.append(f"records {expected_seq}..{row.seq - 1} are missing (deleted)")
+        if row.prev_hash != prev_hash:
+            report.problems.append(f"record {row.seq} does not follow its predecessor (a record before it was "
+                                   "changed or deleted)")
+        recomputed = record_hash(row.prev_hash, row.seq, row.tenant, row.kind, row.subject, row.actor,
+                                 row.input_digest, row.versions, row.payload, row.created_at)
+        if recomputed != row.hash:
+            report.problems.append(f"record {row.seq} ({row.kind} {row.subject}) was edited: its content no longer "
+                                   "matches its hash")
+        prev_hash, expected_seq = row.hash, row.seq + 1
+    head = session.execute(select(AuditHeadRow).where(AuditHeadRow.chain == CHAIN)).scalar_one_or_none()
+    if head is not None and (head.last_seq != expected_seq - 1 or head.last_hash != prev_hash):
+        report.problems.append(f"the chain head says record {head.last_seq}, the log ends at {expected_seq - 1} "
+                               "(records at the end were deleted)")
+    return report

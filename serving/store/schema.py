@@ -1,0 +1,174 @@
+"""Tables of the state store. Money is stored as Numeric(12, 2); audit payloads as the
+exact canonical JSON text that was hashed, so that verification re-hashes the same bytes
+on every database."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+Money = Numeric(12, 2)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class PlanVersionRow(Base):
+    __tablename__ = "plan_versions"
+    __table_args__ = (UniqueConstraint("plan_id", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    plan_id: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[str] = mapped_column(String(32))
+    effective_from: Mapped[dt.date] = mapped_column(Date)
+    effective_to: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    document: Mapped[str] = mapped_column(Text)  # the plan version as loaded (JSON)
+    loaded_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class MemberRow(Base):
+    __tablename__ = "members"
+    member_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    birth_date: Mapped[dt.date] = mapped_column(Date)
+
+
+class EnrolmentRow(Base):
+    __tablename__ = "enrolments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.member_id"), index=True)
+    plan_id: Mapped[str] = mapped_column(String(64))
+    start_date: Mapped[dt.date] = mapped_column(Date)
+    end_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+
+
+class BaselineRow(Base):
+    __tablename__ = "baseline_conditions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("members.member_id"), index=True)
+    fdi: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    condition: Mapped[str] = mapped_column(String(32))
+    recorded_on: Mapped[dt.date] = mapped_column(Date)
+    evidence: Mapped[str] = mapped_column(Text, default="")
+
+
+class ProviderRow(Base):
+    __tablename__ = "providers"
+    provider_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    specialty: Mapped[str] = mapped_column(String(64), default="general")
+    region: Mapped[str] = mapped_column(String(64), default="")
+
+
+class ProviderStatsRow(Base):
+    __tablename__ = "provider_stats"
+    __table_args__ = (UniqueConstraint("provider_id", "cycle"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider_id: Mapped[str] = mapped_column(String(64), index=True)
+    cycle: Mapped[str] = mapped_column(String(32))  # e.g. 2026-03 (the window's last month)
+    period_start: Mapped[dt.date] = mapped_column(Date)
+    period_end: Mapped[dt.date] = mapped_column(Date)
+    metrics: Mapped[str] = mapped_column(Text)  # JSON: metric -> value, percentile, peer group
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False)
+    evidence: Mapped[str] = mapped_column(Text, default="[]")
+    computed_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class ClaimLineRow(Base):
+    __tablename__ = "claim_lines"
+    __table_args__ = (UniqueConstraint("tenant", "claim_id", "line_id", "mode"),
+                      Index("ix_claim_lines_member_day", "member_id", "date_of_service"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    claim_id: Mapped[str] = mapped_column(String(64))
+    line_id: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(16), default="claim")  # claim or preauthorization
+    member_id: Mapped[str] = mapped_column(String(64))
+    provider_id: Mapped[str] = mapped_column(String(64), index=True)
+    date_of_service: Mapped[dt.date] = mapped_column(Date)
+    code: Mapped[str] = mapped_column(String(16))
+    code_system: Mapped[str] = mapped_column(String(16))
+    concept_id: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(32))
+    fdi: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quadrant: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    fee: Mapped[Decimal] = mapped_column(Money)
+    approved_amount: Mapped[Decimal] = mapped_column(Money)
+    status: Mapped[str] = mapped_column(String(16))  # approved, denied, pending
+    action: Mapped[str] = mapped_column(String(16))
+    decided_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class DecisionRow(Base):
+    __tablename__ = "decisions"
+    __table_args__ = (UniqueConstraint("tenant", "claim_id", "mode"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    claim_id: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))
+    decision: Mapped[str] = mapped_column(Text)  # the ClaimDecision JSON, as returned
+    audit_seq: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class LedgerRow(Base):
+    __tablename__ = "ledgers"
+    __table_args__ = (UniqueConstraint("member_id", "plan_id", "year_start", "bucket"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(64), index=True)
+    plan_id: Mapped[str] = mapped_column(String(64))
+    year_start: Mapped[dt.date] = mapped_column(Date)
+    bucket: Mapped[str] = mapped_column(String(32))
+    limit_amount: Mapped[Decimal] = mapped_column(Money)
+    used: Mapped[Decimal] = mapped_column(Money, default=Decimal("0"))
+
+
+class LedgerEntryRow(Base):
+    __tablename__ = "ledger_entries"
+    __table_args__ = (UniqueConstraint("ledger_id", "tenant", "claim_id", "line_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ledger_id: Mapped[int] = mapped_column(ForeignKey("ledgers.id"), index=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    claim_id: Mapped[str] = mapped_column(String(64))
+    line_id: Mapped[str] = mapped_column(String(32))
+    amount: Mapped[Decimal] = mapped_column(Money)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class ReviewRow(Base):
+    __tablename__ = "reviews"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    claim_id: Mapped[str] = mapped_column(String(64))
+    line_id: Mapped[str] = mapped_column(String(32))
+    reviewer: Mapped[str] = mapped_column(String(64))
+    disposition: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_log"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # decision, review, ...
+    subject: Mapped[str] = mapped_column(String(128))  # e.g. the claim id
+    actor: Mapped[str] = mapped_column(String(64))
+    input_digest: Mapped[str] = mapped_column(String(64))
+    versions: Mapped[str] = mapped_column(Text)  # canonical JSON
+    payload: Mapped[str] = mapped_column(Text)  # canonical JSON
+    created_at: Mapped[str] = mapped_column(String(40))  # ISO text, hashed as stored
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditHeadRow(Base):
+    """One row per chain, locked while a record is appended (serialises writers on PostgreSQL)."""
+
+    __tablename__ = "audit_head"
+    chain: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(Integer)
+    last_hash: Mapped[str] = mapped_column(String(64))
