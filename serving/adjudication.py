@@ -124,6 +124,7 @@ def adjudicate(claim: Claim, readings: Mapping[str, ImageReading] | tuple[ImageR
     preauth = claim.mode == "preauthorization"
     decisions: list[LineDecision] = []
     with store.transaction() as session:
+        repository.lock_member(session, claim.member.member_id)
         stored = repository.stored_decision(session, claim.tenant, claim.claim_id, claim.mode)
         if stored is not None:
             return ClaimDecision.model_validate_json(stored).model_copy(update={"replayed": True})

@@ -24,8 +24,17 @@ def _hit(rule_id: str, action: Action, reason: str, evidence: tuple[EvidenceRef,
     return make_hit(rule_id, action, reason, evidence=evidence, fired=fired)
 
 
+def _span_end(limit: FrequencyLimit, start: dt.date) -> dt.date:
+    """Last day of a window of the limit's length starting on ``start``."""
+    p = limit.period
+    if p.unit == "day":
+        return start + dt.timedelta(days=p.length - 1)
+    return add_months(start, p.length * (12 if p.unit == "year" else 1)) - dt.timedelta(days=1)
+
+
 def window_start(limit: FrequencyLimit, day: dt.date) -> dt.date:
-    """First day counted for a line on ``day`` (inclusive)."""
+    """First day of the window ending on ``day`` (rolling), or of the calendar period
+    holding ``day``."""
     p = limit.period
     if p.window is Window.CALENDAR:
         if p.unit == "year":
@@ -37,6 +46,21 @@ def window_start(limit: FrequencyLimit, day: dt.date) -> dt.date:
         return day - dt.timedelta(days=p.length - 1)
     months = p.length * (12 if p.unit == "year" else 1)
     return add_months(day, -months) + dt.timedelta(days=1)
+
+
+def windows_around(limit: FrequencyLimit, day: dt.date, dates: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """The windows a line on ``day`` must respect. Calendar: the period holding the day.
+    Rolling: every window of the limit's length that contains the day, so a late-submitted
+    claim is checked against services dated after it as well. The count only rises when a
+    window's end reaches another service, so the windows starting at the earliest day and
+    those ending on a later service's date are enough to try."""
+    first = window_start(limit, day)
+    if limit.period.window is Window.CALENDAR:
+        if limit.period.unit == "year":
+            return [(first, dt.date(day.year, 12, 31))]
+        return [(first, _span_end(limit, first))]
+    starts = sorted({first} | {window_start(limit, d) for d in dates if d > day and window_start(limit, d) <= day})
+    return [(s, _span_end(limit, s)) for s in starts]
 
 
 def _same_key(limit: FrequencyLimit, line: CurrentLine, other_fdi: int | None, other_quadrant: int | None) -> bool:
@@ -73,14 +97,19 @@ def check_frequency(line: CurrentLine, earlier_in_claim: tuple[CurrentLine, ...]
         concepts = limit_concepts(limit, catalogue)
         if line.concept_id not in concepts or (limit.ages is not None and not limit.ages.holds(age)):
             continue
-        start = window_start(limit, day)
-        past: list[PastLine] = [p for p in member.history if p.counts and p.concept_id in concepts
-                                and start <= p.date_of_service <= day and _same_key(limit, line, p.fdi, p.quadrant)]
+        candidates: list[PastLine] = [p for p in member.history if p.counts and p.concept_id in concepts
+                                      and _same_key(limit, line, p.fdi, p.quadrant)]
         same_claim = [c for c in earlier_in_claim if c.concept_id in concepts and _same_key(limit, line, c.fdi, c.quadrant)]
         allowed, why = allowed_count(limit, member, age, plan)
-        used = len(past) + len(same_claim)
+        used, past, start, end = -1, [], day, day
+        for lo, hi in windows_around(limit, day, [p.date_of_service for p in candidates]):
+            inside = [p for p in candidates if lo <= p.date_of_service <= hi]
+            if len(inside) > used:
+                used, past, start, end = len(inside), inside, lo, hi
+        used += len(same_claim)
         if used >= allowed:
-            dates = ", ".join(f"{p.date_of_service.isoformat()} ({p.code}, claim {p.claim_id})" for p in past)
+            dates = ", ".join(f"{p.date_of_service.isoformat()} ({p.code}, claim {p.claim_id})"
+                              for p in sorted(past, key=lambda p: p.date_of_service))
             dates += "".join(f", this claim line {c.line_id} ({c.code})" for c in same_claim)
             scope = {Per.MEMBER: "per member", Per.TOOTH: f"per tooth ({line.fdi})",
                      Per.QUADRANT: f"per quadrant ({line.quadrant})"}[limit.per]
@@ -88,8 +117,8 @@ def check_frequency(line: CurrentLine, earlier_in_claim: tuple[CurrentLine, ...]
                                          f"(claim {p.claim_id} line {p.line_id})") for p in past)
             return _hit(FREQUENCY, Action.REJECT,
                         f"frequency limit '{limit.name}' ({limit.id}, frequency table {table.version}): {allowed}{why} "
-                        f"{limit.period.text()} {scope}, from {start.isoformat()}; already used: {dates or 'none'}",
-                        evidence)
+                        f"{limit.period.text()} {scope}; in {start.isoformat()} to {end.isoformat()} already used: "
+                        f"{dates or 'none'}", evidence)
     return _hit(FREQUENCY, Action.PASS, "within every frequency limit", fired=False)
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from pydantic import Field
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from models.config_loading import ConfigError, FrozenConfig
@@ -77,6 +79,14 @@ def plan_version_on(session: Session, plan_id: str, day: dt.date) -> PlanVersion
 # ---- members and providers --------------------------------------------------------------
 
 
+def lock_member(session: Session, member_id: str) -> bool:
+    """Lock the member's row for the transaction (PostgreSQL ``FOR UPDATE``; SQLite already
+    holds the write lock), so that claims of one member are decided one after the other
+    and each sees the history the one before wrote. False when the member is unknown."""
+    row = session.execute(select(MemberRow.member_id).where(MemberRow.member_id == member_id).with_for_update())
+    return row.first() is not None
+
+
 def load_member(session: Session, member_id: str, day: dt.date) -> MemberSnapshot | None:
     """The member with the enrolment in force on ``day`` and the whole claim history;
     None when the member is unknown or not enrolled that day."""
@@ -131,11 +141,13 @@ def lock_balances(session: Session, member_id: str, plan_id: str, year_start: dt
                                       ClaimLineRow.date_of_service < year_end)
                                .group_by(ClaimLineRow.category)).all()
         by_category = {category: Decimal(total or 0) for category, total in paid}
-        for bucket in missing:
-            used = sum(by_category.values(), Decimal("0")) if bucket == ANNUAL_MAXIMUM else by_category.get(bucket, Decimal("0"))
-            session.add(LedgerRow(member_id=member_id, plan_id=plan_id, year_start=year_start, bucket=bucket,
-                                  limit_amount=Decimal(str(limits[bucket])), used=used))
-        session.flush()
+        values = [{"member_id": member_id, "plan_id": plan_id, "year_start": year_start, "bucket": bucket,
+                   "limit_amount": Decimal(str(limits[bucket])),
+                   "used": sum(by_category.values(), Decimal("0")) if bucket == ANNUAL_MAXIMUM
+                   else by_category.get(bucket, Decimal("0"))} for bucket in missing]
+        # Another transaction may be creating the same rows: the first one wins, we lock it below.
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(insert(LedgerRow).values(values).on_conflict_do_nothing())
         rows = {r.bucket: r for r in session.execute(query()).scalars()}
     return rows
 

@@ -1,0 +1,201 @@
+"""The state store on SQLite and PostgreSQL: migrations, plan versions, adjudication with
+the ledger, idempotent replay, concurrency, and the tamper-evident audit trail."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from sqlalchemy import delete, select, text, update
+
+from serving.adjudication import adjudicate
+from serving.claims import Claim
+from serving.decisions import Action
+from serving.plans import load_plans
+from serving.store import audit, repository
+from serving.store.database import Store, current_revision, upgrade
+from serving.store.schema import AuditRow, ClaimLineRow, LedgerRow, MemberRow
+from tests.serving.conftest import NOW
+
+
+def claim(claim_id: str, lines: list[dict], *, member: str = "MBR-0001", day: str = "2026-04-20",
+          mode: str = "claim", birth: str = "1980-05-17") -> Claim:
+    return Claim.model_validate({"claim_id": claim_id, "tenant": "demo", "member": {"member_id": member, "birth_date": birth},
+                                 "provider": {"provider_id": "PRV-001"}, "date_of_service": day, "lines": lines,
+                                 "mode": mode})
+
+
+def test_migrations_apply_on_empty_and_upgrade_from_previous(store_url: str) -> None:
+    upgrade(store_url, "0001")
+    assert current_revision(store_url) == "0001"
+    store = Store(Store.open(store_url, migrate=False).engine)
+    with store.transaction() as session:
+        session.add(MemberRow(member_id="M-1", tenant="t", birth_date=dt.date(1990, 1, 1)))
+    upgrade(store_url)
+    assert current_revision(store_url) == "0002"
+    with store.transaction() as session:
+        assert session.get(MemberRow, "M-1") is not None
+        session.execute(text("SELECT count(*) FROM provider_stats"))  # the new table exists
+    store.close()
+
+
+def test_a_stored_plan_version_cannot_change(seeded_store: Store) -> None:
+    plans = load_plans()
+    plan = plans["standard-dental"]
+    changed = plan.model_copy(update={"versions": (plan.versions[0].model_copy(update={"annual_maximum": 9999.0}),
+                                                   *plan.versions[1:])})
+    with pytest.raises(repository.PlanVersionChangedError), seeded_store.transaction() as session:
+        repository.save_plans(session, {"standard-dental": changed}, NOW)
+
+
+def test_adjudication_uses_history_plan_in_force_and_ledger(seeded_store: Store, rule_tables) -> None:
+    decision = adjudicate(claim("C-1", [{"line_id": "1", "code": "D3320", "tooth": "29", "fee": 300},  # tooth 45 again
+                                        {"line_id": "2", "code": "D9215", "fee": 40},
+                                        {"line_id": "3", "code": "D1110", "fee": 95}]),
+                          (), seeded_store, rule_tables, now=NOW)
+    assert decision.versions["plan:standard-dental"] == "2026.1"
+    assert decision.line("1").action is Action.REJECT  # root canal on 45 already done in February
+    assert any(h.rule_id == "R3.frequency" and h.fired for h in decision.line("1").rule_hits)
+    # Anaesthesia given for that root canal is included in it, paid or not.
+    assert decision.line("2").action is Action.REJECT and "included in D3320" in decision.line("2").reasons[0]
+    assert decision.line("3").approved_amount == 95.0
+    rules = [h.rule_id for h in decision.line("3").rule_hits]
+    assert {"R1.documentation", "R2.substitution.tier", "R3.frequency", "R4.unbundling", "R5.provider_outlier",
+            "R6.preexisting", "R7.sublimit"} <= set(rules)
+    last_year = adjudicate(claim("C-0", [{"line_id": "1", "code": "D1110", "fee": 95}], day="2025-06-01"),
+                           (), seeded_store, rule_tables, now=NOW)
+    assert last_year.versions["plan:standard-dental"] == "2025.1"
+
+
+def test_ledger_partial_approval_then_out_of_limit(seeded_store: Store, rule_tables) -> None:
+    # Endodontics sub-limit 1,200 in 2026.1; 800 already paid for 45 in February.
+    first = adjudicate(claim("C-2", [{"line_id": "1", "code": "D3310", "tooth": "8", "fee": 700}]), (),
+                       seeded_store, rule_tables, now=NOW)
+    assert first.line("1").approved_amount == 400.0 and "300.00" in (first.line("1").member_notice or "")
+    second = adjudicate(claim("C-3", [{"line_id": "1", "code": "D3310", "tooth": "9", "fee": 500}]), (),
+                        seeded_store, rule_tables, now=NOW)
+    assert second.line("1").action is Action.REJECT and "out of limit" in second.line("1").reasons[-1]
+
+
+def test_replay_returns_the_stored_decision_and_consumes_nothing(seeded_store: Store, rule_tables) -> None:
+    request = claim("C-4", [{"line_id": "1", "code": "D3310", "tooth": "8", "fee": 200}])
+    first = adjudicate(request, (), seeded_store, rule_tables, now=NOW)
+    again = adjudicate(request, (), seeded_store, rule_tables, now=NOW + dt.timedelta(hours=1))
+    assert again.replayed and again.audit_id == first.audit_id and again.lines == first.lines
+    with seeded_store.transaction() as session:
+        used = session.execute(select(LedgerRow.used).where(LedgerRow.bucket == "endodontics")).scalar_one()
+    assert float(used) == 1000.0  # 800 from history + 200 once
+
+
+def test_preauthorization_consumes_nothing(seeded_store: Store, rule_tables) -> None:
+    plan = adjudicate(claim("P-1", [{"line_id": "1", "code": "D3310", "tooth": "8", "fee": 300}], mode="preauthorization"),
+                      (), seeded_store, rule_tables, now=NOW)
+    assert plan.line("1").approved_amount == 300.0
+    real = adjudicate(claim("C-5", [{"line_id": "1", "code": "D3310", "tooth": "8", "fee": 300}]), (),
+                      seeded_store, rule_tables, now=NOW)
+    assert real.line("1").approved_amount == 300.0  # the pre-authorisation did not spend the balance
+
+
+def test_member_not_enrolled_is_rejected_with_the_reason(seeded_store: Store, rule_tables) -> None:
+    decision = adjudicate(claim("C-6", [{"line_id": "1", "code": "D1110", "fee": 95}], member="MBR-9999"), (),
+                          seeded_store, rule_tables, now=NOW)
+    assert decision.line("1").action is Action.REJECT and "no enrolment" in decision.line("1").reasons[0]
+
+
+def test_concurrent_claims_never_exceed_a_limit(seeded_store: Store, rule_tables) -> None:
+    """Eight claims for one member at once, each 300 against 400 left of the endodontics
+    sub-limit: whatever the interleaving, the approvals add up to at most 400."""
+    errors: list[BaseException] = []
+    results = []
+
+    def run(i: int) -> None:
+        try:
+            results.append(adjudicate(claim(f"CC-{i}", [{"line_id": "1", "code": "D3310", "tooth": str(6 + i % 6),
+                                                        "fee": 300}]), (), seeded_store, rule_tables, now=NOW))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    approved = sum(r.lines[0].approved_amount or 0.0 for r in results)
+    assert len(results) == 8 and approved == pytest.approx(400.0)
+    with seeded_store.transaction() as session:
+        used = session.execute(select(LedgerRow.used).where(LedgerRow.bucket == "endodontics")).scalar_one()
+        assert float(used) == pytest.approx(1200.0)
+        assert audit.verify(session).ok
+
+
+def test_audit_detects_edits_and_deletions(seeded_store: Store, rule_tables) -> None:
+    for i in range(3):
+        adjudicate(claim(f"A-{i}", [{"line_id": "1", "code": "D1110", "fee": 95}], day=f"2026-0{i + 4}-02"), (),
+                   seeded_store, rule_tables, now=NOW)
+    with seeded_store.transaction() as session:
+        assert audit.verify(session).ok and audit.verify(session).records == 3
+        session.execute(update(AuditRow).where(AuditRow.seq == 2).values(payload=AuditRow.payload + " "))
+    with seeded_store.transaction() as session:
+        report = audit.verify(session)
+        assert not report.ok and any("record 2" in p and "edited" in p for p in report.problems)
+    with seeded_store.transaction() as session:
+        original = session.execute(select(AuditRow).where(AuditRow.seq == 2)).scalar_one()
+        original.payload = original.payload[:-1]  # put it back
+    with seeded_store.transaction() as session:
+        assert audit.verify(session).ok
+        session.execute(delete(AuditRow).where(AuditRow.seq == 3))
+    with seeded_store.transaction() as session:
+        assert any("deleted" in p for p in audit.verify(session).problems)
+
+
+def test_history_lines_are_written_with_their_status(seeded_store: Store, rule_tables) -> None:
+    adjudicate(claim("C-7", [{"line_id": "1", "code": "D1110", "fee": 95}, {"line_id": "2", "code": "D1110", "fee": 95}]),
+               (), seeded_store, rule_tables, now=NOW)
+    with seeded_store.transaction() as session:
+        rows = session.execute(select(ClaimLineRow).where(ClaimLineRow.claim_id == "C-7")
+                               .order_by(ClaimLineRow.line_id)).scalars().all()
+        assert [r.status for r in rows] == ["approved", "denied"]
+
+
+def test_concurrent_claims_respect_frequency_caps(seeded_store: Store, rule_tables) -> None:
+    """Six prophylaxis claims for one child at once on six days: the 2026 plan allows 3 a
+    calendar year, and each claim must see the ones decided before it."""
+    results = []
+
+    def run(i: int) -> None:
+        results.append(adjudicate(claim(f"F-{i}", [{"line_id": "1", "code": "D1120", "fee": 60}], member="MBR-0002",
+                                        birth="2015-09-02", day=f"2026-04-0{i + 1}"), (), seeded_store, rule_tables,
+                                  now=NOW))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    actions = sorted(r.lines[0].action.value for r in results)
+    assert actions == ["pass"] * 3 + ["reject"] * 3
+
+
+def test_cli_init_seed_adjudicate_and_verify(tmp_path, capsys) -> None:
+    import json
+
+    from serving.cli import main
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert main(["state", "init", "--url", url]) == 0
+    assert main(["state", "seed", "configs/seed/demo.yaml", "--url", url]) == 0
+    request = tmp_path / "claim.json"
+    request.write_text(claim("CLI-1", [{"line_id": "1", "code": "D1110", "fee": 95}]).model_dump_json())
+    capsys.readouterr()
+    assert main(["adjudicate", str(request), "--url", url, "--json"]) == 0
+    decided = json.loads(capsys.readouterr().out)
+    assert decided["lines"][0]["action"] == "pass" and decided["audit_id"] == 1
+    assert main(["audit", "verify", "--url", url]) == 0
+    store = Store.open(url)
+    with store.transaction() as session:
+        session.execute(update(AuditRow).values(actor="someone-else"))
+    store.close()
+    assert main(["audit", "verify", "--url", url]) == 2
+    assert "audit.chain_broken" in capsys.readouterr().err
