@@ -40,6 +40,14 @@ def register(commands: Any) -> None:
     adj.add_argument("--json", action="store_true")
     adj.set_defaults(handler=_adjudicate)
 
+    prov = commands.add_parser("providers", help="provider outliers")
+    psub = prov.add_subparsers(dest="providers_command", required=True)
+    analyse = psub.add_parser("analyse", help="batch job: metrics per provider against peers; flags route claims to review")
+    analyse.add_argument("--as-of", type=dt.date.fromisoformat, required=True, help="last day of the window (YYYY-MM-DD)")
+    analyse.add_argument("--config", type=Path, default=None, help="outlier settings YAML (default configs/rules/outliers.yaml)")
+    analyse.add_argument("--url", default=None)
+    analyse.set_defaults(handler=_providers)
+
     aud = commands.add_parser("audit", help="the audit trail")
     asub = aud.add_subparsers(dest="audit_command", required=True)
     verify = asub.add_parser("verify", help="check the hash chain: edited or deleted records are reported")
@@ -91,6 +99,30 @@ def _adjudicate(args: argparse.Namespace) -> int:
     if not args.json:
         print_decision_table(claim, decision)
     print(decision.model_dump_json(indent=2))
+    return 0
+
+
+def _providers(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from serving.provider_job import run_provider_analysis
+    from serving.rules.outliers import load_outlier_config
+    from serving.store.database import Store
+
+    config = load_outlier_config(args.config) if args.config else load_outlier_config()
+    store = Store.open(args.url)
+    results = run_provider_analysis(store, args.as_of, config, _now())
+    store.close()
+    table = Table("provider", "peer group", "claims", "judged", "deviating", "flagged")
+    for r in results:
+        table.add_row(r.provider_id, r.peer_group, str(r.claims), "yes" if r.judged else "no", ", ".join(r.deviating),
+                      "[red]FLAG[/]" if r.flagged else "")
+    _out.print(table)
+    flagged = [r for r in results if r.flagged]
+    for r in flagged:
+        _out.print(f"{r.provider_id}: " + "; ".join(r.evidence))
+    _out.print(f"{len(results)} providers, {sum(r.judged for r in results)} judged, {len(flagged)} flagged "
+               f"(window ending {args.as_of.isoformat()}, settings {config.version})")
     return 0
 
 
