@@ -31,7 +31,7 @@ from serving.decisions import Action, LineDecision, RuleHit, combine_hits, make_
 from serving.plans import PlanVersion
 from serving.rules.frequency import check_duplicate, check_frequency
 from serving.rules.history import CurrentLine, MemberSnapshot, ProviderStanding
-from serving.rules.ledger import apportion, plan_buckets
+from serving.rules.ledger import Balance, apportion, plan_buckets
 from serving.rules.preexisting import check_preexisting
 from serving.rules.provider import check_provider
 from serving.rules.tables import RULES_DIR, BundleLibrary, FrequencyTable, load_bundles, load_frequency
@@ -117,65 +117,123 @@ def _input_digest(claim: Claim, readings: tuple[ImageReading, ...]) -> str:
     return audit.digest({"claim": claim.model_dump(mode="json"), "readings": [dataclasses.asdict(r) for r in readings]})
 
 
-def adjudicate(claim: Claim, readings: Mapping[str, ImageReading] | tuple[ImageReading, ...], store: Store,
-               tables: RuleTables, *, now: dt.datetime, actor: str = "system") -> ClaimDecision:
-    images = tuple(readings.values()) if isinstance(readings, Mapping) else tuple(readings)
-    validation = validate_claim(claim, images, tables.validation)  # pure, outside the lock
-    preauth = claim.mode == "preauthorization"
-    decisions: list[LineDecision] = []
-    with store.transaction() as session:
-        repository.lock_member(session, claim.member.member_id)
-        stored = repository.stored_decision(session, claim.tenant, claim.claim_id, claim.mode)
-        if stored is not None:
-            return ClaimDecision.model_validate_json(stored).model_copy(update={"replayed": True})
-        versions = {**tables.versions(), **{k: v for k, v in validation.versions.items() if k.startswith("model:")}}
-        member = repository.load_member(session, claim.member.member_id, claim.date_of_service)
-        plan = repository.plan_version_on(session, member.plan_id, claim.date_of_service) if member else None
-        if member is None or plan is None:
-            why = ("the member has no enrolment in force on the date of service" if member is None
-                   else f"plan {member.plan_id} has no version in force on {claim.date_of_service.isoformat()}")
-            decisions = list(_ineligible(claim, why))
-        else:
-            versions[f"plan:{member.plan_id}"] = plan.version
-            current = _current_lines(claim, tables)
-            standing = repository.provider_standing(session, claim.provider.provider_id)
+@dataclass(frozen=True)
+class Decided:
+    lines: tuple[LineDecision, ...]
+    consumed: dict[str, dict[str, float]]  # line id -> ledger bucket -> amount
+    current: dict[str, CurrentLine]
+
+
+def decide_lines(claim: Claim, validated: tuple[LineDecision, ...], member: MemberSnapshot, plan: PlanVersion,
+                 standing: ProviderStanding, balances: dict[str, Balance], year_start: dt.date,
+                 tables: RuleTables) -> Decided:
+    """The declared order for each line: validation hits (rules 1-2), then rules 3-6, all
+    combined (most severe wins); a line not rejected is apportioned against the ledger
+    (rule 7). Pure: ``balances`` is not modified."""
+    current = _current_lines(claim, tables)
+    balances = dict(balances)
+    accepted: list[CurrentLine] = []
+    consumed: dict[str, dict[str, float]] = {}
+    everything = tuple(current.values())
+    decisions = []
+    for line, validated_line in zip(claim.lines, validated, strict=True):
+        hits = validated_line.rule_hits
+        this = current.get(line.line_id)
+        if this is not None:
+            hits += history_hits(this, tuple(accepted), everything, claim, member, plan, tables, standing)
+        decision = combine_hits(line.line_id, hits)
+        if this is None or decision.action is Action.REJECT:
+            decisions.append(decision.model_copy(update={"approved_amount": 0.0}))
+            continue
+        share = apportion(this, line.fee, balances, plan, year_start)
+        hits += (share.hit,)
+        paid = share.hit.action is not Action.REJECT
+        decisions.append(combine_hits(line.line_id, hits).model_copy(
+            update={"approved_amount": share.approved if paid else 0.0, "member_notice": share.member_notice}))
+        if paid:
+            accepted.append(this)
+            for bucket, amount in share.consumed.items():
+                balances[bucket] = dataclasses.replace(balances[bucket], used=balances[bucket].used + amount)
+            consumed[line.line_id] = share.consumed
+    return Decided(tuple(decisions), consumed, current)
+
+
+Readings = Mapping[str, ImageReading] | tuple[ImageReading, ...]
+
+
+def adjudicate(claim: Claim, readings: Readings, store: Store, tables: RuleTables, *, now: dt.datetime,
+               actor: str = "system") -> ClaimDecision:
+    return adjudicate_batch([(claim, readings)], store, tables, now=now, actor=actor)[0]
+
+
+def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: RuleTables, *, now: dt.datetime,
+                     actor: str = "system") -> list[ClaimDecision]:
+    """Decide many claims in one transaction, in order (a later claim of the same member
+    sees the lines and balances of the earlier ones). The validation layer runs first,
+    outside the lock; snapshots are loaded, and decisions written, in bulk."""
+    prepared = []
+    for claim, readings in items:
+        images = tuple(readings.values()) if isinstance(readings, Mapping) else tuple(readings)
+        prepared.append((claim, images, validate_claim(claim, images, tables.validation)))
+    results: list[ClaimDecision] = []
+    with store.transaction() as session, session.no_autoflush:
+        member_ids = [c.member.member_id for c, _, _ in prepared]
+        repository.lock_members(session, member_ids)
+        stored = repository.stored_decisions(session, [(c.tenant, c.claim_id, c.mode) for c, _, _ in prepared])
+        members = repository.load_members(session, member_ids)
+        plans = repository.all_plan_versions(session)
+        standings = repository.provider_standings(session, [c.provider.provider_id for c, _, _ in prepared])
+        # Where each claim stands: the member's enrolment and the plan version on its date of service.
+        places: list[tuple[MemberSnapshot, PlanVersion, dt.date] | str] = []
+        wanted: dict[repository.LedgerKey, dict[str, float]] = {}
+        for claim, _, _ in prepared:
+            data = members.get(claim.member.member_id)
+            member = data.snapshot_on(claim.date_of_service) if data else None
+            plan = next((v for v in plans.get(member.plan_id, []) if v.in_force(claim.date_of_service)), None) \
+                if member else None
+            if member is None or plan is None:
+                places.append("the member has no enrolment in force on the date of service" if member is None
+                              else f"plan {member.plan_id} has no version in force on {claim.date_of_service.isoformat()}")
+                continue
             year_start = plan.policy_year_start(claim.date_of_service, member.enrolment_start)
-            ledger = repository.lock_balances(session, member.member_id, member.plan_id, year_start, plan_buckets(plan))
-            balances = repository.balances_of(ledger)
-            accepted: list[CurrentLine] = []
-            rows_consumed: dict[str, dict[str, float]] = {}
-            everything = tuple(current.values())
-            for line, validated in zip(claim.lines, validation.lines, strict=True):
-                hits = validated.rule_hits
-                this = current.get(line.line_id)
-                if this is not None:
-                    hits += history_hits(this, tuple(accepted), everything, claim, member, plan, tables, standing)
-                decision = combine_hits(line.line_id, hits)
-                if this is not None and decision.action is not Action.REJECT:
-                    share = apportion(this, line.fee, balances, plan, year_start)
-                    hits += (share.hit,)
-                    decision = combine_hits(line.line_id, hits).model_copy(
-                        update={"approved_amount": share.approved if share.hit.action is not Action.REJECT else 0.0,
-                                "member_notice": share.member_notice})
-                    if share.hit.action is not Action.REJECT:
-                        accepted.append(this)
-                        for bucket, amount in share.consumed.items():
-                            old = balances[bucket]
-                            balances[bucket] = dataclasses.replace(old, used=old.used + amount)
-                        rows_consumed[line.line_id] = share.consumed
-                else:
-                    decision = decision.model_copy(update={"approved_amount": 0.0})
-                decisions.append(decision)
-            if not preauth:
-                for line_id, consumed in rows_consumed.items():
-                    repository.consume(session, ledger, consumed, tenant=claim.tenant, claim_id=claim.claim_id,
-                                       line_id=line_id, now=now)
-            repository.write_lines(session, claim, tuple(decisions), current, now)
-        decided = tuple(decisions)
-        record = audit.append(session, tenant=claim.tenant, kind=claim.mode, subject=claim.claim_id, actor=actor,
-                              input_digest=_input_digest(claim, images), versions=versions,
-                              payload=[d.model_dump(mode="json") for d in decided], created_at=now.isoformat())
-        result = ClaimDecision(claim_id=claim.claim_id, tenant=claim.tenant, mode=claim.mode, lines=decided,
-                               decision_time=now.isoformat(), versions=versions, audit_id=record.seq)
-        repository.save_decision(session, result.model_dump_json(), claim, record.seq, now)
-        return result
+            places.append((member, plan, year_start))
+            wanted[(member.member_id, member.plan_id, year_start)] = plan_buckets(plan)
+        ledgers = repository.lock_ledgers(session, wanted)
+        writes = repository.PendingWrites()
+        chain = audit.ChainWriter(session)
+        for (claim, images, validation), place in zip(prepared, places, strict=True):
+            key = (claim.tenant, claim.claim_id, claim.mode)
+            if key in stored:
+                results.append(ClaimDecision.model_validate_json(stored[key]).model_copy(update={"replayed": True}))
+                continue
+            versions = {**tables.versions(), **{k: v for k, v in validation.versions.items() if k.startswith("model:")}}
+            if isinstance(place, str):
+                decided = _ineligible(claim, place)
+            else:
+                _, plan, year_start = place
+                data = members[claim.member.member_id]
+                member = data.snapshot_on(claim.date_of_service)  # with the lines of earlier claims in this batch
+                assert member is not None
+                versions[f"plan:{member.plan_id}"] = plan.version
+                ledger = ledgers[(member.member_id, member.plan_id, year_start)]
+                outcome = decide_lines(claim, validation.lines, member, plan, standings[claim.provider.provider_id],
+                                       repository.balances_of(ledger), year_start, tables)
+                decided = outcome.lines
+                if claim.mode != "preauthorization":
+                    for line_id, consumed in outcome.consumed.items():
+                        writes.consume(ledger, consumed, tenant=claim.tenant, claim_id=claim.claim_id, line_id=line_id,
+                                       now=now)
+                    data.history.extend(repository.past_lines(claim, decided, outcome.current))
+                writes.lines += repository.line_rows(claim, decided, outcome.current, now)
+            seq = chain.add(tenant=claim.tenant, kind=claim.mode, subject=claim.claim_id, actor=actor,
+                            input_digest=_input_digest(claim, images), versions=versions,
+                            payload=[d.model_dump(mode="json") for d in decided], created_at=now.isoformat())
+            result = ClaimDecision(claim_id=claim.claim_id, tenant=claim.tenant, mode=claim.mode, lines=decided,
+                                   decision_time=now.isoformat(), versions=versions, audit_id=seq)
+            as_json = result.model_dump_json()
+            writes.decisions.append(repository.decision_row(as_json, claim, seq, now))
+            stored[key] = as_json
+            results.append(result)
+        chain.flush()
+        writes.flush(session)
+    return results

@@ -8,6 +8,7 @@ reason. Member identifiers are kept for the rule module but never logged."""
 from __future__ import annotations
 
 import datetime as dt
+from functools import cached_property
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -73,11 +74,11 @@ class ClaimLine(_Contract):
             raise ValueError(exc.message) from exc
         return self
 
-    @property
+    @cached_property
     def fdi_tooth(self) -> Tooth | None:
         return None if self.tooth is None else Tooth.parse(self.tooth, self.tooth_system)
 
-    @property
+    @cached_property
     def surface_set(self) -> frozenset[Surface]:
         tooth = self.fdi_tooth
         if self.surfaces is None or tooth is None:

@@ -5,6 +5,7 @@ the most severe of its hits; any flag among them sends the line to a reviewer.""
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -78,10 +79,24 @@ class LineDecision(_Frozen):
 
 def make_hit(rule_id: str, action: Action, reason: str, *, suggested: str | None = None, system: str | None = None,
              evidence: tuple[EvidenceRef, ...] = (), confidence: float = 1.0, fired: bool = True) -> RuleHit:
-    """A RuleHit of this rule library, the confidence clipped to [0, 1]."""
-    return RuleHit(rule_id=rule_id, rule_version=RULE_LIBRARY_VERSION, action=action, reason=reason,
-                   suggested_code=suggested, suggested_code_system=system if suggested else None, evidence=evidence,
-                   confidence=round(min(max(confidence, 0.0), 1.0), 4), fired=fired)
+    """A RuleHit of this rule library, the confidence clipped to [0, 1]. Built without
+    re-validation (every field is produced here with its type), which keeps the rules fast;
+    the many identical "nothing to object to" hits are shared (they are immutable)."""
+    if not evidence and not suggested and confidence == 1.0:
+        return _plain_hit(rule_id, action, reason, fired)
+    return _build_hit(rule_id, action, reason, suggested, system, tuple(evidence), confidence, fired)
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_hit(rule_id: str, action: Action, reason: str, fired: bool) -> RuleHit:
+    return _build_hit(rule_id, action, reason, None, None, (), 1.0, fired)
+
+
+def _build_hit(rule_id: str, action: Action, reason: str, suggested: str | None, system: str | None,
+               evidence: tuple[EvidenceRef, ...], confidence: float, fired: bool) -> RuleHit:
+    return RuleHit.model_construct(rule_id=rule_id, rule_version=RULE_LIBRARY_VERSION, action=action, reason=reason,
+                                   suggested_code=suggested, suggested_code_system=system if suggested else None,
+                                   evidence=evidence, confidence=round(min(max(confidence, 0.0), 1.0), 4), fired=fired)
 
 
 def combine_hits(line_id: str, hits: tuple[RuleHit, ...]) -> LineDecision:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from serving.store.schema import AuditHeadRow, AuditRow
@@ -50,6 +50,36 @@ def append(session: Session, *, tenant: str, kind: str, subject: str, actor: str
     head.last_seq, head.last_hash = seq, row.hash
     session.flush()
     return row
+
+
+class ChainWriter:
+    """Appends many records in one go: the head is locked once, the hashes are chained in
+    memory and the rows go in with one bulk insert (``flush``)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.head = session.execute(select(AuditHeadRow).where(AuditHeadRow.chain == CHAIN).with_for_update()).scalar_one()
+        self.seq, self.last = self.head.last_seq, self.head.last_hash
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, *, tenant: str, kind: str, subject: str, actor: str, input_digest: str, versions: dict[str, str],
+            payload: Any, created_at: str) -> int:
+        self.seq += 1
+        versions_text, payload_text = canonical_json(versions), canonical_json(payload)
+        row_hash = record_hash(self.last, self.seq, tenant, kind, subject, actor, input_digest, versions_text,
+                               payload_text, created_at)
+        self.rows.append({"seq": self.seq, "tenant": tenant, "kind": kind, "subject": subject, "actor": actor,
+                          "input_digest": input_digest, "versions": versions_text, "payload": payload_text,
+                          "created_at": created_at, "prev_hash": self.last, "hash": row_hash})
+        self.last = row_hash
+        return self.seq
+
+    def flush(self) -> None:
+        if self.rows:
+            self.session.connection().execute(insert(cast(Table, AuditRow.__table__)), self.rows)
+            self.head.last_seq, self.head.last_hash = self.seq, self.last
+            self.rows = []
+        self.session.flush()
 
 
 @dataclass

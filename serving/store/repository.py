@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import cast
 
 from pydantic import Field
-from sqlalchemy import func, select
+from sqlalchemy import Table, select
+from sqlalchemy import insert as insert_rows
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -79,76 +82,130 @@ def plan_version_on(session: Session, plan_id: str, day: dt.date) -> PlanVersion
 # ---- members and providers --------------------------------------------------------------
 
 
-def lock_member(session: Session, member_id: str) -> bool:
-    """Lock the member's row for the transaction (PostgreSQL ``FOR UPDATE``; SQLite already
-    holds the write lock), so that claims of one member are decided one after the other
-    and each sees the history the one before wrote. False when the member is unknown."""
-    row = session.execute(select(MemberRow.member_id).where(MemberRow.member_id == member_id).with_for_update())
-    return row.first() is not None
+def lock_members(session: Session, member_ids: list[str]) -> None:
+    """Lock the members' rows for the transaction (PostgreSQL ``FOR UPDATE``, in a fixed
+    order so that two batches cannot deadlock; SQLite already holds the write lock), so
+    that claims of one member are decided one after the other and each sees the history
+    the one before wrote."""
+    session.execute(select(MemberRow.member_id).where(MemberRow.member_id.in_(sorted(set(member_ids))))
+                    .order_by(MemberRow.member_id).with_for_update()).all()
+
+
+@dataclass
+class MemberData:
+    """Everything stored about a member, before choosing the enrolment for a date."""
+
+    member_id: str
+    birth_date: dt.date
+    enrolments: list[tuple[str, dt.date, dt.date | None]]
+    baseline: tuple[BaselineCondition, ...]
+    history: list[PastLine]
+
+    def snapshot_on(self, day: dt.date) -> MemberSnapshot | None:
+        enrolment = next(((plan, start) for plan, start, end in self.enrolments
+                          if start <= day and (end is None or day <= end)), None)
+        if enrolment is None:
+            return None
+        return MemberSnapshot(member_id=self.member_id, birth_date=self.birth_date, plan_id=enrolment[0],
+                              enrolment_start=enrolment[1], baseline=self.baseline, history=tuple(self.history))
+
+
+_HISTORY_COLUMNS = (ClaimLineRow.member_id, ClaimLineRow.claim_id, ClaimLineRow.line_id, ClaimLineRow.date_of_service,
+                    ClaimLineRow.code, ClaimLineRow.concept_id, ClaimLineRow.fdi, ClaimLineRow.quadrant,
+                    ClaimLineRow.status, ClaimLineRow.approved_amount, ClaimLineRow.provider_id)
+
+
+def load_members(session: Session, member_ids: list[str]) -> dict[str, MemberData]:
+    """Members, enrolments, baselines and claim history for many members in four queries
+    (plain rows rather than ORM objects: a member can have thousands of history lines)."""
+    ids = sorted(set(member_ids))
+    found = {m: MemberData(m, birth, [], (), []) for m, birth in
+             session.execute(select(MemberRow.member_id, MemberRow.birth_date).where(MemberRow.member_id.in_(ids)))}
+    for member_id, plan_id, start, end in session.execute(
+            select(EnrolmentRow.member_id, EnrolmentRow.plan_id, EnrolmentRow.start_date, EnrolmentRow.end_date)
+            .where(EnrolmentRow.member_id.in_(ids))):
+        found[member_id].enrolments.append((plan_id, start, end))
+    baselines: dict[str, list[BaselineCondition]] = {}
+    for member_id, fdi, condition, recorded_on, evidence in session.execute(
+            select(BaselineRow.member_id, BaselineRow.fdi, BaselineRow.condition, BaselineRow.recorded_on,
+                   BaselineRow.evidence).where(BaselineRow.member_id.in_(ids))):
+        baselines.setdefault(member_id, []).append(BaselineCondition(fdi, Condition(condition), recorded_on, evidence))
+    for member_id, conditions in baselines.items():
+        found[member_id].baseline = tuple(conditions)
+    for (member_id, claim_id, line_id, day, code, concept_id, fdi, quadrant, status, amount, provider_id) in session.execute(
+            select(*_HISTORY_COLUMNS).where(ClaimLineRow.member_id.in_(ids), ClaimLineRow.mode == "claim")):
+        if member_id in found:
+            found[member_id].history.append(PastLine(claim_id, line_id, day, code, concept_id, fdi, quadrant, status,
+                                                     float(amount), provider_id))
+    return found
 
 
 def load_member(session: Session, member_id: str, day: dt.date) -> MemberSnapshot | None:
     """The member with the enrolment in force on ``day`` and the whole claim history;
     None when the member is unknown or not enrolled that day."""
-    member = session.get(MemberRow, member_id)
-    if member is None:
-        return None
-    enrolment = next((e for e in session.execute(select(EnrolmentRow).where(EnrolmentRow.member_id == member_id)).scalars()
-                      if e.start_date <= day and (e.end_date is None or day <= e.end_date)), None)
-    if enrolment is None:
-        return None
-    baseline = tuple(BaselineCondition(fdi=b.fdi, condition=Condition(b.condition), recorded_on=b.recorded_on,
-                                       evidence=b.evidence)
-                     for b in session.execute(select(BaselineRow).where(BaselineRow.member_id == member_id)).scalars())
-    history = tuple(
-        PastLine(claim_id=r.claim_id, line_id=r.line_id, date_of_service=r.date_of_service, code=r.code,
-                 concept_id=r.concept_id, fdi=r.fdi, quadrant=r.quadrant, status=r.status,
-                 approved_amount=float(r.approved_amount), provider_id=r.provider_id)
-        for r in session.execute(select(ClaimLineRow).where(ClaimLineRow.member_id == member_id,
-                                                            ClaimLineRow.mode == "claim")).scalars())
-    return MemberSnapshot(member_id=member_id, birth_date=member.birth_date, plan_id=enrolment.plan_id,
-                          enrolment_start=enrolment.start_date, baseline=baseline, history=history)
+    data = load_members(session, [member_id]).get(member_id)
+    return data.snapshot_on(day) if data else None
+
+
+def all_plan_versions(session: Session) -> dict[str, list[PlanVersion]]:
+    plans: dict[str, list[PlanVersion]] = {}
+    for row in session.execute(select(PlanVersionRow)).scalars():
+        plans.setdefault(row.plan_id, []).append(PlanVersion.model_validate_json(row.document))
+    return plans
 
 
 def provider_standing(session: Session, provider_id: str) -> ProviderStanding:
-    row = session.execute(select(ProviderStatsRow).where(ProviderStatsRow.provider_id == provider_id)
-                          .order_by(ProviderStatsRow.period_end.desc()).limit(1)).scalar_one_or_none()
-    if row is None:
-        return ProviderStanding(provider_id)
-    return ProviderStanding(provider_id, flagged=row.flagged, evidence=tuple(json.loads(row.evidence)), cycle=row.cycle)
+    return provider_standings(session, [provider_id])[provider_id]
 
 
 # ---- ledgers ----------------------------------------------------------------------------
 
 
-def lock_balances(session: Session, member_id: str, plan_id: str, year_start: dt.date,
-                  limits: dict[str, float]) -> dict[str, LedgerRow]:
-    """The member's ledger rows for the policy year, created at the plan's limits when
-    missing, and locked (FOR UPDATE; SQLite holds the write lock of BEGIN IMMEDIATE)."""
-    def query():
-        return select(LedgerRow).where(LedgerRow.member_id == member_id, LedgerRow.plan_id == plan_id,
-                                       LedgerRow.year_start == year_start).with_for_update()
+LedgerKey = tuple[str, str, dt.date]  # member, plan, policy-year start
 
-    rows = {r.bucket: r for r in session.execute(query()).scalars()}
-    missing = [b for b in limits if b not in rows]
+
+def lock_ledgers(session: Session, wanted: dict[LedgerKey, dict[str, float]]) -> dict[LedgerKey, dict[str, LedgerRow]]:
+    """The ledger rows of many member policy years, created at the plan's limits where
+    missing, and locked (FOR UPDATE; SQLite holds the write lock of BEGIN IMMEDIATE). A
+    new ledger starts from what the history already paid in that policy year (lines
+    loaded from another system, or decided before the ledger existed)."""
+    members = sorted({k[0] for k in wanted})
+
+    def load() -> dict[LedgerKey, dict[str, LedgerRow]]:
+        found: dict[LedgerKey, dict[str, LedgerRow]] = {}
+        for row in session.execute(select(LedgerRow).where(LedgerRow.member_id.in_(members))
+                                   .order_by(LedgerRow.id).with_for_update()).scalars():
+            key = (row.member_id, row.plan_id, row.year_start)
+            if key in wanted:
+                found.setdefault(key, {})[row.bucket] = row
+        return found
+
+    rows = load()
+    missing = [(key, bucket) for key, limits in wanted.items() for bucket in limits if bucket not in rows.get(key, {})]
     if missing:
-        # A new ledger starts from what the history already paid in that policy year
-        # (lines loaded from another system, or decided before the ledger existed).
-        year_end = add_months(year_start, 12)
-        paid = session.execute(select(ClaimLineRow.category, func.sum(ClaimLineRow.approved_amount))
-                               .where(ClaimLineRow.member_id == member_id, ClaimLineRow.mode == "claim",
-                                      ClaimLineRow.status != "denied", ClaimLineRow.date_of_service >= year_start,
-                                      ClaimLineRow.date_of_service < year_end)
-                               .group_by(ClaimLineRow.category)).all()
-        by_category = {category: Decimal(total or 0) for category, total in paid}
-        values = [{"member_id": member_id, "plan_id": plan_id, "year_start": year_start, "bucket": bucket,
-                   "limit_amount": Decimal(str(limits[bucket])),
-                   "used": sum(by_category.values(), Decimal("0")) if bucket == ANNUAL_MAXIMUM
-                   else by_category.get(bucket, Decimal("0"))} for bucket in missing]
+        keys = {key for key, _ in missing}
+        first, last = min(k[2] for k in keys), max(add_months(k[2], 12) for k in keys)
+        paid: dict[tuple[LedgerKey, str], Decimal] = {}
+        history = session.execute(select(ClaimLineRow.member_id, ClaimLineRow.category, ClaimLineRow.date_of_service,
+                                         ClaimLineRow.approved_amount)
+                                  .where(ClaimLineRow.member_id.in_(sorted({k[0] for k in keys})),
+                                         ClaimLineRow.mode == "claim", ClaimLineRow.status != "denied",
+                                         ClaimLineRow.date_of_service >= first, ClaimLineRow.date_of_service < last))
+        by_member: dict[str, list[LedgerKey]] = {}
+        for key in keys:
+            by_member.setdefault(key[0], []).append(key)
+        for member_id, category, day, amount in history:
+            for key in by_member.get(member_id, []):
+                if key[2] <= day < add_months(key[2], 12):
+                    for bucket in (category, ANNUAL_MAXIMUM):
+                        paid[(key, bucket)] = paid.get((key, bucket), Decimal("0")) + Decimal(amount)
+        values = [{"member_id": key[0], "plan_id": key[1], "year_start": key[2], "bucket": bucket,
+                   "limit_amount": Decimal(str(wanted[key][bucket])), "used": paid.get((key, bucket), Decimal("0"))}
+                  for key, bucket in missing]
         # Another transaction may be creating the same rows: the first one wins, we lock it below.
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        session.execute(insert(LedgerRow).values(values).on_conflict_do_nothing())
-        rows = {r.bucket: r for r in session.execute(query()).scalars()}
+        session.connection().execute(insert(cast(Table, LedgerRow.__table__)).on_conflict_do_nothing(), values)
+        rows = load()
     return rows
 
 
@@ -156,13 +213,28 @@ def balances_of(rows: dict[str, LedgerRow]) -> dict[str, Balance]:
     return {b: Balance(b, float(r.limit_amount), float(r.used)) for b, r in rows.items()}
 
 
-def consume(session: Session, rows: dict[str, LedgerRow], consumed: dict[str, float], *, tenant: str, claim_id: str,
-            line_id: str, now: dt.datetime) -> None:
-    for bucket, amount in consumed.items():
-        row = rows[bucket]
-        row.used = Decimal(row.used) + Decimal(str(amount))
-        session.add(LedgerEntryRow(ledger_id=row.id, tenant=tenant, claim_id=claim_id, line_id=line_id,
-                                   amount=Decimal(str(amount)), created_at=now))
+@dataclass
+class PendingWrites:
+    """What a batch of decisions writes, collected and inserted in bulk at the end."""
+
+    lines: list[dict] = field(default_factory=list)
+    entries: list[dict] = field(default_factory=list)
+    decisions: list[dict] = field(default_factory=list)
+
+    def consume(self, rows: dict[str, LedgerRow], consumed: dict[str, float], *, tenant: str, claim_id: str,
+                line_id: str, now: dt.datetime) -> None:
+        for bucket, amount in consumed.items():
+            row = rows[bucket]
+            row.used = Decimal(row.used) + Decimal(str(amount))
+            self.entries.append({"ledger_id": row.id, "tenant": tenant, "claim_id": claim_id, "line_id": line_id,
+                                 "amount": Decimal(str(amount)), "created_at": now})
+
+    def flush(self, session: Session) -> None:
+        for table, rows in ((ClaimLineRow, self.lines), (LedgerEntryRow, self.entries), (DecisionRow, self.decisions)):
+            if rows:  # Core executemany: the ORM's bulk path costs more and gives nothing here
+                session.connection().execute(insert_rows(cast(Table, table.__table__)), rows)
+        self.lines, self.entries, self.decisions = [], [], []
+        session.flush()
 
 
 # ---- decisions ----------------------------------------------------------------------------
@@ -172,6 +244,17 @@ def stored_decision(session: Session, tenant: str, claim_id: str, mode: str) -> 
     row = session.execute(select(DecisionRow).where(DecisionRow.tenant == tenant, DecisionRow.claim_id == claim_id,
                                                     DecisionRow.mode == mode)).scalar_one_or_none()
     return row.decision if row else None
+
+
+def stored_decisions(session: Session, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+    """Stored decisions for (tenant, claim id, mode) keys."""
+    claim_ids = sorted({k[1] for k in keys})
+    found = {}
+    for row in session.execute(select(DecisionRow).where(DecisionRow.claim_id.in_(claim_ids))).scalars():
+        key = (row.tenant, row.claim_id, row.mode)
+        if key in keys:
+            found[key] = row.decision
+    return found
 
 
 def decision_by_audit_id(session: Session, tenant: str, audit_id: int) -> str | None:
@@ -277,23 +360,48 @@ def load_seed_file(path: str | Path) -> SeedFile:
 
 
 
-def write_lines(session: Session, claim: Claim, decisions: tuple[LineDecision, ...], current: dict[str, CurrentLine],
-                now: dt.datetime) -> None:
-    """The claim's lines into the history, with the status the decision gives them."""
-    status = {"pass": "approved", "downcode": "approved", "flag": "pending", "reject": "denied"}
+_STATUS = {"pass": "approved", "downcode": "approved", "flag": "pending", "reject": "denied"}
+
+
+def past_lines(claim: Claim, decisions: tuple[LineDecision, ...], current: dict[str, CurrentLine]) -> list[PastLine]:
+    """A decided claim's lines as history, for the next claim of the member in a batch."""
+    return [PastLine(claim_id=claim.claim_id, line_id=line.line_id, date_of_service=claim.date_of_service,
+                     code=line.code, concept_id=current[line.line_id].concept_id, fdi=current[line.line_id].fdi,
+                     quadrant=current[line.line_id].quadrant, status=_STATUS[decision.action.value],
+                     approved_amount=decision.approved_amount or 0.0, provider_id=claim.provider.provider_id)
+            for line, decision in zip(claim.lines, decisions, strict=True) if line.line_id in current]
+
+
+def line_rows(claim: Claim, decisions: tuple[LineDecision, ...], current: dict[str, CurrentLine],
+              now: dt.datetime) -> list[dict]:
+    """The claim's lines as history rows, with the status the decision gives them."""
+    rows = []
     for line, decision in zip(claim.lines, decisions, strict=True):
         this = current.get(line.line_id)
         if this is None:
             continue
-        session.add(ClaimLineRow(
-            tenant=claim.tenant, claim_id=claim.claim_id, line_id=line.line_id, mode=claim.mode,
-            member_id=claim.member.member_id, provider_id=claim.provider.provider_id,
-            date_of_service=claim.date_of_service, code=line.code, code_system=line.code_system,
-            concept_id=this.concept_id, category=this.category, fdi=this.fdi, quadrant=this.quadrant,
-            fee=Decimal(str(line.fee)), approved_amount=Decimal(str(decision.approved_amount or 0.0)),
-            status=status[decision.action.value], action=decision.action.value, decided_at=now))
+        rows.append({"tenant": claim.tenant, "claim_id": claim.claim_id, "line_id": line.line_id, "mode": claim.mode,
+                     "member_id": claim.member.member_id, "provider_id": claim.provider.provider_id,
+                     "date_of_service": claim.date_of_service, "code": line.code, "code_system": line.code_system,
+                     "concept_id": this.concept_id, "category": this.category, "fdi": this.fdi,
+                     "quadrant": this.quadrant, "fee": Decimal(str(line.fee)),
+                     "approved_amount": Decimal(str(decision.approved_amount or 0.0)),
+                     "status": _STATUS[decision.action.value], "action": decision.action.value, "decided_at": now})
+    return rows
 
 
-def save_decision(session: Session, decision_json: str, claim: Claim, audit_seq: int, now: dt.datetime) -> None:
-    session.add(DecisionRow(tenant=claim.tenant, claim_id=claim.claim_id, mode=claim.mode, decision=decision_json,
-                            audit_seq=audit_seq, created_at=now))
+def decision_row(decision_json: str, claim: Claim, audit_seq: int, now: dt.datetime) -> dict:
+    return {"tenant": claim.tenant, "claim_id": claim.claim_id, "mode": claim.mode, "decision": decision_json,
+            "audit_seq": audit_seq, "created_at": now}
+
+
+def provider_standings(session: Session, provider_ids: list[str]) -> dict[str, ProviderStanding]:
+    """The latest statistics snapshot of each provider (not flagged when there is none)."""
+    latest: dict[str, ProviderStatsRow] = {}
+    for row in session.execute(select(ProviderStatsRow).where(ProviderStatsRow.provider_id.in_(sorted(set(provider_ids))))
+                               ).scalars():
+        if row.provider_id not in latest or row.period_end > latest[row.provider_id].period_end:
+            latest[row.provider_id] = row
+    return {pid: (ProviderStanding(pid, flagged=latest[pid].flagged, evidence=tuple(json.loads(latest[pid].evidence)),
+                                   cycle=latest[pid].cycle) if pid in latest else ProviderStanding(pid))
+            for pid in provider_ids}

@@ -199,3 +199,15 @@ def test_cli_init_seed_adjudicate_and_verify(tmp_path, capsys) -> None:
     store.close()
     assert main(["audit", "verify", "--url", url]) == 2
     assert "audit.chain_broken" in capsys.readouterr().err
+
+
+def test_a_batch_decides_in_order_and_later_claims_see_earlier_ones(seeded_store: Store, rule_tables) -> None:
+    from serving.adjudication import adjudicate_batch
+
+    first = claim("B-1", [{"line_id": "1", "code": "D3310", "tooth": "8", "fee": 300}])
+    second = claim("B-2", [{"line_id": "1", "code": "D3310", "tooth": "9", "fee": 300}])
+    same_tooth = claim("B-3", [{"line_id": "1", "code": "D3310", "tooth": "8", "fee": 100}], day="2026-04-21")
+    results = adjudicate_batch([(first, ()), (second, ()), (same_tooth, ())], seeded_store, rule_tables, now=NOW)
+    assert [r.lines[0].approved_amount for r in results[:2]] == [300.0, 100.0]  # 400 left of the sub-limit
+    assert results[2].lines[0].action is Action.REJECT  # the root canal on tooth 8 was decided one claim earlier
+    assert [r.audit_id for r in results] == [1, 2, 3]
