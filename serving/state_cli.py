@@ -48,6 +48,13 @@ def register(commands: Any) -> None:
     analyse.add_argument("--url", default=None)
     analyse.set_defaults(handler=_providers)
 
+    rules = commands.add_parser("rules", help="rule tables and plans")
+    rsub = rules.add_subparsers(dest="rules_command", required=True)
+    rdiff = rsub.add_parser("diff", help="what changed between two versions of a rule table or plan")
+    rdiff.add_argument("old", type=Path)
+    rdiff.add_argument("new", type=Path)
+    rdiff.set_defaults(handler=_rules_diff)
+
     aud = commands.add_parser("audit", help="the audit trail")
     asub = aud.add_subparsers(dest="audit_command", required=True)
     verify = asub.add_parser("verify", help="check the hash chain: edited or deleted records are reported")
@@ -123,6 +130,26 @@ def _providers(args: argparse.Namespace) -> int:
         _out.print(f"{r.provider_id}: " + "; ".join(r.evidence))
     _out.print(f"{len(results)} providers, {sum(r.judged for r in results)} judged, {len(flagged)} flagged "
                f"(window ending {args.as_of.isoformat()}, settings {config.version})")
+    return 0
+
+
+def _rules_diff(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.table import Table
+
+    from serving.rules_diff import diff_files
+
+    kind, old_version, new_version, changes = diff_files(args.old, args.new)
+    table = Table("entry", "change", "old", "new", title=f"{kind}: {old_version} -> {new_version}")
+
+    def show(value: object) -> str:
+        return "" if value is None else json.dumps(value, default=str)[:120]
+
+    for change in changes:
+        table.add_row(change.path, change.kind, show(change.old), show(change.new))
+    _out.print(table)
+    _out.print(f"{len(changes)} change(s). Decisions already made keep the versions they were made with.")
     return 0
 
 

@@ -211,3 +211,27 @@ def test_a_batch_decides_in_order_and_later_claims_see_earlier_ones(seeded_store
     assert [r.lines[0].approved_amount for r in results[:2]] == [300.0, 100.0]  # 400 left of the sub-limit
     assert results[2].lines[0].action is Action.REJECT  # the root canal on tooth 8 was decided one claim earlier
     assert [r.audit_id for r in results] == [1, 2, 3]
+
+
+def test_a_new_plan_version_never_changes_past_decisions(seeded_store: Store, rule_tables) -> None:
+    from serving.plans import PlanVersion
+
+    request = claim("V-1", [{"line_id": "1", "code": "D3310", "tooth": "8", "fee": 700}])
+    before = adjudicate(request, (), seeded_store, rule_tables, now=NOW)
+    plans = load_plans()
+    plan = plans["standard-dental"]
+    current = plan.versions[1]
+    ended = current.model_copy(update={"effective_to": dt.date(2026, 12, 31)})
+    richer = PlanVersion.model_validate({**current.model_dump(), "version": "2027.1", "effective_from": "2027-01-01",
+                                         "effective_to": None, "sub_limits": {"endodontics": 5000}})
+    with seeded_store.transaction() as session:
+        # 2026.1 is stored without an end; the new terms come as a new version from 2027.
+        session.execute(update(repository.PlanVersionRow).where(repository.PlanVersionRow.version == "2026.1")
+                        .values(effective_to=dt.date(2026, 12, 31), document=ended.model_dump_json()))
+        repository.save_plans(session, {"standard-dental": plan.model_copy(update={"versions": (plan.versions[0], ended,
+                                                                                                richer)})}, NOW)
+    again = adjudicate(request, (), seeded_store, rule_tables, now=NOW + dt.timedelta(days=30))
+    assert again.replayed and again.lines == before.lines and again.versions["plan:standard-dental"] == "2026.1"
+    later = adjudicate(claim("V-2", [{"line_id": "1", "code": "D3310", "tooth": "9", "fee": 700}], day="2027-02-01"),
+                       (), seeded_store, rule_tables, now=NOW)
+    assert later.versions["plan:standard-dental"] == "2027.1" and later.lines[0].approved_amount == 700.0
