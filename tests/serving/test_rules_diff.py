@@ -27,7 +27,8 @@ def test_changes_are_matched_by_id_not_position(tmp_path: Path) -> None:
         next(x for x in d["limits"] if x["id"] == "bitewings")["count"] = 2
         d["limits"] = [x for x in d["limits"] if x["id"] != "srp-per-quadrant"]
 
-    kind, old, new, changes = diff_files(Path("configs/rules/frequency.yaml"), _edited(tmp_path, "configs/rules/frequency.yaml", edit))
+    source = "configs/rules/frequency.yaml"
+    kind, old, new, changes = diff_files(Path(source), _edited(tmp_path, source, edit))
     assert (kind, old, new) == ("frequency table", "2026.11.1", "2026.12.1")
     assert {(c.path, c.kind) for c in changes} == {("version", "changed"), ("limits.bitewings.count", "changed"),
                                                   ("limits.srp-per-quadrant", "removed")}
