@@ -12,7 +12,7 @@ INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 DEMO_DIR ?= data/demo
 
-.PHONY: install demo test test-fast lint bench bench-models bench-claims eval-shipped train-demo-models clean
+.PHONY: install demo test test-fast lint bench bench-models bench-claims bench-adjudication eval-shipped train-demo-models clean
 
 $(INSTALLED): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,9 +34,15 @@ demo: $(INSTALLED)
 	$(BIN)/dxv validate $(DEMO_DIR)/claims/CLM-1-00003.json --images $(DEMO_DIR)/claims/images > $(DEMO_DIR)/claims/CLM-1-00003.decision.txt
 	head -n 12 $(DEMO_DIR)/claims/CLM-1-00003.decision.txt
 	$(BIN)/dxv eval-claims --n 40 --seed 7 --out $(DEMO_DIR)/claims-eval
+	rm -f $(DEMO_DIR)/state.db
+	DXV_STATE_URL=sqlite:///$(abspath $(DEMO_DIR))/state.db $(BIN)/dxv state init
+	DXV_STATE_URL=sqlite:///$(abspath $(DEMO_DIR))/state.db $(BIN)/dxv state seed configs/seed/demo.yaml
+	DXV_STATE_URL=sqlite:///$(abspath $(DEMO_DIR))/state.db $(BIN)/dxv adjudicate configs/seed/demo-claim.json > $(DEMO_DIR)/adjudication.txt
+	head -n 14 $(DEMO_DIR)/adjudication.txt
+	DXV_STATE_URL=sqlite:///$(abspath $(DEMO_DIR))/state.db $(BIN)/dxv audit verify
 	@echo "Previews: $(DEMO_DIR)/{periapical,bitewing,panoramic}/preview.png; detections: $(DEMO_DIR)/read-overlay.png;"
 	@echo "evaluation: $(DEMO_DIR)/eval/summary.md; claim decision: $(DEMO_DIR)/claims/CLM-1-00003.decision.txt;"
-	@echo "synthetic claims: $(DEMO_DIR)/claims-eval/models/claims_summary.md"
+	@echo "synthetic claims: $(DEMO_DIR)/claims-eval/models/claims_summary.md; adjudication with history: $(DEMO_DIR)/adjudication.txt"
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
@@ -60,6 +66,11 @@ bench-models: $(INSTALLED)
 bench-claims: $(INSTALLED)
 	$(BIN)/dxv eval-claims --oracle --n 300 --seed 2026
 	$(BIN)/dxv eval-claims --n 300 --seed 2026 --threads 2
+
+# Rule module: claim lines per second on one core against a SQLite store of 1,000,000
+# historical lines (built once under data/bench/).
+bench-adjudication: $(INSTALLED)
+	taskset -c 0 $(BIN)/python -m evaluation.bench_adjudication
 
 # Held-out synthetic set: 300 images from a seed no training recipe uses.
 HELD_OUT := synthetic:seed=2026,periapical=150,bitewing=100,panoramic=50
