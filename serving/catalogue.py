@@ -8,11 +8,12 @@ is taken. Validated on load: unknown concepts, categories, tooth types, kinds or
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from models.config_loading import ConfigError, FrozenConfig, load_config
 from models.paths import PROJECT_ROOT
@@ -94,6 +95,7 @@ class Catalogue(FrozenConfig):
     categories: tuple[str, ...]
     concepts: dict[str, Concept]
     codes: dict[str, dict[str, tuple[str, ...]]]  # code system -> code -> concept ids
+    _choices: dict[tuple[tuple[str, ...], int | None, int], str] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _references(self) -> Self:
@@ -150,19 +152,27 @@ class Catalogue(FrozenConfig):
             raise UnknownCodeError(f"line {line.line_id}: {line.code_system} code {line.code!r} is not in the "
                                    f"procedure catalogue {self.version}")
         tooth = line.fdi_tooth
-        fitting = [t for t in targets if tooth is None or self.concepts[t].fits_tooth(tooth)]
-        billed_surfaces = len(line.surface_set)
-        by_surfaces = [t for t in fitting if self.concepts[t].surfaces is None or not billed_surfaces
-                       or self.concepts[t].surfaces.holds(billed_surfaces)]  # type: ignore[union-attr]
-        chosen = (by_surfaces or fitting or list(targets))[0]
+        chosen = self._choose(targets, tooth.fdi if tooth else None, len(line.surface_set))
         return ResolvedLine(line=line, concept_id=chosen, concept=self.concepts[chosen])
+
+    def _choose(self, targets: tuple[str, ...], fdi: int | None, billed_surfaces: int) -> str:
+        key = (targets, fdi, billed_surfaces)
+        cache = self._choices  # the catalogue is immutable: a choice made once holds
+        if key not in cache:
+            tooth = Tooth.fdi_of(fdi) if fdi is not None else None
+            fitting = [t for t in targets if tooth is None or self.concepts[t].fits_tooth(tooth)]
+            by_surfaces = [t for t in fitting if self.concepts[t].surfaces is None or not billed_surfaces
+                           or self.concepts[t].surfaces.holds(billed_surfaces)]  # type: ignore[union-attr]
+            cache[key] = (by_surfaces or fitting or list(targets))[0]
+        return cache[key]
 
 
 class UnknownCodeError(ConfigError):
     code = "claim.unknown_code"
 
 
-class ResolvedLine(FrozenConfig):
+@dataclass(frozen=True)
+class ResolvedLine:
     line: ClaimLine
     concept_id: str
     concept: Concept

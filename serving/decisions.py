@@ -103,12 +103,15 @@ def combine_hits(line_id: str, hits: tuple[RuleHit, ...]) -> LineDecision:
     """Most severe action wins; its suggested code goes with it. Confidence is that of the
     deciding hit; a flag anywhere means a person looks at the line."""
     fired = [h for h in hits if h.fired and h.action is not Action.PASS]
+    # Built without re-validation: every field comes from validated hits.
     if not fired:
         confidence = min((h.confidence for h in hits), default=1.0)
-        return LineDecision(line_id=line_id, action=Action.PASS, rule_hits=hits, confidence=confidence)
+        return LineDecision.model_construct(line_id=line_id, action=Action.PASS, suggested_code=None,
+                                            suggested_code_system=None, approved_amount=None, rule_hits=tuple(hits),
+                                            confidence=confidence, needs_review=False, member_notice=None)
     worst = max(fired, key=lambda h: (h.action.severity, h.confidence))
-    return LineDecision(
+    return LineDecision.model_construct(
         line_id=line_id, action=worst.action, suggested_code=worst.suggested_code,
-        suggested_code_system=worst.suggested_code_system, rule_hits=hits, confidence=worst.confidence,
-        needs_review=any(h.action is Action.FLAG for h in fired),
+        suggested_code_system=worst.suggested_code_system, approved_amount=None, rule_hits=tuple(hits),
+        confidence=worst.confidence, needs_review=any(h.action is Action.FLAG for h in fired), member_notice=None,
     )

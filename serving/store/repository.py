@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import cast
 
 from pydantic import Field
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy import insert as insert_rows
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -164,20 +164,33 @@ def provider_standing(session: Session, provider_id: str) -> ProviderStanding:
 LedgerKey = tuple[str, str, dt.date]  # member, plan, policy-year start
 
 
-def lock_ledgers(session: Session, wanted: dict[LedgerKey, dict[str, float]]) -> dict[LedgerKey, dict[str, LedgerRow]]:
+@dataclass
+class LedgerState:
+    """One ledger row as read under lock; ``used`` grows as lines consume it."""
+
+    id: int
+    bucket: str
+    limit: Decimal
+    used: Decimal
+    changed: bool = False
+
+
+def lock_ledgers(session: Session, wanted: dict[LedgerKey, dict[str, float]]) -> dict[LedgerKey, dict[str, LedgerState]]:
     """The ledger rows of many member policy years, created at the plan's limits where
     missing, and locked (FOR UPDATE; SQLite holds the write lock of BEGIN IMMEDIATE). A
     new ledger starts from what the history already paid in that policy year (lines
     loaded from another system, or decided before the ledger existed)."""
     members = sorted({k[0] for k in wanted})
 
-    def load() -> dict[LedgerKey, dict[str, LedgerRow]]:
-        found: dict[LedgerKey, dict[str, LedgerRow]] = {}
-        for row in session.execute(select(LedgerRow).where(LedgerRow.member_id.in_(members))
-                                   .order_by(LedgerRow.id).with_for_update()).scalars():
-            key = (row.member_id, row.plan_id, row.year_start)
+    def load() -> dict[LedgerKey, dict[str, LedgerState]]:
+        found: dict[LedgerKey, dict[str, LedgerState]] = {}
+        for row_id, member_id, plan_id, year_start, bucket, limit, used in session.execute(
+                select(LedgerRow.id, LedgerRow.member_id, LedgerRow.plan_id, LedgerRow.year_start, LedgerRow.bucket,
+                       LedgerRow.limit_amount, LedgerRow.used)
+                .where(LedgerRow.member_id.in_(members)).order_by(LedgerRow.id).with_for_update()):
+            key = (member_id, plan_id, year_start)
             if key in wanted:
-                found.setdefault(key, {})[row.bucket] = row
+                found.setdefault(key, {})[bucket] = LedgerState(row_id, bucket, Decimal(limit), Decimal(used))
         return found
 
     rows = load()
@@ -209,8 +222,8 @@ def lock_ledgers(session: Session, wanted: dict[LedgerKey, dict[str, float]]) ->
     return rows
 
 
-def balances_of(rows: dict[str, LedgerRow]) -> dict[str, Balance]:
-    return {b: Balance(b, float(r.limit_amount), float(r.used)) for b, r in rows.items()}
+def balances_of(rows: dict[str, LedgerState]) -> dict[str, Balance]:
+    return {b: Balance(b, float(r.limit), float(r.used)) for b, r in rows.items()}
 
 
 @dataclass
@@ -220,12 +233,15 @@ class PendingWrites:
     lines: list[dict] = field(default_factory=list)
     entries: list[dict] = field(default_factory=list)
     decisions: list[dict] = field(default_factory=list)
+    ledgers: dict[int, LedgerState] = field(default_factory=dict)
 
-    def consume(self, rows: dict[str, LedgerRow], consumed: dict[str, float], *, tenant: str, claim_id: str,
+    def consume(self, rows: dict[str, LedgerState], consumed: dict[str, float], *, tenant: str, claim_id: str,
                 line_id: str, now: dt.datetime) -> None:
         for bucket, amount in consumed.items():
             row = rows[bucket]
-            row.used = Decimal(row.used) + Decimal(str(amount))
+            row.used += Decimal(str(amount))
+            row.changed = True
+            self.ledgers[row.id] = row
             self.entries.append({"ledger_id": row.id, "tenant": tenant, "claim_id": claim_id, "line_id": line_id,
                                  "amount": Decimal(str(amount)), "created_at": now})
 
@@ -233,7 +249,12 @@ class PendingWrites:
         for table, rows in ((ClaimLineRow, self.lines), (LedgerEntryRow, self.entries), (DecisionRow, self.decisions)):
             if rows:  # Core executemany: the ORM's bulk path costs more and gives nothing here
                 session.connection().execute(insert_rows(cast(Table, table.__table__)), rows)
-        self.lines, self.entries, self.decisions = [], [], []
+        if self.ledgers:
+            session.connection().execute(
+                update(cast(Table, LedgerRow.__table__)).where(LedgerRow.id == bindparam("ledger_row"))
+                .values(used=bindparam("new_used")),
+                [{"ledger_row": r.id, "new_used": r.used} for r in self.ledgers.values()])
+        self.lines, self.entries, self.decisions, self.ledgers = [], [], [], {}
         session.flush()
 
 
