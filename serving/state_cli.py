@@ -48,6 +48,23 @@ def register(commands: Any) -> None:
     analyse.add_argument("--url", default=None)
     analyse.set_defaults(handler=_providers)
 
+    keys = commands.add_parser("keys", help="API keys: roles and tenants")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    kcreate = ksub.add_parser("create", help="create a key (shown once)")
+    kcreate.add_argument("--tenant", required=True)
+    kcreate.add_argument("--role", choices=["adjudicator", "reviewer", "admin"], required=True)
+    kcreate.add_argument("--label", default="")
+    kcreate.add_argument("--url", default=None)
+    kcreate.set_defaults(handler=_keys_create)
+    klist = ksub.add_parser("list", help="key ids, tenants, roles (never the secrets)")
+    klist.add_argument("--tenant", default=None)
+    klist.add_argument("--url", default=None)
+    klist.set_defaults(handler=_keys_list)
+    krevoke = ksub.add_parser("revoke", help="revoke a key by its id")
+    krevoke.add_argument("key_id")
+    krevoke.add_argument("--url", default=None)
+    krevoke.set_defaults(handler=_keys_revoke)
+
     rules = commands.add_parser("rules", help="rule tables and plans")
     rsub = rules.add_subparsers(dest="rules_command", required=True)
     rdiff = rsub.add_parser("diff", help="what changed between two versions of a rule table or plan")
@@ -131,6 +148,49 @@ def _providers(args: argparse.Namespace) -> int:
     _out.print(f"{len(results)} providers, {sum(r.judged for r in results)} judged, {len(flagged)} flagged "
                f"(window ending {args.as_of.isoformat()}, settings {config.version})")
     return 0
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from serving.store.api_keys import Role, create_key
+    from serving.store.database import Store
+
+    store = Store.open(args.url)
+    with store.transaction() as session:
+        key_id, token = create_key(session, tenant=args.tenant, role=Role(args.role), label=args.label, now=_now())
+    store.close()
+    _out.print(f"key {key_id} ({args.role}, tenant {args.tenant}); keep it now, it is not shown again:")
+    print(token)
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from serving.store.api_keys import list_keys
+    from serving.store.database import Store
+
+    store = Store.open(args.url)
+    with store.transaction() as session:
+        rows = list_keys(session, args.tenant)
+        table = Table("key id", "tenant", "role", "label", "created", "revoked")
+        for r in rows:
+            table.add_row(r.key_id, r.tenant, r.role, r.label, r.created_at.isoformat(timespec="seconds"),
+                          r.revoked_at.isoformat(timespec="seconds") if r.revoked_at else "")
+    store.close()
+    _out.print(table)
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from serving.store.api_keys import revoke
+    from serving.store.database import Store
+
+    store = Store.open(args.url)
+    with store.transaction() as session:
+        done = revoke(session, args.key_id, _now())
+    store.close()
+    _out.print(f"key {args.key_id} revoked" if done else f"key {args.key_id}: no such active key")
+    return 0 if done else 2
 
 
 def _rules_diff(args: argparse.Namespace) -> int:

@@ -1,0 +1,75 @@
+"""The service's one typed config (``configs/serving.yaml``): model sources, tables,
+state store, Ray address, HTTP, request limits, batching and autoscaling, webhooks.
+Unknown keys are refused; ``--set`` overrides must name existing fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, HttpUrl
+
+from models.config_loading import FrozenConfig, load_config
+from models.paths import PROJECT_ROOT
+
+DEFAULT_SERVING_CONFIG = PROJECT_ROOT / "configs" / "serving.yaml"
+
+
+class ModelSources(FrozenConfig):
+    source: Path = Path("models/shipped")
+    # model key -> MLflow URI (models:/NAME@alias or models:/NAME/VERSION), pinned at start
+    mlflow: dict[str, str] = Field(default_factory=dict)
+
+
+class TablePaths(FrozenConfig):
+    catalogue: Path = Path("configs/procedures/catalogue.yaml")
+    evidence_matrix: Path = Path("configs/validation/evidence-matrix.yaml")
+    thresholds: Path = Path("configs/validation/thresholds.yaml")
+    rules: Path = Path("configs/rules")
+    plans: Path = Path("configs/plans")
+
+
+class HttpSettings(FrozenConfig):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+
+class RequestLimits(FrozenConfig):
+    max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_images: int = Field(8, ge=1)
+    max_pixels_per_image: int = Field(25_000_000, ge=1)
+
+
+class Batching(FrozenConfig):
+    max_batch_size: int = Field(8, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+
+
+class Autoscaling(FrozenConfig):
+    min_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(4, gt=0)
+
+
+class Webhook(FrozenConfig):
+    url: HttpUrl
+    tenant: str | None = None  # None: every tenant's decisions
+    secret_env: str  # the environment variable holding the signing secret (never in the file)
+
+
+class ServingConfig(FrozenConfig):
+    models: ModelSources = ModelSources()
+    tables: TablePaths = TablePaths()
+    state_url: str | None = None
+    ray_address: str | None = None
+    http: HttpSettings = HttpSettings()
+    limits: RequestLimits = RequestLimits()
+    batching: Batching = Batching()
+    autoscaling: Autoscaling = Autoscaling()
+    webhooks: tuple[Webhook, ...] = ()
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def load_serving_config(path: str | Path = DEFAULT_SERVING_CONFIG, overrides: tuple[str, ...] = ()) -> ServingConfig:
+    return load_config(ServingConfig, path, overrides)

@@ -1,0 +1,115 @@
+"""API keys with roles and tenant scoping.
+
+A key reads ``dxv_<key id>_<secret>``; it is shown once, when created. The store keeps the
+key id, the tenant, the role and the SHA-256 of the secret; a presented key is checked in
+constant time. Roles: an adjudicator validates claims and reads decisions, a reviewer
+works the review queue, an admin manages models and configuration (and may do the rest).
+A key only ever sees its own tenant's data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.errors import DxvError
+from serving.store.schema import ApiKeyRow
+
+
+class Role(StrEnum):
+    ADJUDICATOR = "adjudicator"
+    REVIEWER = "reviewer"
+    ADMIN = "admin"
+
+
+class Permission(StrEnum):
+    VALIDATE = "validate"
+    READ_DECISIONS = "read_decisions"
+    REVIEW = "review"
+    ADMINISTER = "administer"
+
+
+GRANTS: dict[Role, frozenset[Permission]] = {
+    Role.ADJUDICATOR: frozenset({Permission.VALIDATE, Permission.READ_DECISIONS}),
+    Role.REVIEWER: frozenset({Permission.REVIEW, Permission.READ_DECISIONS}),
+    Role.ADMIN: frozenset(Permission),
+}
+
+
+class AuthError(DxvError):
+    """No key, a malformed key, an unknown or revoked key (HTTP 401)."""
+
+    code = "auth.invalid_key"
+
+
+class ForbiddenError(DxvError):
+    """A valid key whose role does not allow the action (HTTP 403)."""
+
+    code = "auth.forbidden"
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    tenant: str
+    role: Role
+
+    def require(self, permission: Permission) -> None:
+        if permission not in GRANTS[self.role]:
+            raise ForbiddenError(f"a {self.role.value} key may not {permission.value.replace('_', ' ')}")
+
+
+_TOKEN = re.compile(r"^dxv_([A-Za-z0-9]{8,32})_([A-Za-z0-9_-]{20,128})$")
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+def create_key(session: Session, *, tenant: str, role: Role, label: str, now: dt.datetime) -> tuple[str, str]:
+    """A new key: (key id, the full key to hand over once)."""
+    key_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    session.add(ApiKeyRow(key_id=key_id, tenant=tenant, role=role.value, label=label, secret_sha256=_digest(secret),
+                          created_at=now))
+    session.flush()
+    return key_id, f"dxv_{key_id}_{secret}"
+
+
+def authenticate(session: Session, token: str | None) -> Principal:
+    if not token:
+        raise AuthError("an API key is required (header 'X-API-Key' or 'Authorization: Bearer <key>')")
+    match = _TOKEN.match(token.strip())
+    if match is None:
+        raise AuthError("the API key is malformed (expected dxv_<id>_<secret>)")
+    key_id, secret = match.groups()
+    row = session.get(ApiKeyRow, key_id)
+    # Compare against a dummy digest when the id is unknown, so timing does not reveal ids.
+    expected = row.secret_sha256 if row is not None else _digest("x" * 43)
+    if not hmac.compare_digest(expected, _digest(secret)) or row is None:
+        raise AuthError("the API key is not valid")
+    if row.revoked_at is not None:
+        raise AuthError("the API key has been revoked")
+    return Principal(key_id=row.key_id, tenant=row.tenant, role=Role(row.role))
+
+
+def revoke(session: Session, key_id: str, now: dt.datetime) -> bool:
+    row = session.get(ApiKeyRow, key_id)
+    if row is None or row.revoked_at is not None:
+        return False
+    row.revoked_at = now
+    return True
+
+
+def list_keys(session: Session, tenant: str | None = None) -> list[ApiKeyRow]:
+    query = select(ApiKeyRow).order_by(ApiKeyRow.created_at)
+    if tenant is not None:
+        query = query.where(ApiKeyRow.tenant == tenant)
+    return list(session.execute(query).scalars())
