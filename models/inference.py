@@ -151,6 +151,10 @@ class DentalReader:
     def serves(self, kind: RadiographKind) -> bool:
         return all(kind in p.model.card.kinds_served for p in (self.teeth, self.findings) if p is not None)
 
+    def ready(self) -> bool:
+        """Every model this reader was built with is loaded."""
+        return self.teeth is not None or self.findings is not None or self.roots is not None
+
     def read(self, image_id: str, image_unit: np.ndarray, kind: RadiographKind, *,
              operating_point: bool = True, given_teeth: list[ToothDetection] | None = None) -> ImageReading:
         """Read one image. With ``operating_point`` only detections at or above each model's

@@ -1,0 +1,234 @@
+"""The HTTP API (FastAPI): the ingress the Ray Serve application wraps, and a plain ASGI
+app for in-process tests. It authenticates the key, enforces the request limits, decodes
+the radiographs, asks the backend for the readings and the adjudication, and maps every
+error the project raises on purpose to a 4xx answer with a machine-readable code.
+
+Endpoints: ``POST /v1/claims:validate`` (JSON with base64 images, or multipart with the
+claim as a ``claim`` JSON part and one file per attachment named by its radiograph id),
+``POST /v1/images:analyze``, ``GET /v1/decisions/{audit_id}``, ``GET /healthz``,
+``GET /readyz``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from datasets.radiograph import ReaderLimits
+from datasets.readers import read_radiograph
+from models.detections import ImageReading
+from models.errors import DxvError
+from models.preprocess import guess_kind
+from models.radiographs import RadiographKind
+from serving.adjudication import ClaimDecision, RuleTables, adjudicate
+from serving.claims import Claim
+from serving.service_config import ServingConfig
+from serving.store import repository
+from serving.store.api_keys import AuthError, ForbiddenError, Permission, Principal, authenticate
+from serving.store.database import Store
+
+
+class RequestError(DxvError):
+    code = "request.invalid"
+
+
+class RequestTooLargeError(DxvError):
+    code = "request.too_large"
+
+
+class NotFoundError(DxvError):
+    code = "not_found"
+
+
+class TenantMismatchError(DxvError):
+    code = "auth.tenant_mismatch"
+
+
+_STATUS = {AuthError: 401, ForbiddenError: 403, TenantMismatchError: 403, NotFoundError: 404, RequestTooLargeError: 413}
+
+
+class Reader(Protocol):
+    """What the API needs from the models: one reading per image."""
+
+    def read(self, image_id: str, pixels: Any, kind: RadiographKind) -> ImageReading: ...
+
+    def ready(self) -> bool: ...
+
+
+class ImageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image_id: str = Field(min_length=1, max_length=128)
+    kind: RadiographKind | None = None
+    content_base64: str = Field(min_length=1)
+
+
+class AnalyzeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    images: tuple[ImageIn, ...] = Field(min_length=1)
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
+
+
+def reading_json(reading: ImageReading) -> dict[str, Any]:
+    return {
+        "image_id": reading.image_id, "kind": reading.kind.value, "width_px": reading.width_px,
+        "height_px": reading.height_px, "model_versions": dict(reading.model_versions),
+        "teeth": [{"fdi": t.fdi, "box_xyxy_px": t.box_xyxy_px, "score": round(t.score, 4), "root_count": t.root_count}
+                  for t in reading.teeth],
+        "findings": [{"class": f.finding_class.value, "box_xyxy_px": f.box_xyxy_px, "score": round(f.score, 4),
+                      "tooth_fdi": f.fdi, "caries_depth": f.caries_depth.value if f.caries_depth else None}
+                     for f in reading.findings],
+    }
+
+
+def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: ServingConfig,
+               clock: Callable[[], dt.datetime] | None = None) -> FastAPI:
+    app = FastAPI(title="Dental radiograph validation", version="1.0",
+                  description="Checks dental claim lines against the radiographs sent with them.")
+    now = clock or (lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
+    limits = ReaderLimits(max_pixels=config.limits.max_pixels_per_image, max_bytes=config.limits.max_request_bytes)
+
+    @app.exception_handler(DxvError)
+    async def _dxv_error(_: Request, exc: DxvError) -> JSONResponse:
+        status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 400)
+        return _error(status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
+        return _error(422, "request.invalid", problems or "the request is not valid")
+
+    @app.middleware("http")
+    async def _size_limit(request: Request, call_next):
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > config.limits.max_request_bytes:
+            return _error(413, "request.too_large",
+                          f"the request is {int(declared):,} bytes; the limit is {config.limits.max_request_bytes:,}")
+        return await call_next(request)
+
+    def principal(api_key: str | None, authorization: str | None, permission: Permission) -> Principal:
+        token = api_key or (authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None)
+        with store.transaction() as session:
+            who = authenticate(session, token)
+        who.require(permission)
+        return who
+
+    def decode(image_id: str, data: bytes, kind: RadiographKind | None) -> ImageReading:
+        radiograph = read_radiograph(data, limits=limits, kind_hint=kind)
+        pixels = radiograph.pixels_unit
+        chosen = kind or radiograph.metadata.kind or guess_kind(*pixels.shape)
+        return reader.read(image_id, pixels, RadiographKind(chosen))
+
+    def b64(image_id: str, text: str) -> bytes:
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise RequestError(f"image {image_id}: content is not valid base64 ({exc})") from exc
+
+    def check_count(n: int) -> None:
+        if n > config.limits.max_images:
+            raise RequestTooLargeError(f"{n} images; at most {config.limits.max_images} per request")
+
+    async def claim_and_files(request: Request) -> tuple[Claim, dict[str, bytes]]:
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            form = await request.form()
+            part = form.get("claim")
+            if part is None:
+                raise RequestError("multipart request without a 'claim' part (the claim JSON)")
+            text = part if isinstance(part, str) else (await part.read()).decode("utf-8", "replace")
+            claim = _parse_claim(text)
+            files = {}
+            for attachment in claim.attachments:
+                upload = form.get(attachment.radiograph_id)
+                if upload is None or isinstance(upload, str):
+                    raise RequestError(f"attachment {attachment.radiograph_id}: no file part of that name")
+                files[attachment.radiograph_id] = await upload.read()
+            return claim, files
+        body = await request.body()
+        claim = _parse_claim(body.decode("utf-8", "replace"))
+        files = {}
+        for attachment in claim.attachments:
+            if not attachment.content:
+                raise RequestError(f"attachment {attachment.radiograph_id}: no content (base64) given")
+            files[attachment.radiograph_id] = b64(attachment.radiograph_id, attachment.content)
+        return claim, files
+
+    @app.post("/v1/claims:validate", response_model=ClaimDecision)
+    async def validate(request: Request, x_api_key: str | None = Header(None),
+                       authorization: str | None = Header(None)) -> ClaimDecision:
+        who = principal(x_api_key, authorization, Permission.VALIDATE)
+        claim, files = await claim_and_files(request)
+        if claim.tenant != who.tenant:
+            raise TenantMismatchError(f"the claim names tenant {claim.tenant!r}; this key belongs to another tenant")
+        check_count(len(files))
+        kinds = {a.radiograph_id: a.kind for a in claim.attachments}
+        readings = {rid: decode(rid, data, kinds.get(rid)) for rid, data in files.items()}
+        return adjudicate(claim, readings, store, tables, now=now(), actor=who.key_id)
+
+    @app.post("/v1/images:analyze")
+    async def analyze(body: AnalyzeRequest, x_api_key: str | None = Header(None),
+                      authorization: str | None = Header(None)) -> dict[str, Any]:
+        principal(x_api_key, authorization, Permission.VALIDATE)
+        check_count(len(body.images))
+        return {"images": [reading_json(decode(i.image_id, b64(i.image_id, i.content_base64), i.kind))
+                           for i in body.images]}
+
+    @app.get("/v1/decisions/{audit_id}", response_model=ClaimDecision)
+    async def decision(audit_id: int, x_api_key: str | None = Header(None),
+                       authorization: str | None = Header(None)) -> ClaimDecision:
+        who = principal(x_api_key, authorization, Permission.READ_DECISIONS)
+        with store.transaction() as session:
+            found = repository.decision_by_audit_id(session, who.tenant, audit_id)
+        if found is None:  # another tenant's decision is "not found" too
+            raise NotFoundError(f"no decision {audit_id} for this tenant")
+        return ClaimDecision.model_validate_json(found)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        ready = reader.ready()
+        return JSONResponse(status_code=200 if ready else 503, content={"ready": ready})
+
+    return app
+
+
+def _parse_claim(text: str) -> Claim:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RequestError(f"the claim is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+    try:
+        return Claim.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'claim'}: {e['msg']}" for e in exc.errors())
+        raise RequestError(f"not a valid claim: {problems}") from exc
+
+
+class ModelReader:
+    """The ONNX models as the API reads with them: every detection above the candidate
+    threshold, because the validation layer applies its own score bands."""
+
+    def __init__(self, models: Any) -> None:  # a models.inference.DentalReader
+        self.models = models
+
+    def read(self, image_id: str, pixels: Any, kind: RadiographKind) -> ImageReading:
+        return self.models.read(image_id, pixels, kind, operating_point=False)
+
+    def ready(self) -> bool:
+        return bool(self.models.ready())

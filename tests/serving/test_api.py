@@ -1,0 +1,159 @@
+"""The HTTP API in-process (FastAPI's TestClient; the Ray Serve wiring is tested apart):
+authentication and roles, tenant isolation, every class of bad input answered 4xx with
+a code, and a real claim decided with the shipped models."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from datasets.synth.generator import case_dicom_bytes, generate_case, png_bytes
+from models.inference import DentalReader
+from models.model_card import SHIPPED_DIR
+from models.radiographs import RadiographKind
+from serving.adjudication import RuleTables
+from serving.api.app import ModelReader, create_app
+from serving.plans import load_plans
+from serving.service_config import load_serving_config
+from serving.store import repository
+from serving.store.api_keys import Role, create_key
+from serving.store.database import Store
+
+NOW = dt.datetime(2026, 5, 1, 9, 0)
+
+
+@pytest.fixture(scope="module")
+def models() -> ModelReader:
+    return ModelReader(DentalReader.from_directory(SHIPPED_DIR, threads=2))
+
+
+@pytest.fixture
+def service(tmp_path, models):
+    tables = RuleTables.load()
+    store = Store.open(f"sqlite:///{tmp_path / 'api.db'}")
+    with store.transaction() as session:
+        repository.save_plans(session, load_plans(), NOW)
+        repository.seed(session, repository.load_seed_file("configs/seed/demo.yaml"), tables.validation.catalogue, NOW)
+        keys = {role: create_key(session, tenant="demo", role=role, label="", now=NOW)[1] for role in Role}
+        keys["other-tenant"] = create_key(session, tenant="other", role=Role.ADJUDICATOR, label="", now=NOW)[1]
+    config = load_serving_config(overrides=("limits.max_images=2", "limits.max_request_bytes=3000000"))
+    app = create_app(reader=models, store=store, tables=tables, config=config, clock=lambda: NOW)
+    yield TestClient(app), keys
+    store.close()
+
+
+def claim_json(images: list[tuple[str, RadiographKind, bytes]], tenant: str = "demo") -> dict:
+    return {"claim_id": "API-1", "tenant": tenant, "member": {"member_id": "MBR-0001", "birth_date": "1980-05-17"},
+            "provider": {"provider_id": "PRV-001"}, "date_of_service": "2026-04-20",
+            "lines": [{"line_id": "1", "code": "D3330", "tooth": "5", "tooth_system": "UNIVERSAL", "fee": 1100},
+                      {"line_id": "2", "code": "D0220", "fee": 30}],
+            "attachments": [{"radiograph_id": rid, "kind": kind.value, "content": base64.b64encode(data).decode()}
+                            for rid, kind, data in images]}
+
+
+@pytest.fixture(scope="module")
+def periapical() -> tuple[str, RadiographKind, bytes]:
+    case = generate_case(RadiographKind.PERIAPICAL, 404, 9)
+    return case.image_id, RadiographKind.PERIAPICAL, case_dicom_bytes(case)
+
+
+def test_a_claim_is_decided_with_the_models_and_can_be_read_back(service, periapical) -> None:
+    client, keys = service
+    answer = client.post("/v1/claims:validate", json=claim_json([periapical]), headers={"X-API-Key": keys[Role.ADJUDICATOR]})
+    assert answer.status_code == 200, answer.text
+    decision = answer.json()
+    line = next(x for x in decision["lines"] if x["line_id"] == "1")
+    assert line["action"] == "downcode" and line["suggested_code"] == "D3320"  # tooth 14 is a premolar
+    assert decision["versions"]["model:findings"] and decision["audit_id"] == 1
+    again = client.get(f"/v1/decisions/{decision['audit_id']}", headers={"Authorization": f"Bearer {keys[Role.REVIEWER]}"})
+    assert again.status_code == 200 and again.json()["lines"] == decision["lines"]
+
+
+def test_multipart_upload_gives_the_same_decision(service, periapical) -> None:
+    client, keys = service
+    body = claim_json([periapical])
+    for a in body["attachments"]:
+        a.pop("content")
+    files = {"claim": (None, json.dumps(body), "application/json"),
+             periapical[0]: (f"{periapical[0]}.dcm", periapical[2], "application/dicom")}
+    answer = client.post("/v1/claims:validate", files=files, headers={"X-API-Key": keys[Role.ADJUDICATOR]})
+    assert answer.status_code == 200, answer.text
+    assert next(x for x in answer.json()["lines"] if x["line_id"] == "1")["suggested_code"] == "D3320"
+
+
+def test_analyze_returns_teeth_and_findings(service) -> None:
+    client, keys = service
+    case = generate_case(RadiographKind.BITEWING, 5, 0)
+    answer = client.post("/v1/images:analyze", headers={"X-API-Key": keys[Role.ADMIN]},
+                         json={"images": [{"image_id": "bw", "content_base64": base64.b64encode(png_bytes(case)).decode(),
+                                           "kind": "bitewing"}]})
+    assert answer.status_code == 200, answer.text
+    image = answer.json()["images"][0]
+    assert image["kind"] == "bitewing" and len(image["teeth"]) >= 4
+
+
+@pytest.mark.parametrize(("headers", "status", "code"), [
+    ({}, 401, "auth.invalid_key"),
+    ({"X-API-Key": "dxv_nope"}, 401, "auth.invalid_key"),
+    ("reviewer", 403, "auth.forbidden"),
+    ("other-tenant", 403, "auth.tenant_mismatch"),
+])
+def test_keys_roles_and_tenants(service, periapical, headers, status, code) -> None:
+    client, keys = service
+    if isinstance(headers, str):
+        headers = {"X-API-Key": keys[Role.REVIEWER if headers == "reviewer" else headers]}
+    answer = client.post("/v1/claims:validate", json=claim_json([periapical]), headers=headers)
+    assert (answer.status_code, answer.json()["error"]["code"]) == (status, code)
+
+
+def test_another_tenants_decision_is_not_found(service, periapical) -> None:
+    client, keys = service
+    made = client.post("/v1/claims:validate", json=claim_json([periapical]), headers={"X-API-Key": keys[Role.ADJUDICATOR]})
+    other = client.get(f"/v1/decisions/{made.json()['audit_id']}", headers={"X-API-Key": keys["other-tenant"]})
+    assert (other.status_code, other.json()["error"]["code"]) == (404, "not_found")
+
+
+def _bad(kind: str, periapical):
+    body = claim_json([periapical])
+    if kind == "json":
+        return {"content": b'{"claim_id": "x", "lines": ['}
+    if kind == "schema":
+        body["lines"][0]["tooth"] = "99"
+        return {"json": body}
+    if kind == "base64":
+        body["attachments"][0]["content"] = "@@@not base64@@@"
+        return {"json": body}
+    if kind == "not-an-image":
+        body["attachments"][0]["content"] = base64.b64encode(b"hello, this is text").decode()
+        return {"json": body}
+    if kind == "truncated-dicom":
+        body["attachments"][0]["content"] = base64.b64encode(periapical[2][: len(periapical[2]) // 2]).decode()
+        return {"json": body}
+    if kind == "too-many":
+        return {"json": claim_json([(f"img{i}", RadiographKind.PERIAPICAL, periapical[2]) for i in range(3)])}
+    if kind == "too-large":
+        return {"content": b"{" + b" " * 3_100_000 + b"}"}
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(("kind", "status", "code"), [
+    ("json", 400, "request.invalid"), ("schema", 400, "request.invalid"), ("base64", 400, "request.invalid"),
+    ("not-an-image", 400, "image.not_an_image"), ("truncated-dicom", 400, "image.truncated"),
+    ("too-many", 413, "request.too_large"), ("too-large", 413, "request.too_large"),
+])
+def test_bad_input_is_a_4xx_with_a_code_and_the_service_stays_up(service, periapical, kind, status, code) -> None:
+    client, keys = service
+    answer = client.post("/v1/claims:validate", headers={"X-API-Key": keys[Role.ADJUDICATOR],
+                                                         "Content-Type": "application/json"}, **_bad(kind, periapical))
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error"]["code"] == code and answer.json()["error"]["message"]
+    assert client.get("/healthz").status_code == 200
+
+
+def test_ready_when_the_models_are_loaded(service) -> None:
+    client, _ = service
+    assert client.get("/readyz").json() == {"ready": True}
