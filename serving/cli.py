@@ -17,7 +17,7 @@ _err = Console(stderr=True)
 def build_parser() -> argparse.ArgumentParser:
     from datasets import cli as datasets_cli
     from evaluation import cli as evaluation_cli
-    from serving import state_cli, validate_cli
+    from serving import serve_cli, state_cli, validate_cli
     from training import cli as training_cli
 
     parser = argparse.ArgumentParser(
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation_cli.register(commands)
     validate_cli.register(commands)
     state_cli.register(commands)
+    serve_cli.register(commands)
     return parser
 
 

@@ -21,6 +21,7 @@ from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from datasets.radiograph import ReaderLimits
 from datasets.readers import read_radiograph
@@ -175,11 +176,15 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
             raise TenantMismatchError(f"the claim names tenant {claim.tenant!r}; this key belongs to another tenant")
         check_count(len(files))
         kinds = {a.radiograph_id: a.kind for a in claim.attachments}
-        readings = {rid: decode(rid, data, kinds.get(rid)) for rid, data in files.items()}
-        return adjudicate(claim, readings, store, tables, now=now(), actor=who.key_id)
+
+        def decide() -> ClaimDecision:  # blocking (models, database): off the event loop
+            readings = {rid: decode(rid, data, kinds.get(rid)) for rid, data in files.items()}
+            return adjudicate(claim, readings, store, tables, now=now(), actor=who.key_id)
+
+        return await run_in_threadpool(decide)
 
     @app.post("/v1/images:analyze")
-    async def analyze(body: AnalyzeRequest, x_api_key: str | None = Header(None),
+    def analyze(body: AnalyzeRequest, x_api_key: str | None = Header(None),
                       authorization: str | None = Header(None)) -> dict[str, Any]:
         principal(x_api_key, authorization, Permission.VALIDATE)
         check_count(len(body.images))
@@ -187,7 +192,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
                            for i in body.images]}
 
     @app.get("/v1/decisions/{audit_id}", response_model=ClaimDecision)
-    async def decision(audit_id: int, x_api_key: str | None = Header(None),
+    def decision(audit_id: int, x_api_key: str | None = Header(None),
                        authorization: str | None = Header(None)) -> ClaimDecision:
         who = principal(x_api_key, authorization, Permission.READ_DECISIONS)
         with store.transaction() as session:
@@ -201,7 +206,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz() -> JSONResponse:
+    def readyz() -> JSONResponse:
         ready = reader.ready()
         return JSONResponse(status_code=200 if ready else 503, content={"ready": ready})
 

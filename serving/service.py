@@ -1,0 +1,161 @@
+"""The Ray Serve application: a FastAPI ingress (``serving.api.app``) and a model
+deployment holding the ONNX Runtime sessions (CUDA provider and a GPU when there is one,
+CPU otherwise), with ``@serve.batch`` on the image reads (batch size and wait set through
+``user_config``) and autoscaling from ``configs/serving.yaml``.
+
+``dxv serve`` starts a local Ray on 127.0.0.1 (or attaches to ``--address``), runs the
+application and stays in the foreground until Ctrl-C or ``dxv serve --stop``, then shuts
+Serve and Ray down."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from models.paths import data_dir
+from models.radiographs import RadiographKind
+from serving.service_config import DEFAULT_SERVING_CONFIG, ServingConfig, load_serving_config
+
+APP_NAME = "dxv"
+MODEL_DEPLOYMENT = "ModelDeployment"
+
+
+def pid_file() -> Path:
+    return data_dir() / "serve" / "serve.pid"
+
+
+def gpu_available() -> bool:
+    try:
+        import onnxruntime as ort
+
+        return "CUDAExecutionProvider" in ort.get_available_providers()
+    except ImportError:
+        return False
+
+
+def build_application(config_path: Path, overrides: tuple[str, ...] = ()) -> tuple[Any, ServingConfig]:
+    """The Serve application (ingress + model deployment), bound and ready for serve.run."""
+    from ray import serve
+
+    config = load_serving_config(config_path, overrides)
+    gpu = gpu_available()
+
+    @serve.deployment(name=MODEL_DEPLOYMENT, ray_actor_options={"num_gpus": 1 if gpu else 0},
+                      autoscaling_config={"min_replicas": config.autoscaling.min_replicas,
+                                          "max_replicas": config.autoscaling.max_replicas,
+                                          "target_ongoing_requests": config.autoscaling.target_ongoing_requests},
+                      user_config={"max_batch_size": config.batching.max_batch_size,
+                                   "batch_wait_timeout_s": config.batching.batch_wait_timeout_s})
+    class ModelDeployment:
+        def __init__(self, model_dir: str) -> None:
+            from models.inference import DentalReader
+
+            threads = None if gpu else int(os.environ.get("DXV_ORT_THREADS", "0")) or None
+            self.models = DentalReader.from_directory(model_dir, threads=threads)
+
+        def reconfigure(self, user_config: dict[str, Any]) -> None:
+            batched: Any = self.read_batch  # serve.batch adds the setters
+            batched.set_max_batch_size(int(user_config["max_batch_size"]))
+            batched.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+
+        @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+        async def read_batch(self, requests: list[tuple[str, Any, str]]) -> list[Any]:
+            return [self.models.read(image_id, pixels, RadiographKind(kind), operating_point=False)
+                    for image_id, pixels, kind in requests]
+
+        async def read(self, image_id: str, pixels: Any, kind: str) -> Any:
+            return await self.read_batch((image_id, pixels, kind))
+
+        def ready(self) -> bool:
+            return bool(self.models.ready())
+
+    def build_ingress() -> Any:
+        from serving.adjudication import RuleTables
+        from serving.api.app import create_app
+        from serving.store.database import Store
+
+        handle = serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=APP_NAME)
+
+        class HandleReader:
+            def read(self, image_id: str, pixels: Any, kind: RadiographKind) -> Any:
+                return handle.read.remote(image_id, pixels, kind.value).result()
+
+            def ready(self) -> bool:
+                try:
+                    return bool(handle.ready.remote().result(timeout_s=5))
+                except Exception:  # a replica still starting is simply not ready
+                    return False
+
+        store = Store.open(config.state_url)
+        return create_app(reader=HandleReader(), store=store, tables=RuleTables.load(config.resolve(config.tables.rules)),
+                          config=config)
+
+    @serve.deployment(name="Ingress", autoscaling_config={"min_replicas": 1, "max_replicas": config.autoscaling.max_replicas,
+                                                          "target_ongoing_requests": config.autoscaling.target_ongoing_requests})
+    @serve.ingress(build_ingress)
+    class Ingress:
+        def __init__(self, models: Any) -> None:
+            self.models = models  # keeps the model deployment in this application
+
+    ingress: Any = Ingress
+    models: Any = ModelDeployment
+    return ingress.bind(models.bind(str(config.resolve(config.models.source)))), config
+
+
+def run_service(config_path: Path = DEFAULT_SERVING_CONFIG, overrides: tuple[str, ...] = (), address: str | None = None,
+                on_ready: Any = None) -> None:
+    import ray
+    from ray import serve
+
+    application, config = build_application(config_path, overrides)
+    address = address or config.ray_address
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        ray.init(include_dashboard=False, logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
+    pid = pid_file()
+    try:
+        serve.start(http_options={"host": config.http.host, "port": config.http.port})
+        serve.run(application, name=APP_NAME, route_prefix="/", blocking=False)
+        pid.parent.mkdir(parents=True, exist_ok=True)
+        pid.write_text(str(os.getpid()))
+        if on_ready:
+            on_ready(config)
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pid.unlink(missing_ok=True)
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+def stop_service(timeout_s: float = 180.0) -> bool:
+    """Ask the running ``dxv serve`` (found by its pid file) to shut down; wait for it."""
+    pid = pid_file()
+    if not pid.exists():
+        return False
+    number = int(pid.read_text().strip())
+    try:
+        os.kill(number, signal.SIGINT)
+    except ProcessLookupError:
+        pid.unlink(missing_ok=True)
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(number, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+__all__ = ["ServingConfig", "build_application", "run_service", "stop_service"]
