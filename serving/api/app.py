@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -53,7 +54,8 @@ class TenantMismatchError(DxvError):
     code = "auth.tenant_mismatch"
 
 
-_STATUS = {AuthError: 401, ForbiddenError: 403, TenantMismatchError: 403, NotFoundError: 404, RequestTooLargeError: 413}
+_STATUS = {AuthError: 401, ForbiddenError: 403, TenantMismatchError: 403, NotFoundError: 404, RequestTooLargeError: 413,
+           repository.IdempotencyConflictError: 409}
 
 
 class Reader(Protocol):
@@ -169,8 +171,16 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
 
     @app.post("/v1/claims:validate", response_model=ClaimDecision)
     async def validate(request: Request, x_api_key: str | None = Header(None),
-                       authorization: str | None = Header(None)) -> ClaimDecision:
+                       authorization: str | None = Header(None),
+                       idempotency_key: str | None = Header(None, max_length=128)) -> ClaimDecision:
         who = principal(x_api_key, authorization, Permission.VALIDATE)
+        body_digest = hashlib.sha256(await request.body()).hexdigest()
+        if idempotency_key:
+            with store.transaction() as session:
+                earlier = repository.idempotent_audit_id(session, who.tenant, idempotency_key, body_digest)
+                found = repository.decision_by_audit_id(session, who.tenant, earlier) if earlier is not None else None
+            if found is not None:
+                return ClaimDecision.model_validate_json(found).model_copy(update={"replayed": True})
         claim, files = await claim_and_files(request)
         if claim.tenant != who.tenant:
             raise TenantMismatchError(f"the claim names tenant {claim.tenant!r}; this key belongs to another tenant")
@@ -179,7 +189,12 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
 
         def decide() -> ClaimDecision:  # blocking (models, database): off the event loop
             readings = {rid: decode(rid, data, kinds.get(rid)) for rid, data in files.items()}
-            return adjudicate(claim, readings, store, tables, now=now(), actor=who.key_id)
+            decided = adjudicate(claim, readings, store, tables, now=now(), actor=who.key_id)
+            if idempotency_key:
+                with store.transaction() as session:
+                    repository.remember_idempotency(session, who.tenant, idempotency_key, body_digest, decided.audit_id,
+                                                    now())
+            return decided
 
         return await run_in_threadpool(decide)
 

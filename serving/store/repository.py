@@ -31,6 +31,7 @@ from serving.store.schema import (
     ClaimLineRow,
     DecisionRow,
     EnrolmentRow,
+    IdempotencyRow,
     LedgerEntryRow,
     LedgerRow,
     MemberRow,
@@ -426,3 +427,25 @@ def provider_standings(session: Session, provider_ids: list[str]) -> dict[str, P
     return {pid: (ProviderStanding(pid, flagged=latest[pid].flagged, evidence=tuple(json.loads(latest[pid].evidence)),
                                    cycle=latest[pid].cycle) if pid in latest else ProviderStanding(pid))
             for pid in provider_ids}
+
+
+def idempotent_audit_id(session: Session, tenant: str, key: str, request_digest: str) -> int | None:
+    """The audit id a key already produced; raises IdempotencyConflictError when the key
+    came with a different request."""
+    row = session.get(IdempotencyRow, (tenant, key))
+    if row is None:
+        return None
+    if row.request_digest != request_digest:
+        raise IdempotencyConflictError(f"Idempotency-Key {key!r} was used with a different request")
+    return row.audit_id
+
+
+def remember_idempotency(session: Session, tenant: str, key: str, request_digest: str, audit_id: int,
+                         now: dt.datetime) -> None:
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(cast(Table, IdempotencyRow.__table__)).values(
+        tenant=tenant, key=key, request_digest=request_digest, audit_id=audit_id, created_at=now).on_conflict_do_nothing())
+
+
+class IdempotencyConflictError(StoreError):
+    code = "idempotency.key_reused"

@@ -186,3 +186,16 @@ class ApiKeyRow(Base):
     secret_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class IdempotencyRow(Base):
+    """An ``Idempotency-Key`` a tenant used, the digest of the request it came with and
+    the decision it produced: a retry gets the same decision, a reuse with another
+    request is refused."""
+
+    __tablename__ = "idempotency_keys"
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    request_digest: Mapped[str] = mapped_column(String(64))
+    audit_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)

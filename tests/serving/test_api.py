@@ -157,3 +157,17 @@ def test_bad_input_is_a_4xx_with_a_code_and_the_service_stays_up(service, periap
 def test_ready_when_the_models_are_loaded(service) -> None:
     client, _ = service
     assert client.get("/readyz").json() == {"ready": True}
+
+
+def test_idempotency_key_replays_and_refuses_reuse(service, periapical) -> None:
+    client, keys = service
+    headers = {"X-API-Key": keys[Role.ADJUDICATOR], "Idempotency-Key": "retry-7"}
+    body = claim_json([periapical])
+    first = client.post("/v1/claims:validate", json=body, headers=headers)
+    again = client.post("/v1/claims:validate", json=body, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert again.json()["replayed"] and again.json()["audit_id"] == first.json()["audit_id"]
+    assert again.json()["lines"] == first.json()["lines"]
+    body["claim_id"] = "API-2"
+    reused = client.post("/v1/claims:validate", json=body, headers=headers)
+    assert (reused.status_code, reused.json()["error"]["code"]) == (409, "idempotency.key_reused")
