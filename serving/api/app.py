@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -31,6 +31,7 @@ from models.errors import DxvError
 from models.preprocess import guess_kind
 from models.radiographs import RadiographKind
 from serving.adjudication import ClaimDecision, RuleTables, adjudicate
+from serving.api.metrics import ApiMetrics
 from serving.claims import Claim
 from serving.service_config import ServingConfig
 from serving.store import repository
@@ -100,6 +101,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
                clock: Callable[[], dt.datetime] | None = None) -> FastAPI:
     app = FastAPI(title="Dental radiograph validation", version="1.0",
                   description="Checks dental claim lines against the radiographs sent with them.")
+    metrics = ApiMetrics()
     now = clock or (lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
     limits = ReaderLimits(max_pixels=config.limits.max_pixels_per_image, max_bytes=config.limits.max_request_bytes)
 
@@ -114,12 +116,18 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         return _error(422, "request.invalid", problems or "the request is not valid")
 
     @app.middleware("http")
-    async def _size_limit(request: Request, call_next):
+    async def _size_limit_and_count(request: Request, call_next):
         declared = request.headers.get("content-length")
+        route = request.url.path if request.url.path.startswith(("/v1/claims", "/v1/images", "/healthz", "/readyz",
+                                                                  "/metrics")) else "other"
         if declared and declared.isdigit() and int(declared) > config.limits.max_request_bytes:
+            metrics.requests.labels(route=route, status="413").inc()
             return _error(413, "request.too_large",
                           f"the request is {int(declared):,} bytes; the limit is {config.limits.max_request_bytes:,}")
-        return await call_next(request)
+        with metrics.stage("request"):
+            response = await call_next(request)
+        metrics.requests.labels(route=route, status=str(response.status_code)).inc()
+        return response
 
     def principal(api_key: str | None, authorization: str | None, permission: Permission) -> Principal:
         token = api_key or (authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None)
@@ -129,10 +137,15 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         return who
 
     def decode(image_id: str, data: bytes, kind: RadiographKind | None) -> ImageReading:
-        radiograph = read_radiograph(data, limits=limits, kind_hint=kind)
-        pixels = radiograph.pixels_unit
-        chosen = kind or radiograph.metadata.kind or guess_kind(*pixels.shape)
-        return reader.read(image_id, pixels, RadiographKind(chosen))
+        with metrics.stage("decode"):
+            radiograph = read_radiograph(data, limits=limits, kind_hint=kind)
+            pixels = radiograph.pixels_unit
+            chosen = kind or radiograph.metadata.kind or guess_kind(*pixels.shape)
+        with metrics.stage("models"):
+            reading = reader.read(image_id, pixels, RadiographKind(chosen))
+        for model, version in reading.model_versions:
+            metrics.models.labels(model=model, version=version).set(1)
+        return reading
 
     def b64(image_id: str, text: str) -> bytes:
         try:
@@ -189,7 +202,10 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
 
         def decide() -> ClaimDecision:  # blocking (models, database): off the event loop
             readings = {rid: decode(rid, data, kinds.get(rid)) for rid, data in files.items()}
-            decided = adjudicate(claim, readings, store, tables, now=now(), actor=who.key_id)
+            with metrics.stage("adjudication"):
+                decided = adjudicate(claim, readings, store, tables, now=now(), actor=who.key_id)
+            for line in decided.lines:
+                metrics.decisions.labels(action=line.action.value).inc()
             if idempotency_key:
                 with store.transaction() as session:
                     repository.remember_idempotency(session, who.tenant, idempotency_key, body_digest, decided.audit_id,
@@ -215,6 +231,10 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         if found is None:  # another tenant's decision is "not found" too
             raise NotFoundError(f"no decision {audit_id} for this tenant")
         return ClaimDecision.model_validate_json(found)
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(content=metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

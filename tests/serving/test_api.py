@@ -171,3 +171,15 @@ def test_idempotency_key_replays_and_refuses_reuse(service, periapical) -> None:
     body["claim_id"] = "API-2"
     reused = client.post("/v1/claims:validate", json=body, headers=headers)
     assert (reused.status_code, reused.json()["error"]["code"]) == (409, "idempotency.key_reused")
+
+
+def test_metrics_count_requests_stages_decisions_and_models(service, periapical) -> None:
+    client, keys = service
+    client.post("/v1/claims:validate", json=claim_json([periapical]), headers={"X-API-Key": keys[Role.ADJUDICATOR]})
+    client.post("/v1/claims:validate", content=b"{", headers={"X-API-Key": keys[Role.ADJUDICATOR]})
+    text = client.get("/metrics").text
+    assert 'dxv_requests_total{route="/v1/claims:validate",status="200"} 1.0' in text
+    assert 'dxv_requests_total{route="/v1/claims:validate",status="400"} 1.0' in text
+    assert 'dxv_stage_seconds_count{stage="models"} 1.0' in text
+    assert 'dxv_line_decisions_total{action="downcode"} 1.0' in text
+    assert 'dxv_model_version_info{model="findings"' in text

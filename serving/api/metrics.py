@@ -1,0 +1,36 @@
+"""Prometheus metrics of the API (``GET /metrics``): requests by route and status, latency
+histograms per stage, decisions by action, and the model versions in use. Each app gets
+its own registry, so in-process tests and several replicas never share counters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("dxv_requests", "HTTP requests", ["route", "status"], registry=self.registry)
+        self.latency = Histogram("dxv_stage_seconds", "Time per stage of a request", ["stage"], buckets=_BUCKETS,
+                                 registry=self.registry)
+        self.decisions = Counter("dxv_line_decisions", "Claim lines decided, by action", ["action"],
+                                 registry=self.registry)
+        self.models = Gauge("dxv_model_version_info", "Model versions in use (value 1)", ["model", "version"],
+                            registry=self.registry)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.latency.labels(stage=name).observe(time.perf_counter() - start)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
