@@ -214,6 +214,29 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
 
         return await run_in_threadpool(decide)
 
+    @app.post("/fhir/Claim")
+    async def fhir_claim(request: Request, x_api_key: str | None = Header(None),
+                         authorization: str | None = Header(None)) -> Response:
+        from serving.fhir import FhirError, claim_from_fhir, claim_response
+
+        who = principal(x_api_key, authorization, Permission.VALIDATE)
+        try:
+            resource = json.loads(await request.body())
+        except json.JSONDecodeError as exc:
+            raise FhirError(f"not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+        claim, fhir = claim_from_fhir(resource, who.tenant)
+        files = {a.radiograph_id: b64(a.radiograph_id, a.content or "") for a in claim.attachments}
+        check_count(len(files))
+        kinds = {a.radiograph_id: a.kind for a in claim.attachments}
+
+        def decide() -> dict[str, Any]:
+            readings = {rid: decode(rid, data, kinds.get(rid)) for rid, data in files.items()}
+            decided = adjudicate(claim, readings, store, tables, now=now(), actor=who.key_id)
+            return claim_response(decided, fhir, now())
+
+        body = await run_in_threadpool(decide)
+        return Response(content=json.dumps(body), media_type="application/fhir+json")
+
     @app.post("/v1/images:analyze")
     def analyze(body: AnalyzeRequest, x_api_key: str | None = Header(None),
                       authorization: str | None = Header(None)) -> dict[str, Any]:

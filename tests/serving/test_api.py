@@ -183,3 +183,52 @@ def test_metrics_count_requests_stages_decisions_and_models(service, periapical)
     assert 'dxv_stage_seconds_count{stage="models"} 1.0' in text
     assert 'dxv_line_decisions_total{action="downcode"} 1.0' in text
     assert 'dxv_model_version_info{model="findings"' in text
+
+
+def fhir_claim(periapical, *, use: str = "claim") -> dict:
+    return {
+        "resourceType": "Claim", "id": "FHIR-1", "status": "active", "use": use, "created": "2026-04-20",
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "oral"}]},
+        "contained": [{"resourceType": "Patient", "id": "p1", "identifier": [{"value": "MBR-0001"}],
+                       "birthDate": "1980-05-17"}],
+        "patient": {"reference": "#p1"}, "provider": {"reference": "Practitioner/PRV-001"},
+        "priority": {"coding": [{"code": "normal"}]},
+        "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "standard-dental"}}],
+        "billablePeriod": {"start": "2026-04-20"},
+        "supportingInfo": [
+            {"sequence": 1, "category": {"coding": [{"code": "attachment"}]}, "code": {"coding": [{"code": "periapical"}]},
+             "valueAttachment": {"contentType": "application/dicom", "title": periapical[0],
+                                 "data": base64.b64encode(periapical[2]).decode()}},
+            {"sequence": 2, "category": {"coding": [{"code": "info"}]}, "valueString": "Tooth 14 deep caries."}],
+        "item": [{"sequence": 1, "productOrService": {"coding": [{"system": "http://www.ada.org/cdt", "code": "D3330"}]},
+                  "bodySite": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/ex-tooth", "code": "14"}]},
+                  "net": {"value": 1100, "currency": "USD"}}],
+    }
+
+
+def test_fhir_claim_in_claim_response_out(service, periapical) -> None:
+    client, keys = service
+    answer = client.post("/fhir/Claim", json=fhir_claim(periapical), headers={"X-API-Key": keys[Role.ADJUDICATOR]})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("application/fhir+json")
+    response = answer.json()
+    assert response["resourceType"] == "ClaimResponse" and response["outcome"] == "partial"
+    item = response["item"][0]
+    benefit = next(a for a in item["adjudication"] if a["category"]["coding"][0]["code"] == "benefit")
+    assert benefit["reason"]["coding"][0]["code"] == "downcode"
+    assert "D3320" in response["processNote"][0]["text"]
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: c.update({"resourceType": "Patient"}), "expected a FHIR Claim"),
+    (lambda c: c.update({"created": "yesterday"}), "created"),
+    (lambda c: c.update({"contained": []}), "contained Patient"),
+    (lambda c: c["item"][0]["bodySite"]["coding"][0].update({"code": "19"}), "not an FDI tooth number"),
+])
+def test_bad_fhir_claims_are_400_with_the_reason(service, periapical, edit, message) -> None:
+    client, keys = service
+    resource = fhir_claim(periapical)
+    edit(resource)
+    answer = client.post("/fhir/Claim", json=resource, headers={"X-API-Key": keys[Role.ADJUDICATOR]})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "fhir.invalid"
+    assert message in answer.json()["error"]["message"]
