@@ -25,6 +25,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from models.detections import ImageReading
+from serving import outbox
 from serving.catalogue import UnknownCodeError
 from serving.claims import Claim
 from serving.decisions import Action, LineDecision, RuleHit, combine_hits, make_hit
@@ -36,6 +37,7 @@ from serving.rules.preexisting import check_preexisting
 from serving.rules.provider import check_provider
 from serving.rules.tables import RULES_DIR, BundleLibrary, FrequencyTable, load_bundles, load_frequency
 from serving.rules.unbundling import check_unbundling
+from serving.service_config import Webhook
 from serving.store import audit, repository
 from serving.store.database import Store
 from serving.validation.context import Tables
@@ -162,12 +164,12 @@ Readings = Mapping[str, ImageReading] | tuple[ImageReading, ...]
 
 
 def adjudicate(claim: Claim, readings: Readings, store: Store, tables: RuleTables, *, now: dt.datetime,
-               actor: str = "system") -> ClaimDecision:
-    return adjudicate_batch([(claim, readings)], store, tables, now=now, actor=actor)[0]
+               actor: str = "system", webhooks: tuple[Webhook, ...] = ()) -> ClaimDecision:
+    return adjudicate_batch([(claim, readings)], store, tables, now=now, actor=actor, webhooks=webhooks)[0]
 
 
 def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: RuleTables, *, now: dt.datetime,
-                     actor: str = "system") -> list[ClaimDecision]:
+                     actor: str = "system", webhooks: tuple[Webhook, ...] = ()) -> list[ClaimDecision]:
     """Decide many claims in one transaction, in order (a later claim of the same member
     sees the lines and balances of the earlier ones). The validation layer runs first,
     outside the lock; snapshots are loaded, and decisions written, in bulk."""
@@ -232,6 +234,9 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
                                    decision_time=now.isoformat(), versions=versions, audit_id=seq)
             as_json = result.model_dump_json()
             writes.decisions.append(repository.decision_row(as_json, claim, seq, now))
+            if webhooks and claim.mode == "claim" and not any(d.needs_review for d in decided):
+                # A final decision goes out through the outbox, in this same transaction.
+                outbox.enqueue(session, webhooks, claim.tenant, "decision.final", as_json, now)
             stored[key] = as_json
             results.append(result)
         chain.flush()

@@ -9,6 +9,7 @@ Serve and Ray down."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import signal
@@ -91,6 +92,20 @@ def build_application(config_path: Path, overrides: tuple[str, ...] = ()) -> tup
                     return False
 
         store = Store.open(config.state_url)
+        if config.webhooks:
+            import threading
+
+            from serving.outbox import deliver_due
+
+            def deliver_forever() -> None:  # the outbox worker of this replica
+                while True:
+                    try:
+                        deliver_due(store, dt.datetime.now(dt.UTC).replace(tzinfo=None))
+                    except Exception as exc:  # keep delivering; the next round retries
+                        logging.getLogger("dxv.outbox").warning("outbox round failed: %s", type(exc).__name__)
+                    time.sleep(2.0)
+
+            threading.Thread(target=deliver_forever, name="outbox", daemon=True).start()
         return create_app(reader=HandleReader(), store=store, tables=RuleTables.load(config.resolve(config.tables.rules)),
                           config=config)
 

@@ -203,7 +203,8 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         def decide() -> ClaimDecision:  # blocking (models, database): off the event loop
             readings = {rid: decode(rid, data, kinds.get(rid)) for rid, data in files.items()}
             with metrics.stage("adjudication"):
-                decided = adjudicate(claim, readings, store, tables, now=now(), actor=who.key_id)
+                decided = adjudicate(claim, readings, store, tables, now=now(), actor=who.key_id,
+                                     webhooks=config.webhooks)
             for line in decided.lines:
                 metrics.decisions.labels(action=line.action.value).inc()
             if idempotency_key:
@@ -231,7 +232,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
 
         def decide() -> dict[str, Any]:
             readings = {rid: decode(rid, data, kinds.get(rid)) for rid, data in files.items()}
-            decided = adjudicate(claim, readings, store, tables, now=now(), actor=who.key_id)
+            decided = adjudicate(claim, readings, store, tables, now=now(), actor=who.key_id, webhooks=config.webhooks)
             return claim_response(decided, fhir, now())
 
         body = await run_in_threadpool(decide)
