@@ -8,6 +8,7 @@ import hmac
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import ClassVar
 
 from sqlalchemy import select
 
@@ -20,10 +21,10 @@ from tests.serving.conftest import NOW
 
 
 class Receiver(BaseHTTPRequestHandler):
-    received: list[tuple[dict, bytes]] = []
-    failures_left = 2
+    received: ClassVar[list[tuple[dict, bytes]]] = []
+    failures_left: ClassVar[int] = 2
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:  # http.server's method name
         body = self.rfile.read(int(self.headers["Content-Length"]))
         if Receiver.failures_left > 0:
             Receiver.failures_left -= 1
