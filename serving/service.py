@@ -145,11 +145,11 @@ def run_service(config_path: Path = DEFAULT_SERVING_CONFIG, overrides: tuple[str
     except KeyboardInterrupt:
         pass
     finally:
-        pid.unlink(missing_ok=True)
         try:
             serve.shutdown()
         finally:
             ray.shutdown()
+            pid.unlink(missing_ok=True)  # last: `dxv serve --stop` waits for it to go
 
 
 def stop_service(timeout_s: float = 180.0) -> bool:
@@ -165,6 +165,8 @@ def stop_service(timeout_s: float = 180.0) -> bool:
         return False
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if not pid.exists():  # removed once Serve and Ray are down
+            return True
         try:
             os.kill(number, 0)
         except ProcessLookupError:
