@@ -128,10 +128,17 @@ def run_service(config_path: Path = DEFAULT_SERVING_CONFIG, overrides: tuple[str
 
     application, config = build_application(config_path, overrides)
     address = address or config.ray_address
+    # Serve's proxy must answer its readiness check within 5 s by default; on a small,
+    # busy machine (2 cores, models loading) that is too tight, so give it 60 s.
+    patience = {name: os.environ.get(name, "60") for name in
+                ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S")}
+    os.environ.update(patience)
+    runtime_env = {"env_vars": patience}
     if address:
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env)
     else:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
+        ray.init(include_dashboard=False, logging_level=logging.WARNING, _node_ip_address="127.0.0.1",
+                 runtime_env=runtime_env)
     pid = pid_file()
     try:
         serve.start(http_options={"host": config.http.host, "port": config.http.port})
