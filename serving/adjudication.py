@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,10 @@ def history_hits(current: CurrentLine, earlier: tuple[CurrentLine, ...], everyth
 
 
 def _input_digest(claim: Claim, readings: tuple[ImageReading, ...]) -> str:
-    return audit.digest({"claim": claim.model_dump(mode="json"), "readings": [dataclasses.asdict(r) for r in readings]})
+    """SHA-256 over the claim as received (pydantic's JSON, fields in contract order) and
+    the readings the models produced."""
+    text = claim.model_dump_json() + audit.canonical_json([dataclasses.asdict(r) for r in readings])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -227,12 +231,14 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
                                        now=now)
                     data.history.extend(repository.past_lines(claim, decided, outcome.current))
                 writes.lines += repository.line_rows(claim, decided, outcome.current, now)
-            seq = chain.add(tenant=claim.tenant, kind=claim.mode, subject=claim.claim_id, actor=actor,
-                            input_digest=_input_digest(claim, images), versions=versions,
-                            payload=[d.model_dump(mode="json") for d in decided], created_at=now.isoformat())
+            # The audit record holds the decision exactly as returned (its JSON is hashed as stored).
+            seq = chain.next_seq
             result = ClaimDecision(claim_id=claim.claim_id, tenant=claim.tenant, mode=claim.mode, lines=decided,
                                    decision_time=now.isoformat(), versions=versions, audit_id=seq)
             as_json = result.model_dump_json()
+            chain.add(tenant=claim.tenant, kind=claim.mode, subject=claim.claim_id, actor=actor,
+                      input_digest=_input_digest(claim, images), versions=versions, payload_text=as_json,
+                      created_at=now.isoformat())
             writes.decisions.append(repository.decision_row(as_json, claim, seq, now))
             if webhooks and claim.mode == "claim" and not any(d.needs_review for d in decided):
                 # A final decision goes out through the outbox, in this same transaction.

@@ -62,10 +62,17 @@ class ChainWriter:
         self.seq, self.last = self.head.last_seq, self.head.last_hash
         self.rows: list[dict[str, Any]] = []
 
+    @property
+    def next_seq(self) -> int:
+        return self.seq + 1
+
     def add(self, *, tenant: str, kind: str, subject: str, actor: str, input_digest: str, versions: dict[str, str],
-            payload: Any, created_at: str) -> int:
+            payload: Any = None, payload_text: str | None = None, created_at: str) -> int:
+        """Append a record; ``payload_text`` is JSON already serialised (stored and hashed as
+        given), else ``payload`` is serialised canonically."""
         self.seq += 1
-        versions_text, payload_text = canonical_json(versions), canonical_json(payload)
+        versions_text = canonical_json(versions)
+        payload_text = payload_text if payload_text is not None else canonical_json(payload)
         row_hash = record_hash(self.last, self.seq, tenant, kind, subject, actor, input_digest, versions_text,
                                payload_text, created_at)
         self.rows.append({"seq": self.seq, "tenant": tenant, "kind": kind, "subject": subject, "actor": actor,
