@@ -45,7 +45,9 @@ def build_application(config_path: Path, overrides: tuple[str, ...] = ()) -> tup
     config = load_serving_config(config_path, overrides)
     gpu = gpu_available()
 
+    # Enough requests in flight per replica for a full batch to form.
     @serve.deployment(name=MODEL_DEPLOYMENT, ray_actor_options={"num_gpus": 1 if gpu else 0},
+                      max_ongoing_requests=max(2 * config.batching.max_batch_size, 16),
                       autoscaling_config={"min_replicas": config.autoscaling.min_replicas,
                                           "max_replicas": config.autoscaling.max_replicas,
                                           "target_ongoing_requests": config.autoscaling.target_ongoing_requests},
