@@ -50,3 +50,9 @@ class Radiograph:
     @property
     def shape_hw(self) -> tuple[int, int]:
         return (int(self.pixels_unit.shape[0]), int(self.pixels_unit.shape[1]))
+
+    def kind_or_guess(self, hint: RadiographKind | None = None) -> RadiographKind:
+        """The kind the caller states, else the file's (DICOM), else a guess from the shape."""
+        from models.preprocess import guess_kind
+
+        return RadiographKind(hint or self.metadata.kind or guess_kind(*self.shape_hw))

@@ -161,11 +161,10 @@ def _read(args: argparse.Namespace) -> int:
     from datasets.readers import read_radiograph
     from models.inference import DentalReader
     from models.model_card import SHIPPED_DIR
-    from models.preprocess import guess_kind
 
     radiograph = read_radiograph(args.file, kind_hint=RadiographKind(args.kind) if args.kind else None)
     pixels = radiograph.pixels_unit
-    kind = RadiographKind(args.kind) if args.kind else (radiograph.metadata.kind or guess_kind(*pixels.shape))
+    kind = radiograph.kind_or_guess(RadiographKind(args.kind) if args.kind else None)
     reader = DentalReader.from_directory(args.models or SHIPPED_DIR)
     reading = reader.read(args.file.stem, pixels, kind)
     if args.overlay:

@@ -85,13 +85,18 @@ def load_config(
         return model.model_validate(data)
     except ValidationError as exc:
         where = f" in {path}" if path is not None else ""
-        problems = "; ".join(_describe(err) for err in exc.errors())
+        problems = validation_problems(exc)
         raise ConfigError(f"invalid config{where}: {problems}") from exc
 
 
-def _describe(err: Any) -> str:
+def validation_problems(exc: ValidationError, root: str = "(top)") -> str:
+    """A pydantic error as one line a user can act on: 'where: what (got value); ...'."""
+    return "; ".join(_describe(err, root) for err in exc.errors())
+
+
+def _describe(err: Any, root: str = "(top)") -> str:
     """'where: what' plus the offending value when it is a short scalar."""
-    where = ".".join(str(p) for p in err["loc"]) or "(top)"
+    where = ".".join(str(p) for p in err["loc"]) or root
     value = err.get("input")
     shown = f" (got {value!r})" if isinstance(value, str | int | float) and len(repr(value)) <= 60 \
         and err.get("type") != "missing" else ""

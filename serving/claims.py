@@ -8,12 +8,14 @@ reason. Member identifiers are kept for the rule module but never logged."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from functools import cached_property
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models.errors import VocabularyError
+from models.config_loading import validation_problems
+from models.errors import DxvError, VocabularyError
 from models.radiographs import RadiographKind
 from models.teeth import NumberingSystem, Surface, Tooth, format_surfaces, parse_surfaces
 
@@ -119,3 +121,19 @@ class Claim(_Contract):
 
     def line(self, line_id: str) -> ClaimLine:
         return next(x for x in self.lines if x.line_id == line_id)
+
+
+class InvalidClaimError(DxvError):
+    code = "claim.invalid"
+
+
+def claim_from_json(text: str) -> Claim:
+    """Parse and validate a claim; InvalidClaimError says what is wrong and where."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidClaimError(f"the claim is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+    try:
+        return Claim.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidClaimError(f"not a valid claim: {validation_problems(exc, 'claim')}") from exc

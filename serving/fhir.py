@@ -29,6 +29,7 @@ from fhir.resources.R4B.claim import Claim as FhirClaim
 from fhir.resources.R4B.claimresponse import ClaimResponse as FhirClaimResponse
 from pydantic import ValidationError
 
+from models.config_loading import validation_problems
 from models.errors import DxvError
 from serving.claims import Attachment, Claim, ClaimLine, Member, Provider
 
@@ -42,7 +43,7 @@ class FhirError(DxvError):
 
 
 def _problems(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'Claim'}: {e['msg']}" for e in exc.errors())
+    return validation_problems(exc, "Claim")
 
 
 def claim_from_fhir(resource: dict[str, Any], tenant: str) -> tuple[Claim, FhirClaim]:

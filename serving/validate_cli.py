@@ -9,12 +9,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from models.errors import DxvError
-from models.radiographs import RadiographKind
 
 _out = Console()
 if not _out.is_terminal:  # logs and CI: wide enough that the reasons stay readable
@@ -49,19 +47,16 @@ def register(commands: Any) -> None:
 
 
 def load_claim(path: Path):
-    from serving.claims import Claim
+    from serving.claims import InvalidClaimError, claim_from_json
 
     try:
-        data = json.loads(path.read_text("utf-8"))
+        text = path.read_text("utf-8")
     except FileNotFoundError as exc:
         raise ClaimFileError(f"claim file not found: {path}") from exc
-    except json.JSONDecodeError as exc:
-        raise ClaimFileError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
     try:
-        return Claim.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors())
-        raise ClaimFileError(f"{path}: not a valid claim: {problems}") from exc
+        return claim_from_json(text)
+    except InvalidClaimError as exc:
+        raise ClaimFileError(f"{path}: {exc.message}") from exc
 
 
 def _image_file(folder: Path, radiograph_id: str, content: str | None) -> Path:
@@ -81,7 +76,6 @@ def read_attachments(claim, images: Path | None, models: Path | None, threads: i
     from datasets.readers import read_radiograph
     from models.inference import DentalReader
     from models.model_card import SHIPPED_DIR
-    from models.preprocess import guess_kind
 
     if images is None:
         raise ClaimFileError("the claim has attachments: give the folder holding them with --images")
@@ -91,9 +85,8 @@ def read_attachments(claim, images: Path | None, models: Path | None, threads: i
         path = _image_file(images, attachment.radiograph_id, attachment.content)
         radiograph = read_radiograph(path, kind_hint=attachment.kind)
         pixels = radiograph.pixels_unit
-        kind = attachment.kind or radiograph.metadata.kind or guess_kind(*pixels.shape)
-        readings[attachment.radiograph_id] = reader.read(attachment.radiograph_id, pixels, RadiographKind(kind),
-                                                         operating_point=False)
+        readings[attachment.radiograph_id] = reader.read(attachment.radiograph_id, pixels,
+                                                         radiograph.kind_or_guess(attachment.kind), operating_point=False)
     return readings
 
 

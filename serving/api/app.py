@@ -21,18 +21,17 @@ from typing import Any, Protocol
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from datasets.radiograph import ReaderLimits
 from datasets.readers import read_radiograph
 from models.detections import ImageReading
 from models.errors import DxvError
-from models.preprocess import guess_kind
 from models.radiographs import RadiographKind
 from serving.adjudication import ClaimDecision, RuleTables, adjudicate
 from serving.api.metrics import ApiMetrics
-from serving.claims import Claim
+from serving.claims import Claim, InvalidClaimError, claim_from_json
 from serving.service_config import ServingConfig
 from serving.store import repository
 from serving.store.api_keys import AuthError, ForbiddenError, Permission, Principal, authenticate
@@ -140,9 +139,9 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         with metrics.stage("decode"):
             radiograph = read_radiograph(data, limits=limits, kind_hint=kind)
             pixels = radiograph.pixels_unit
-            chosen = kind or radiograph.metadata.kind or guess_kind(*pixels.shape)
+            chosen = radiograph.kind_or_guess(kind)
         with metrics.stage("models"):
-            reading = reader.read(image_id, pixels, RadiographKind(chosen))
+            reading = reader.read(image_id, pixels, chosen)
         for model, version in reading.model_versions:
             metrics.models.labels(model=model, version=version).set(1)
         return reading
@@ -165,7 +164,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
             if part is None:
                 raise RequestError("multipart request without a 'claim' part (the claim JSON)")
             text = part if isinstance(part, str) else (await part.read()).decode("utf-8", "replace")
-            claim = _parse_claim(text)
+            claim = _parse_claim_text(text)
             files = {}
             for attachment in claim.attachments:
                 upload = form.get(attachment.radiograph_id)
@@ -174,7 +173,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
                 files[attachment.radiograph_id] = await upload.read()
             return claim, files
         body = await request.body()
-        claim = _parse_claim(body.decode("utf-8", "replace"))
+        claim = _parse_claim_text(body.decode("utf-8", "replace"))
         files = {}
         for attachment in claim.attachments:
             if not attachment.content:
@@ -272,16 +271,11 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
     return app
 
 
-def _parse_claim(text: str) -> Claim:
+def _parse_claim_text(text: str) -> Claim:
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RequestError(f"the claim is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
-    try:
-        return Claim.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'claim'}: {e['msg']}" for e in exc.errors())
-        raise RequestError(f"not a valid claim: {problems}") from exc
+        return claim_from_json(text)
+    except InvalidClaimError as exc:  # a bad request body, not a bad file
+        raise RequestError(exc.message) from exc
 
 
 class ModelReader:

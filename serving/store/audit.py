@@ -3,8 +3,8 @@
 Each record stores the decision (or review) as canonical JSON, a digest of the inputs,
 the versions used (rule library, tables, plan, models) and the actor, and its hash
 covers all of that plus the previous record's hash. Editing or deleting any row breaks
-the chain from there on, which ``verify`` (``dxv audit verify``) reports. Appending locks
-the chain head, so concurrent writers keep one unbroken sequence."""
+the chain from there on, which ``verify`` (``dxv audit verify``) reports. Appending
+(``ChainWriter``) locks the chain head, so concurrent writers keep one unbroken sequence."""
 
 from __future__ import annotations
 
@@ -35,21 +35,6 @@ def record_hash(prev_hash: str, seq: int, tenant: str, kind: str, subject: str, 
                 versions: str, payload: str, created_at: str) -> str:
     fields = [prev_hash, str(seq), tenant, kind, subject, actor, input_digest, versions, payload, created_at]
     return hashlib.sha256("\x1f".join(fields).encode("utf-8")).hexdigest()
-
-
-def append(session: Session, *, tenant: str, kind: str, subject: str, actor: str, input_digest: str,
-           versions: dict[str, str], payload: Any, created_at: str) -> AuditRow:
-    head = session.execute(select(AuditHeadRow).where(AuditHeadRow.chain == CHAIN).with_for_update()).scalar_one()
-    seq = head.last_seq + 1
-    versions_text, payload_text = canonical_json(versions), canonical_json(payload)
-    row = AuditRow(seq=seq, tenant=tenant, kind=kind, subject=subject, actor=actor, input_digest=input_digest,
-                   versions=versions_text, payload=payload_text, created_at=created_at, prev_hash=head.last_hash,
-                   hash=record_hash(head.last_hash, seq, tenant, kind, subject, actor, input_digest, versions_text,
-                                    payload_text, created_at))
-    session.add(row)
-    head.last_seq, head.last_hash = seq, row.hash
-    session.flush()
-    return row
 
 
 class ChainWriter:

@@ -71,15 +71,6 @@ def save_plans(session: Session, plans: dict[str, Plan], now: dt.datetime) -> in
     return added
 
 
-def plan_version_on(session: Session, plan_id: str, day: dt.date) -> PlanVersion | None:
-    rows = session.execute(select(PlanVersionRow).where(PlanVersionRow.plan_id == plan_id,
-                                                        PlanVersionRow.effective_from <= day)).scalars()
-    for row in rows:
-        if row.effective_to is None or day <= row.effective_to:
-            return PlanVersion.model_validate_json(row.document)
-    return None
-
-
 # ---- members and providers --------------------------------------------------------------
 
 
@@ -139,13 +130,6 @@ def load_members(session: Session, member_ids: list[str]) -> dict[str, MemberDat
             found[member_id].history.append(PastLine(claim_id, line_id, day, code, concept_id, fdi, quadrant, status,
                                                      float(amount), provider_id))
     return found
-
-
-def load_member(session: Session, member_id: str, day: dt.date) -> MemberSnapshot | None:
-    """The member with the enrolment in force on ``day`` and the whole claim history;
-    None when the member is unknown or not enrolled that day."""
-    data = load_members(session, [member_id]).get(member_id)
-    return data.snapshot_on(day) if data else None
 
 
 def all_plan_versions(session: Session) -> dict[str, list[PlanVersion]]:
@@ -260,12 +244,6 @@ class PendingWrites:
 
 
 # ---- decisions ----------------------------------------------------------------------------
-
-
-def stored_decision(session: Session, tenant: str, claim_id: str, mode: str) -> str | None:
-    row = session.execute(select(DecisionRow).where(DecisionRow.tenant == tenant, DecisionRow.claim_id == claim_id,
-                                                    DecisionRow.mode == mode)).scalar_one_or_none()
-    return row.decision if row else None
 
 
 def stored_decisions(session: Session, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
