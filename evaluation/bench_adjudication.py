@@ -24,6 +24,7 @@ from models.paths import data_dir
 from serving.adjudication import RuleTables, adjudicate, adjudicate_batch
 from serving.claims import Claim
 from serving.plans import load_plans
+from serving.runtime import tune_gc
 from serving.store import repository
 from serving.store.database import Store
 from serving.store.schema import ClaimLineRow, EnrolmentRow, MemberRow, ProviderRow
@@ -110,6 +111,7 @@ def main() -> None:
         build(url, tables.validation.catalogue)
         print(f"  built in {time.perf_counter() - t:.0f} s")
     store = Store.open(url)
+    tune_gc()  # as a service replica does after start-up
     with store.transaction() as session:
         history = session.execute(select(func.count()).select_from(ClaimLineRow)).scalar_one()
     run_seed = int(time.time())  # fresh claim ids on every run: nothing is replayed

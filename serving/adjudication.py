@@ -147,15 +147,14 @@ def decide_lines(claim: Claim, validated: tuple[LineDecision, ...], member: Memb
         this = current.get(line.line_id)
         if this is not None:
             hits += history_hits(this, tuple(accepted), everything, claim, member, plan, tables, standing)
-        decision = combine_hits(line.line_id, hits)
-        if this is None or decision.action is Action.REJECT:
-            decisions.append(decision.model_copy(update={"approved_amount": 0.0}))
+        if this is None or any(h.fired and h.action is Action.REJECT for h in hits):
+            decisions.append(combine_hits(line.line_id, hits, approved_amount=0.0))
             continue
         share = apportion(this, line.fee, balances, plan, year_start)
         hits += (share.hit,)
         paid = share.hit.action is not Action.REJECT
-        decisions.append(combine_hits(line.line_id, hits).model_copy(
-            update={"approved_amount": share.approved if paid else 0.0, "member_notice": share.member_notice}))
+        decisions.append(combine_hits(line.line_id, hits, approved_amount=share.approved if paid else 0.0,
+                                      member_notice=share.member_notice))
         if paid:
             accepted.append(this)
             for bucket, amount in share.consumed.items():
@@ -231,15 +230,16 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
                                        now=now)
                     data.history.extend(repository.past_lines(claim, decided, outcome.current))
                 writes.lines += repository.line_rows(claim, decided, outcome.current, now)
-            # The audit record holds the decision exactly as returned (its JSON is hashed as stored).
+            # The audit record holds the decision as returned, in its compact JSON (null fields left
+            # out; it reads back to the same object), hashed as stored; it is the only stored copy.
             seq = chain.next_seq
             result = ClaimDecision(claim_id=claim.claim_id, tenant=claim.tenant, mode=claim.mode, lines=decided,
                                    decision_time=now.isoformat(), versions=versions, audit_id=seq)
-            as_json = result.model_dump_json()
+            as_json = result.model_dump_json(exclude_none=True)
             chain.add(tenant=claim.tenant, kind=claim.mode, subject=claim.claim_id, actor=actor,
                       input_digest=_input_digest(claim, images), versions=versions, payload_text=as_json,
                       created_at=now.isoformat())
-            writes.decisions.append(repository.decision_row(as_json, claim, seq, now))
+            writes.decisions.append(repository.decision_row(claim, seq, now))
             if webhooks and claim.mode == "claim" and not any(d.needs_review for d in decided):
                 # A final decision goes out through the outbox, in this same transaction.
                 outbox.enqueue(session, webhooks, claim.tenant, "decision.final", as_json, now)

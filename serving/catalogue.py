@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, model_validator
 
 from models.config_loading import ConfigError, FrozenConfig, load_config
 from models.paths import PROJECT_ROOT
@@ -95,7 +96,6 @@ class Catalogue(FrozenConfig):
     categories: tuple[str, ...]
     concepts: dict[str, Concept]
     codes: dict[str, dict[str, tuple[str, ...]]]  # code system -> code -> concept ids
-    _choices: dict[tuple[tuple[str, ...], int | None, int], str] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _references(self) -> Self:
@@ -125,9 +125,27 @@ class Catalogue(FrozenConfig):
             raise ValueError("; ".join(problems))
         return self
 
-    @property
+    @cached_property
     def default_system(self) -> str:
         return next(s for s, cs in self.code_systems.items() if cs.default)
+
+    # Caches of derived answers: the catalogue is immutable, so an answer computed once holds.
+    # (cached_property lives in the instance dict: cheaper to reach than a pydantic private attribute.)
+    @cached_property
+    def _choices(self) -> dict[tuple[tuple[str, ...], int | None, int], str]:
+        return {}
+
+    @cached_property
+    def _code_concepts(self) -> dict[tuple[str, ...], frozenset[str]]:
+        return {}
+
+    def concepts_of(self, codes: tuple[str, ...]) -> frozenset[str]:
+        """Every concept the default-system ``codes`` name (the rule tables are written in it)."""
+        found = self._code_concepts.get(codes)
+        if found is None:
+            table = self.codes[self.default_system]
+            found = self._code_concepts[codes] = frozenset(c for code in codes for c in table[code])
+        return found
 
     def family(self, family: str) -> tuple[str, ...]:
         return tuple(cid for cid, c in self.concepts.items() if c.family == family)

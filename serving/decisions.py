@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from enum import StrEnum
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -92,26 +93,44 @@ def _plain_hit(rule_id: str, action: Action, reason: str, fired: bool) -> RuleHi
     return _build_hit(rule_id, action, reason, None, None, (), 1.0, fired)
 
 
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def assemble(model: type[_Model], values: dict[str, Any]) -> _Model:
+    """``model.model_construct(**values)`` for a caller that gives every field, already of
+    its type: the same object without model_construct's per-field bookkeeping, which is a
+    large part of adjudicating a line (tens of thousands of hits per second)."""
+    obj = model.__new__(model)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
 def _build_hit(rule_id: str, action: Action, reason: str, suggested: str | None, system: str | None,
                evidence: tuple[EvidenceRef, ...], confidence: float, fired: bool) -> RuleHit:
-    return RuleHit.model_construct(rule_id=rule_id, rule_version=RULE_LIBRARY_VERSION, action=action, reason=reason,
-                                   suggested_code=suggested, suggested_code_system=system if suggested else None,
-                                   evidence=evidence, confidence=round(min(max(confidence, 0.0), 1.0), 4), fired=fired)
+    return assemble(RuleHit, {"rule_id": rule_id, "rule_version": RULE_LIBRARY_VERSION, "action": action, "reason": reason,
+                              "suggested_code": suggested, "suggested_code_system": system if suggested else None,
+                              "evidence": evidence, "confidence": round(min(max(confidence, 0.0), 1.0), 4),
+                              "fired": fired})
 
 
-def combine_hits(line_id: str, hits: tuple[RuleHit, ...]) -> LineDecision:
+def combine_hits(line_id: str, hits: tuple[RuleHit, ...], *, approved_amount: float | None = None,
+                 member_notice: str | None = None) -> LineDecision:
     """Most severe action wins; its suggested code goes with it. Confidence is that of the
     deciding hit; a flag anywhere means a person looks at the line."""
     fired = [h for h in hits if h.fired and h.action is not Action.PASS]
     # Built without re-validation: every field comes from validated hits.
     if not fired:
-        confidence = min((h.confidence for h in hits), default=1.0)
-        return LineDecision.model_construct(line_id=line_id, action=Action.PASS, suggested_code=None,
-                                            suggested_code_system=None, approved_amount=None, rule_hits=tuple(hits),
-                                            confidence=confidence, needs_review=False, member_notice=None)
+        return assemble(LineDecision, {
+            "line_id": line_id, "action": Action.PASS, "suggested_code": None, "suggested_code_system": None,
+            "approved_amount": approved_amount, "rule_hits": tuple(hits),
+            "confidence": min((h.confidence for h in hits), default=1.0), "needs_review": False,
+            "member_notice": member_notice})
     worst = max(fired, key=lambda h: (h.action.severity, h.confidence))
-    return LineDecision.model_construct(
-        line_id=line_id, action=worst.action, suggested_code=worst.suggested_code,
-        suggested_code_system=worst.suggested_code_system, approved_amount=None, rule_hits=tuple(hits),
-        confidence=worst.confidence, needs_review=any(h.action is Action.FLAG for h in fired), member_notice=None,
-    )
+    return assemble(LineDecision, {
+        "line_id": line_id, "action": worst.action, "suggested_code": worst.suggested_code,
+        "suggested_code_system": worst.suggested_code_system, "approved_amount": approved_amount,
+        "rule_hits": tuple(hits), "confidence": worst.confidence,
+        "needs_review": any(h.action is Action.FLAG for h in fired), "member_notice": member_notice})

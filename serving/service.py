@@ -79,6 +79,7 @@ def build_application(config_path: Path, overrides: tuple[str, ...] = ()) -> tup
     def build_ingress() -> Any:
         from serving.adjudication import RuleTables
         from serving.api.app import create_app
+        from serving.runtime import tune_gc
         from serving.store.database import Store
 
         handle = serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=APP_NAME)
@@ -108,8 +109,10 @@ def build_application(config_path: Path, overrides: tuple[str, ...] = ()) -> tup
                     time.sleep(2.0)
 
             threading.Thread(target=deliver_forever, name="outbox", daemon=True).start()
-        return create_app(reader=HandleReader(), store=store, tables=RuleTables.load(config.resolve(config.tables.rules)),
-                          config=config)
+        app = create_app(reader=HandleReader(), store=store, tables=RuleTables.load(config.resolve(config.tables.rules)),
+                         config=config)
+        tune_gc()  # after start-up: the tables and modules are frozen out of the collector's reach
+        return app
 
     @serve.deployment(name="Ingress", autoscaling_config={"min_replicas": 1, "max_replicas": config.autoscaling.max_replicas,
                                                           "target_ongoing_requests": config.autoscaling.target_ongoing_requests})

@@ -86,15 +86,10 @@ def allowed_count(limit: FrequencyLimit, member: MemberSnapshot, age: int, plan:
     return count, why
 
 
-def limit_concepts(limit: FrequencyLimit, catalogue: Catalogue) -> frozenset[str]:
-    table = catalogue.codes[catalogue.default_system]
-    return frozenset(c for code in limit.codes for c in table[code])
-
-
 def check_frequency(line: CurrentLine, earlier_in_claim: tuple[CurrentLine, ...], day: dt.date, age: int,
                     member: MemberSnapshot, plan: PlanVersion, table: FrequencyTable, catalogue: Catalogue) -> RuleHit:
     for limit in table.limits:
-        concepts = limit_concepts(limit, catalogue)
+        concepts = catalogue.concepts_of(limit.codes)
         if line.concept_id not in concepts or (limit.ages is not None and not limit.ages.holds(age)):
             continue
         candidates: list[PastLine] = [p for p in member.history if p.counts and p.concept_id in concepts

@@ -16,16 +16,11 @@ from serving.rules.tables import BundleLibrary, IncludedBundle, RecodeBundle
 UNBUNDLING = "R4.unbundling"
 
 
-def _concepts(codes: tuple[str, ...], catalogue: Catalogue) -> frozenset[str]:
-    table = catalogue.codes[catalogue.default_system]
-    return frozenset(c for code in codes for c in table[code])
-
-
 def _included(bundle: IncludedBundle, line: CurrentLine, claim_lines: tuple[CurrentLine, ...],
               catalogue: Catalogue) -> RuleHit | None:
-    if line.concept_id not in _concepts(bundle.component, catalogue):
+    if line.concept_id not in catalogue.concepts_of(bundle.component):
         return None
-    hosts = _concepts(bundle.with_, catalogue)
+    hosts = catalogue.concepts_of(bundle.with_)
     for other in claim_lines:
         if other.line_id == line.line_id or other.concept_id not in hosts:
             continue
@@ -43,7 +38,7 @@ def _recode(bundle: RecodeBundle, line: CurrentLine, claim_lines: tuple[CurrentL
             member: MemberSnapshot, plan: PlanVersion, catalogue: Catalogue) -> RuleHit | None:
     if bundle.option is not None and not plan.bundle_options.get(bundle.option, False):
         return None
-    groups = [_concepts(g, catalogue) for g in bundle.components]
+    groups = [catalogue.concepts_of(g) for g in bundle.components]
     mine = next((i for i, g in enumerate(groups) if line.concept_id in g), None)
     if mine is None:
         return None

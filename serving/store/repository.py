@@ -27,6 +27,7 @@ from serving.rules.history import BaselineCondition, CurrentLine, MemberSnapshot
 from serving.rules.ledger import ANNUAL_MAXIMUM, Balance
 from serving.store.database import StoreError
 from serving.store.schema import (
+    AuditRow,
     BaselineRow,
     ClaimLineRow,
     DecisionRow,
@@ -111,21 +112,22 @@ def load_members(session: Session, member_ids: list[str]) -> dict[str, MemberDat
     """Members, enrolments, baselines and claim history for many members in four queries
     (plain rows rather than ORM objects: a member can have thousands of history lines)."""
     ids = sorted(set(member_ids))
+    db = session.connection()  # Core rows: the ORM's row processing costs more and gives nothing here
     found = {m: MemberData(m, birth, [], (), []) for m, birth in
-             session.execute(select(MemberRow.member_id, MemberRow.birth_date).where(MemberRow.member_id.in_(ids)))}
-    for member_id, plan_id, start, end in session.execute(
+             db.execute(select(MemberRow.member_id, MemberRow.birth_date).where(MemberRow.member_id.in_(ids))).all()}
+    for member_id, plan_id, start, end in db.execute(
             select(EnrolmentRow.member_id, EnrolmentRow.plan_id, EnrolmentRow.start_date, EnrolmentRow.end_date)
-            .where(EnrolmentRow.member_id.in_(ids))):
+            .where(EnrolmentRow.member_id.in_(ids))).all():
         found[member_id].enrolments.append((plan_id, start, end))
     baselines: dict[str, list[BaselineCondition]] = {}
-    for member_id, fdi, condition, recorded_on, evidence in session.execute(
+    for member_id, fdi, condition, recorded_on, evidence in db.execute(
             select(BaselineRow.member_id, BaselineRow.fdi, BaselineRow.condition, BaselineRow.recorded_on,
-                   BaselineRow.evidence).where(BaselineRow.member_id.in_(ids))):
+                   BaselineRow.evidence).where(BaselineRow.member_id.in_(ids))).all():
         baselines.setdefault(member_id, []).append(BaselineCondition(fdi, Condition(condition), recorded_on, evidence))
     for member_id, conditions in baselines.items():
         found[member_id].baseline = tuple(conditions)
-    for (member_id, claim_id, line_id, day, code, concept_id, fdi, quadrant, status, amount, provider_id) in session.execute(
-            select(*_HISTORY_COLUMNS).where(ClaimLineRow.member_id.in_(ids), ClaimLineRow.mode == "claim")):
+    for (member_id, claim_id, line_id, day, code, concept_id, fdi, quadrant, status, amount, provider_id) in db.execute(
+            select(*_HISTORY_COLUMNS).where(ClaimLineRow.member_id.in_(ids), ClaimLineRow.mode == "claim")).all():
         if member_id in found:
             found[member_id].history.append(PastLine(claim_id, line_id, day, code, concept_id, fdi, quadrant, status,
                                                      float(amount), provider_id))
@@ -169,7 +171,7 @@ def lock_ledgers(session: Session, wanted: dict[LedgerKey, dict[str, float]]) ->
 
     def load() -> dict[LedgerKey, dict[str, LedgerState]]:
         found: dict[LedgerKey, dict[str, LedgerState]] = {}
-        for row_id, member_id, plan_id, year_start, bucket, limit, used in session.execute(
+        for row_id, member_id, plan_id, year_start, bucket, limit, used in session.connection().execute(
                 select(LedgerRow.id, LedgerRow.member_id, LedgerRow.plan_id, LedgerRow.year_start, LedgerRow.bucket,
                        LedgerRow.limit_amount, LedgerRow.used)
                 .where(LedgerRow.member_id.in_(members)).order_by(LedgerRow.id).with_for_update()):
@@ -184,7 +186,7 @@ def lock_ledgers(session: Session, wanted: dict[LedgerKey, dict[str, float]]) ->
         keys = {key for key, _ in missing}
         first, last = min(k[2] for k in keys), max(add_months(k[2], 12) for k in keys)
         paid: dict[tuple[LedgerKey, str], Decimal] = {}
-        history = session.execute(select(ClaimLineRow.member_id, ClaimLineRow.category, ClaimLineRow.date_of_service,
+        history = session.connection().execute(select(ClaimLineRow.member_id, ClaimLineRow.category, ClaimLineRow.date_of_service,
                                          ClaimLineRow.approved_amount)
                                   .where(ClaimLineRow.member_id.in_(sorted({k[0] for k in keys})),
                                          ClaimLineRow.mode == "claim", ClaimLineRow.status != "denied",
@@ -247,20 +249,23 @@ class PendingWrites:
 
 
 def stored_decisions(session: Session, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
-    """Stored decisions for (tenant, claim id, mode) keys."""
-    claim_ids = sorted({k[1] for k in keys})
+    """Stored decision JSON (from the audit record) for (tenant, claim id, mode) keys."""
+    wanted = set(keys)
     found = {}
-    for row in session.execute(select(DecisionRow).where(DecisionRow.claim_id.in_(claim_ids))).scalars():
-        key = (row.tenant, row.claim_id, row.mode)
-        if key in keys:
-            found[key] = row.decision
+    # Tenant first: the (tenant, claim_id, mode) unique index serves the lookup.
+    for tenant, claim_id, mode, payload in session.connection().execute(
+            select(DecisionRow.tenant, DecisionRow.claim_id, DecisionRow.mode, AuditRow.payload)
+            .join(AuditRow, AuditRow.seq == DecisionRow.audit_seq)
+            .where(DecisionRow.tenant.in_(sorted({k[0] for k in keys})),
+                   DecisionRow.claim_id.in_(sorted({k[1] for k in keys})))):
+        if (tenant, claim_id, mode) in wanted:
+            found[(tenant, claim_id, mode)] = payload
     return found
 
 
 def decision_by_audit_id(session: Session, tenant: str, audit_id: int) -> str | None:
-    row = session.execute(select(DecisionRow).where(DecisionRow.tenant == tenant, DecisionRow.audit_seq == audit_id)
-                          ).scalar_one_or_none()
-    return row.decision if row else None
+    return session.execute(select(AuditRow.payload).join(DecisionRow, AuditRow.seq == DecisionRow.audit_seq)
+                           .where(DecisionRow.tenant == tenant, DecisionRow.audit_seq == audit_id)).scalar_one_or_none()
 
 
 # ---- seeding from files ---------------------------------------------------------------------
@@ -390,9 +395,9 @@ def line_rows(claim: Claim, decisions: tuple[LineDecision, ...], current: dict[s
     return rows
 
 
-def decision_row(decision_json: str, claim: Claim, audit_seq: int, now: dt.datetime) -> dict:
-    return {"tenant": claim.tenant, "claim_id": claim.claim_id, "mode": claim.mode, "decision": decision_json,
-            "audit_seq": audit_seq, "created_at": now}
+def decision_row(claim: Claim, audit_seq: int, now: dt.datetime) -> dict:
+    return {"tenant": claim.tenant, "claim_id": claim.claim_id, "mode": claim.mode, "audit_seq": audit_seq,
+            "created_at": now}
 
 
 def provider_standings(session: Session, provider_ids: list[str]) -> dict[str, ProviderStanding]:

@@ -109,8 +109,7 @@ class DecisionRow(Base):
     tenant: Mapped[str] = mapped_column(String(64))
     claim_id: Mapped[str] = mapped_column(String(64))
     mode: Mapped[str] = mapped_column(String(16))
-    decision: Mapped[str] = mapped_column(Text)  # the ClaimDecision JSON, as returned
-    audit_seq: Mapped[int] = mapped_column(Integer)
+    audit_seq: Mapped[int] = mapped_column(Integer, unique=True, index=True)  # its audit record holds the JSON
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 

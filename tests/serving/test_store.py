@@ -44,6 +44,31 @@ def test_migrations_apply_on_empty_and_upgrade_from_previous(store_url: str) -> 
     store.close()
 
 
+def test_migration_0006_keeps_decisions_readable_and_downgrades_with_their_copies(store_url: str) -> None:
+    upgrade(store_url, "0005")
+    store = Store(Store.open(store_url, migrate=False).engine)
+    with store.transaction() as session:
+        session.execute(text("INSERT INTO audit_log (seq, tenant, kind, subject, actor, input_digest, versions, payload, "
+                             "created_at, prev_hash, hash) VALUES (7, 't', 'claim', 'C-1', 'system', 'd', '{}', "
+                             "'{\"claim_id\":\"C-1\"}', 'now', 'p', 'h')"))
+        session.execute(text("INSERT INTO decisions (tenant, claim_id, mode, decision, audit_seq, created_at) VALUES "
+                             "('t', 'C-1', 'claim', '{\"claim_id\":\"C-1\"}', 7, '2026-01-01 00:00:00')"))
+    upgrade(store_url, "0006")
+    with store.transaction() as session:
+        assert repository.decision_by_audit_id(session, "t", 7) == '{"claim_id":"C-1"}'
+        assert repository.decision_by_audit_id(session, "other-tenant", 7) is None
+        assert repository.stored_decisions(session, [("t", "C-1", "claim")]) == {("t", "C-1", "claim"): '{"claim_id":"C-1"}'}
+    from alembic import command
+
+    from serving.store.database import alembic_config
+
+    command.downgrade(alembic_config(store_url), "0005")
+    with store.transaction() as session:
+        assert session.execute(text("SELECT decision FROM decisions WHERE audit_seq = 7")).scalar_one() == \
+            '{"claim_id":"C-1"}'
+    store.close()
+
+
 def test_a_stored_plan_version_cannot_change(seeded_store: Store) -> None:
     plans = load_plans()
     plan = plans["standard-dental"]
