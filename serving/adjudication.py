@@ -34,6 +34,7 @@ from serving.plans import PlanVersion
 from serving.rules.frequency import check_duplicate, check_frequency
 from serving.rules.history import CurrentLine, MemberSnapshot, ProviderStanding
 from serving.rules.ledger import Balance, apportion, plan_buckets
+from serving.rules.preauthorization import check_preauthorization
 from serving.rules.preexisting import check_preexisting
 from serving.rules.provider import check_provider
 from serving.rules.tables import RULES_DIR, BundleLibrary, FrequencyTable, load_bundles, load_frequency
@@ -113,6 +114,7 @@ def history_hits(current: CurrentLine, earlier: tuple[CurrentLine, ...], everyth
         check_unbundling(current, everything, day, member, plan, tables.bundles, catalogue),
         check_provider(standing),
         check_preexisting(current, day, member, plan),
+        check_preauthorization(current, day, member, claim.mode),
     )
 
 
@@ -229,6 +231,8 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
                         writes.consume(ledger, consumed, tenant=claim.tenant, claim_id=claim.claim_id, line_id=line_id,
                                        now=now)
                     data.history.extend(repository.past_lines(claim, decided, outcome.current))
+                else:
+                    data.preauthorizations.extend(repository.past_lines(claim, decided, outcome.current))
                 writes.lines += repository.line_rows(claim, decided, outcome.current, now)
             # The audit record holds the decision as returned, in its compact JSON (null fields left
             # out; it reads back to the same object), hashed as stored; it is the only stored copy.

@@ -15,7 +15,7 @@ BoxXYXY = tuple[float, float, float, float]
 
 # Version of the rule library (the rule functions of serving/validation and serving/rules);
 # every RuleHit records it. Bump it whenever a rule's logic changes.
-RULE_LIBRARY_VERSION = "1.0.0"
+RULE_LIBRARY_VERSION = "1.1.0"  # 1.1.0: R0.preauthorization
 
 
 class Action(StrEnum):

@@ -22,6 +22,7 @@ class PastLine:
     status: str  # approved, denied, pending (flagged, awaiting review)
     approved_amount: float = 0.0
     provider_id: str = ""
+    action: str = ""  # the decision's action for the line (pass, flag, downcode, reject)
 
     @property
     def counts(self) -> bool:
@@ -45,6 +46,7 @@ class MemberSnapshot:
     enrolment_start: dt.date
     baseline: tuple[BaselineCondition, ...] = ()
     history: tuple[PastLine, ...] = ()
+    preauthorizations: tuple[PastLine, ...] = ()  # lines of earlier pre-authorisation requests
 
     def has_condition(self, condition: Condition, fdi: int | None = None) -> BaselineCondition | None:
         return next((b for b in self.baseline if b.condition is condition and (fdi is None or b.fdi == fdi)), None)

@@ -93,6 +93,7 @@ class MemberData:
     enrolments: list[tuple[str, dt.date, dt.date | None]]
     baseline: tuple[BaselineCondition, ...]
     history: list[PastLine]
+    preauthorizations: list[PastLine] = field(default_factory=list)
 
     def snapshot_on(self, day: dt.date) -> MemberSnapshot | None:
         enrolment = next(((plan, start) for plan, start, end in self.enrolments
@@ -100,12 +101,14 @@ class MemberData:
         if enrolment is None:
             return None
         return MemberSnapshot(member_id=self.member_id, birth_date=self.birth_date, plan_id=enrolment[0],
-                              enrolment_start=enrolment[1], baseline=self.baseline, history=tuple(self.history))
+                              enrolment_start=enrolment[1], baseline=self.baseline, history=tuple(self.history),
+                              preauthorizations=tuple(self.preauthorizations))
 
 
 _HISTORY_COLUMNS = (ClaimLineRow.member_id, ClaimLineRow.claim_id, ClaimLineRow.line_id, ClaimLineRow.date_of_service,
                     ClaimLineRow.code, ClaimLineRow.concept_id, ClaimLineRow.fdi, ClaimLineRow.quadrant,
-                    ClaimLineRow.status, ClaimLineRow.approved_amount, ClaimLineRow.provider_id)
+                    ClaimLineRow.status, ClaimLineRow.approved_amount, ClaimLineRow.provider_id, ClaimLineRow.action,
+                    ClaimLineRow.mode)
 
 
 def load_members(session: Session, member_ids: list[str]) -> dict[str, MemberData]:
@@ -126,11 +129,12 @@ def load_members(session: Session, member_ids: list[str]) -> dict[str, MemberDat
         baselines.setdefault(member_id, []).append(BaselineCondition(fdi, Condition(condition), recorded_on, evidence))
     for member_id, conditions in baselines.items():
         found[member_id].baseline = tuple(conditions)
-    for (member_id, claim_id, line_id, day, code, concept_id, fdi, quadrant, status, amount, provider_id) in db.execute(
-            select(*_HISTORY_COLUMNS).where(ClaimLineRow.member_id.in_(ids), ClaimLineRow.mode == "claim")).all():
+    for (member_id, claim_id, line_id, day, code, concept_id, fdi, quadrant, status, amount, provider_id, action,
+         mode) in db.execute(select(*_HISTORY_COLUMNS).where(ClaimLineRow.member_id.in_(ids))).all():
         if member_id in found:
-            found[member_id].history.append(PastLine(claim_id, line_id, day, code, concept_id, fdi, quadrant, status,
-                                                     float(amount), provider_id))
+            past = PastLine(claim_id, line_id, day, code, concept_id, fdi, quadrant, status, float(amount), provider_id,
+                            action)
+            (found[member_id].history if mode == "claim" else found[member_id].preauthorizations).append(past)
     return found
 
 
@@ -373,7 +377,8 @@ def past_lines(claim: Claim, decisions: tuple[LineDecision, ...], current: dict[
     return [PastLine(claim_id=claim.claim_id, line_id=line.line_id, date_of_service=claim.date_of_service,
                      code=line.code, concept_id=current[line.line_id].concept_id, fdi=current[line.line_id].fdi,
                      quadrant=current[line.line_id].quadrant, status=_STATUS[decision.action.value],
-                     approved_amount=decision.approved_amount or 0.0, provider_id=claim.provider.provider_id)
+                     approved_amount=decision.approved_amount or 0.0, provider_id=claim.provider.provider_id,
+                     action=decision.action.value)
             for line, decision in zip(claim.lines, decisions, strict=True) if line.line_id in current]
 
 

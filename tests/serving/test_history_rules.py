@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -12,6 +13,7 @@ from serving.plans import Condition, load_plans
 from serving.rules.frequency import check_duplicate, check_frequency, window_start
 from serving.rules.history import BaselineCondition, CurrentLine, MemberSnapshot, PastLine, ProviderStanding, add_months
 from serving.rules.ledger import ANNUAL_MAXIMUM, Balance, apportion
+from serving.rules.preauthorization import check_preauthorization
 from serving.rules.preexisting import check_preexisting
 from serving.rules.provider import check_provider
 from serving.rules.tables import load_bundles, load_frequency
@@ -223,3 +225,24 @@ def test_a_late_claim_is_checked_against_services_dated_after_it() -> None:
     assert freq(current("D0272"), day, later_outside).action is Action.PASS
     december = member([past("D1110", D(2025, 11, 1)), past("D1110", D(2025, 12, 1))])
     assert freq(current("D1110"), D(2025, 3, 1), december).action is Action.REJECT  # the calendar year is full
+
+
+# ---- pre-authorisation -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("days_after", "cited"), [(0, True), (365, True), (366, False), (-1, False)])
+def test_preauthorization_is_cited_within_its_validity_window(days_after: int, cited: bool) -> None:
+    planned = dataclasses.replace(past("D2740", D(2026, 1, 10), fdi=36, claim="P-1"), action="pass")
+    m = dataclasses.replace(member(), preauthorizations=(planned,))
+    hit = check_preauthorization(current("D2740", 36), D(2026, 1, 10) + dt.timedelta(days=days_after), m, "claim")
+    assert not hit.fired and bool(hit.evidence) is cited
+    other_tooth = check_preauthorization(current("D2740", 37), D(2026, 1, 10), m, "claim")
+    assert not other_tooth.evidence
+
+
+def test_a_refused_preauthorization_billed_anyway_is_flagged_and_a_request_never_cites() -> None:
+    refused = dataclasses.replace(past("D2740", D(2026, 1, 10), fdi=36, claim="P-1"), action="reject")
+    m = dataclasses.replace(member(), preauthorizations=(refused,))
+    hit = check_preauthorization(current("D2740", 36), D(2026, 2, 1), m, "claim")
+    assert hit.fired and hit.action is Action.FLAG and "answered 'reject'" in hit.reason
+    assert not check_preauthorization(current("D2740", 36), D(2026, 2, 1), m, "preauthorization").fired

@@ -126,6 +126,29 @@ def test_preauthorization_consumes_nothing(seeded_store: Store, rule_tables) -> 
     assert real.line("1").approved_amount == 300.0  # the pre-authorisation did not spend the balance
 
 
+def test_a_claim_cites_its_preauthorization_and_a_refused_plan_billed_anyway_is_flagged(seeded_store: Store,
+                                                                                        rule_tables) -> None:
+    adjudicate(claim("P-2", [{"line_id": "1", "code": "D3310", "tooth": "8", "fee": 300},
+                             {"line_id": "2", "code": "D3330", "tooth": "9", "fee": 900}],  # a molar code on an incisor
+                     day="2026-02-02", mode="preauthorization"), (), seeded_store, rule_tables, now=NOW)
+    real = adjudicate(claim("C-7", [{"line_id": "1", "code": "D3310", "tooth": "8", "fee": 300},
+                                    {"line_id": "2", "code": "D3330", "tooth": "9", "fee": 900},
+                                    {"line_id": "3", "code": "D3310", "tooth": "7", "fee": 300}]),
+                      (), seeded_store, rule_tables, now=NOW)
+    cited = next(h for h in real.line("1").rule_hits if h.rule_id == "R0.preauthorization")
+    assert not cited.fired and "P-2 line 1 of 2026-02-02" in cited.reason
+    assert cited.evidence[0].description.startswith("pre-authorisation P-2 line 1")
+    refused = next(h for h in real.line("2").rule_hits if h.rule_id == "R0.preauthorization")
+    assert refused.fired and refused.action is Action.FLAG and "P-2 line 2" in refused.reason
+    assert real.line("2").needs_review
+    other_tooth = next(h for h in real.line("3").rule_hits if h.rule_id == "R0.preauthorization")
+    assert not other_tooth.fired and not other_tooth.evidence
+    # Outside the validity window the pre-authorisation is no longer cited.
+    late = adjudicate(claim("C-8", [{"line_id": "1", "code": "D3310", "tooth": "8", "fee": 300}], day="2027-02-03"),
+                      (), seeded_store, rule_tables, now=NOW)
+    assert not next(h for h in late.line("1").rule_hits if h.rule_id == "R0.preauthorization").evidence
+
+
 def test_member_not_enrolled_is_rejected_with_the_reason(seeded_store: Store, rule_tables) -> None:
     decision = adjudicate(claim("C-6", [{"line_id": "1", "code": "D1110", "fee": 95}], member="MBR-9999"), (),
                           seeded_store, rule_tables, now=NOW)
