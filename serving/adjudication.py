@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from serving.rules.ledger import Balance, apportion, plan_buckets
 from serving.rules.preauthorization import check_preauthorization
 from serving.rules.preexisting import check_preexisting
 from serving.rules.provider import check_provider
+from serving.rules.recycled import ImagePrint, check_recycled, find_matches
 from serving.rules.tables import RULES_DIR, BundleLibrary, FrequencyTable, load_bundles, load_frequency
 from serving.rules.unbundling import check_unbundling
 from serving.service_config import Webhook
@@ -134,10 +135,10 @@ class Decided:
 
 def decide_lines(claim: Claim, validated: tuple[LineDecision, ...], member: MemberSnapshot, plan: PlanVersion,
                  standing: ProviderStanding, balances: dict[str, Balance], year_start: dt.date,
-                 tables: RuleTables) -> Decided:
-    """The declared order for each line: validation hits (rules 1-2), then rules 3-6, all
-    combined (most severe wins); a line not rejected is apportioned against the ledger
-    (rule 7). Pure: ``balances`` is not modified."""
+                 tables: RuleTables, claim_hits: tuple[RuleHit, ...] = ()) -> Decided:
+    """The declared order for each line: validation hits (rules 1-2), the claim-wide hits
+    (recycled radiographs), then rules 3-6, all combined (most severe wins); a line not
+    rejected is apportioned against the ledger (rule 7). Pure: ``balances`` is not modified."""
     current = _current_lines(claim, tables)
     balances = dict(balances)
     accepted: list[CurrentLine] = []
@@ -145,7 +146,7 @@ def decide_lines(claim: Claim, validated: tuple[LineDecision, ...], member: Memb
     everything = tuple(current.values())
     decisions = []
     for line, validated_line in zip(claim.lines, validated, strict=True):
-        hits = validated_line.rule_hits
+        hits = validated_line.rule_hits + claim_hits
         this = current.get(line.line_id)
         if this is not None:
             hits += history_hits(this, tuple(accepted), everything, claim, member, plan, tables, standing)
@@ -169,15 +170,20 @@ Readings = Mapping[str, ImageReading] | tuple[ImageReading, ...]
 
 
 def adjudicate(claim: Claim, readings: Readings, store: Store, tables: RuleTables, *, now: dt.datetime,
-               actor: str = "system", webhooks: tuple[Webhook, ...] = ()) -> ClaimDecision:
-    return adjudicate_batch([(claim, readings)], store, tables, now=now, actor=actor, webhooks=webhooks)[0]
+               actor: str = "system", webhooks: tuple[Webhook, ...] = (),
+               prints: tuple[ImagePrint, ...] = ()) -> ClaimDecision:
+    return adjudicate_batch([(claim, readings)], store, tables, now=now, actor=actor, webhooks=webhooks,
+                            prints=[prints])[0]
 
 
 def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: RuleTables, *, now: dt.datetime,
-                     actor: str = "system", webhooks: tuple[Webhook, ...] = ()) -> list[ClaimDecision]:
+                     actor: str = "system", webhooks: tuple[Webhook, ...] = (),
+                     prints: Sequence[tuple[ImagePrint, ...]] | None = None) -> list[ClaimDecision]:
     """Decide many claims in one transaction, in order (a later claim of the same member
     sees the lines and balances of the earlier ones). The validation layer runs first,
-    outside the lock; snapshots are loaded, and decisions written, in bulk."""
+    outside the lock; snapshots are loaded, and decisions written, in bulk. ``prints``
+    (one tuple per claim) are the radiographs' fingerprints: compared with the tenant's
+    earlier radiographs (recycled images) and stored."""
     prepared = []
     for claim, readings in items:
         images = tuple(readings.values()) if isinstance(readings, Mapping) else tuple(readings)
@@ -208,11 +214,16 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
         ledgers = repository.lock_ledgers(session, wanted)
         writes = repository.PendingWrites()
         chain = audit.ChainWriter(session)
-        for (claim, images, validation), place in zip(prepared, places, strict=True):
+        for index, ((claim, images, validation), place) in enumerate(zip(prepared, places, strict=True)):
             key = (claim.tenant, claim.claim_id, claim.mode)
             if key in stored:
                 results.append(ClaimDecision.model_validate_json(stored[key]).model_copy(update={"replayed": True}))
                 continue
+            printed = prints[index] if prints else ()
+            claim_hits: tuple[RuleHit, ...] = ()
+            if printed:
+                matches = find_matches(printed, repository.fingerprint_candidates(session, claim, printed))
+                claim_hits = (check_recycled(claim.date_of_service, matches),)
             versions = {**tables.versions(), **{k: v for k, v in validation.versions.items() if k.startswith("model:")}}
             if isinstance(place, str):
                 decided = _ineligible(claim, place)
@@ -224,7 +235,7 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
                 versions[f"plan:{member.plan_id}"] = plan.version
                 ledger = ledgers[(member.member_id, member.plan_id, year_start)]
                 outcome = decide_lines(claim, validation.lines, member, plan, standings[claim.provider.provider_id],
-                                       repository.balances_of(ledger), year_start, tables)
+                                       repository.balances_of(ledger), year_start, tables, claim_hits)
                 decided = outcome.lines
                 if claim.mode != "preauthorization":
                     for line_id, consumed in outcome.consumed.items():
@@ -234,6 +245,7 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
                 else:
                     data.preauthorizations.extend(repository.past_lines(claim, decided, outcome.current))
                 writes.lines += repository.line_rows(claim, decided, outcome.current, now)
+            repository.save_fingerprints(session, claim, printed, now)
             # The audit record holds the decision as returned, in its compact JSON (null fields left
             # out; it reads back to the same object), hashed as stored; it is the only stored copy.
             seq = chain.next_seq

@@ -15,7 +15,7 @@ BoxXYXY = tuple[float, float, float, float]
 
 # Version of the rule library (the rule functions of serving/validation and serving/rules);
 # every RuleHit records it. Bump it whenever a rule's logic changes.
-RULE_LIBRARY_VERSION = "1.1.0"  # 1.1.0: R0.preauthorization
+RULE_LIBRARY_VERSION = "1.2.0"  # 1.1.0: R0.preauthorization; 1.2.0: R1.recycled_image
 
 
 class Action(StrEnum):

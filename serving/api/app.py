@@ -32,6 +32,8 @@ from models.radiographs import RadiographKind
 from serving.adjudication import ClaimDecision, RuleTables, adjudicate
 from serving.api.metrics import ApiMetrics
 from serving.claims import Claim, InvalidClaimError, claim_from_json
+from serving.fingerprints import fingerprint
+from serving.rules.recycled import ImagePrint
 from serving.service_config import ServingConfig
 from serving.store import repository
 from serving.store.api_keys import AuthError, ForbiddenError, Permission, Principal, authenticate
@@ -100,6 +102,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
                clock: Callable[[], dt.datetime] | None = None) -> FastAPI:
     app = FastAPI(title="Dental radiograph validation", version="1.0",
                   description="Checks dental claim lines against the radiographs sent with them.")
+    app.state.store = store
     metrics = ApiMetrics()
     now = clock or (lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
     limits = ReaderLimits(max_pixels=config.limits.max_pixels_per_image, max_bytes=config.limits.max_request_bytes)
@@ -135,16 +138,22 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         who.require(permission)
         return who
 
-    def decode(image_id: str, data: bytes, kind: RadiographKind | None) -> ImageReading:
+    def decode(image_id: str, data: bytes, kind: RadiographKind | None) -> tuple[ImageReading, ImagePrint]:
         with metrics.stage("decode"):
             radiograph = read_radiograph(data, limits=limits, kind_hint=kind)
             pixels = radiograph.pixels_unit
             chosen = radiograph.kind_or_guess(kind)
+            printed = ImagePrint(image_id, chosen.value, fingerprint(pixels))
         with metrics.stage("models"):
             reading = reader.read(image_id, pixels, chosen)
         for model, version in reading.model_versions:
             metrics.models.labels(model=model, version=version).set(1)
-        return reading
+        return reading, printed
+
+    def read_all(files: dict[str, bytes], kinds: dict[str, RadiographKind | None]
+                 ) -> tuple[dict[str, ImageReading], tuple[ImagePrint, ...]]:
+        decoded = {rid: decode(rid, data, kinds.get(rid)) for rid, data in files.items()}
+        return {rid: d[0] for rid, d in decoded.items()}, tuple(d[1] for d in decoded.values())
 
     def b64(image_id: str, text: str) -> bytes:
         try:
@@ -200,10 +209,10 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         kinds = {a.radiograph_id: a.kind for a in claim.attachments}
 
         def decide() -> ClaimDecision:  # blocking (models, database): off the event loop
-            readings = {rid: decode(rid, data, kinds.get(rid)) for rid, data in files.items()}
+            readings, prints = read_all(files, kinds)
             with metrics.stage("adjudication"):
                 decided = adjudicate(claim, readings, store, tables, now=now(), actor=who.key_id,
-                                     webhooks=config.webhooks)
+                                     webhooks=config.webhooks, prints=prints)
             for line in decided.lines:
                 metrics.decisions.labels(action=line.action.value).inc()
             if idempotency_key:
@@ -230,8 +239,9 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         kinds = {a.radiograph_id: a.kind for a in claim.attachments}
 
         def decide() -> dict[str, Any]:
-            readings = {rid: decode(rid, data, kinds.get(rid)) for rid, data in files.items()}
-            decided = adjudicate(claim, readings, store, tables, now=now(), actor=who.key_id, webhooks=config.webhooks)
+            readings, prints = read_all(files, kinds)
+            decided = adjudicate(claim, readings, store, tables, now=now(), actor=who.key_id, webhooks=config.webhooks,
+                                 prints=prints)
             return claim_response(decided, fhir, now())
 
         body = await run_in_threadpool(decide)
@@ -242,7 +252,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
                       authorization: str | None = Header(None)) -> dict[str, Any]:
         principal(x_api_key, authorization, Permission.VALIDATE)
         check_count(len(body.images))
-        return {"images": [reading_json(decode(i.image_id, b64(i.image_id, i.content_base64), i.kind))
+        return {"images": [reading_json(decode(i.image_id, b64(i.image_id, i.content_base64), i.kind)[0])
                            for i in body.images]}
 
     @app.get("/v1/decisions/{audit_id}", response_model=ClaimDecision)

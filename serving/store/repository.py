@@ -8,8 +8,9 @@ import json
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
+import numpy as np
 from pydantic import Field
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy import insert as insert_rows
@@ -22,9 +23,11 @@ from models.teeth import Tooth
 from serving.catalogue import Catalogue
 from serving.claims import Claim
 from serving.decisions import LineDecision
+from serving.fingerprints import FINGERPRINT_VERSION, Fingerprint, coarse_similarity
 from serving.plans import Condition, Plan, PlanVersion
 from serving.rules.history import BaselineCondition, CurrentLine, MemberSnapshot, PastLine, ProviderStanding, add_months
 from serving.rules.ledger import ANNUAL_MAXIMUM, Balance
+from serving.rules.recycled import ImagePrint, StoredPrint
 from serving.store.database import StoreError
 from serving.store.schema import (
     AuditRow,
@@ -32,6 +35,7 @@ from serving.store.schema import (
     ClaimLineRow,
     DecisionRow,
     EnrolmentRow,
+    FingerprintRow,
     IdempotencyRow,
     LedgerEntryRow,
     LedgerRow,
@@ -437,3 +441,58 @@ def remember_idempotency(session: Session, tenant: str, key: str, request_digest
 
 class IdempotencyConflictError(StoreError):
     code = "idempotency.key_reused"
+
+
+# ---- radiograph fingerprints ---------------------------------------------------------------
+
+CANDIDATES_SAME_PROVIDER = 16  # the provider's latest radiographs of the kind
+CANDIDATES_BY_LIKENESS = 8  # the closest by coarse likeness among the tenant's latest ...
+LIKENESS_POOL = 5000  # ... this many radiographs of the kind
+
+
+def fingerprint_candidates(session: Session, claim: Claim, prints: tuple[ImagePrint, ...]) -> tuple[StoredPrint, ...]:
+    """Earlier radiographs worth comparing in full with this claim's: all of the member's,
+    the provider's latest, and the tenant's closest by coarse likeness (an image recycled
+    by another provider for another member). Never the claim's own earlier submission."""
+    if not prints:
+        return ()
+    db = session.connection()
+    f = FingerprintRow
+    columns = (f.id, f.claim_id, f.mode, f.radiograph_id, f.kind, f.member_id, f.date_of_service, f.thumb, f.coarse)
+    found: dict[int, Any] = {}
+    for kind in sorted({p.kind for p in prints}):
+        scope = (f.tenant == claim.tenant, f.kind == kind, ~((f.claim_id == claim.claim_id) & (f.mode == claim.mode)))
+        for row in db.execute(select(*columns).where(*scope, f.member_id == claim.member.member_id)
+                              .order_by(f.id.desc()).limit(LIKENESS_POOL)).all():
+            found[row.id] = row
+        for row in db.execute(select(*columns).where(*scope, f.provider_id == claim.provider.provider_id)
+                              .order_by(f.id.desc()).limit(CANDIDATES_SAME_PROVIDER)).all():
+            found[row.id] = row
+        pool = db.execute(select(f.id, f.coarse).where(*scope).order_by(f.id.desc()).limit(LIKENESS_POOL)).all()
+        if pool:
+            vectors = np.stack([np.frombuffer(coarse, dtype=np.float16) for _, coarse in pool]).astype(np.float32)
+            closest: set[int] = set()
+            for image in (p for p in prints if p.kind == kind):
+                ranked = np.argsort(-coarse_similarity(image.fingerprint, vectors))[:CANDIDATES_BY_LIKENESS]
+                closest.update(int(pool[i][0]) for i in ranked)
+            wanted = sorted(closest - set(found))
+            if wanted:
+                for row in db.execute(select(*columns).where(f.id.in_(wanted))).all():
+                    found[row.id] = row
+    return tuple(StoredPrint(claim_id=r.claim_id, mode=r.mode, radiograph_id=r.radiograph_id, kind=r.kind,
+                             same_member=r.member_id == claim.member.member_id, date_of_service=r.date_of_service,
+                             fingerprint=Fingerprint.from_bytes(r.thumb, r.coarse))
+                 for r in sorted(found.values(), key=lambda r: r.id))
+
+
+def save_fingerprints(session: Session, claim: Claim, prints: tuple[ImagePrint, ...], now: dt.datetime) -> None:
+    if not prints:
+        return
+    rows = []
+    for image in prints:
+        thumb, coarse = image.fingerprint.to_bytes()
+        rows.append({"tenant": claim.tenant, "kind": image.kind, "claim_id": claim.claim_id, "mode": claim.mode,
+                     "radiograph_id": image.radiograph_id, "member_id": claim.member.member_id,
+                     "provider_id": claim.provider.provider_id, "date_of_service": claim.date_of_service,
+                     "version": FINGERPRINT_VERSION, "thumb": thumb, "coarse": coarse, "created_at": now})
+    session.connection().execute(insert_rows(cast(Table, FingerprintRow.__table__)), rows)

@@ -7,7 +7,19 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 Money = Numeric(12, 2)
@@ -215,3 +227,24 @@ class OutboxRow(Base):
     next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class FingerprintRow(Base):
+    """One radiograph of a decided claim: who sent it and its perceptual fingerprint."""
+
+    __tablename__ = "image_fingerprints"
+    __table_args__ = (Index("ix_image_fingerprints_member", "tenant", "kind", "member_id"),
+                      Index("ix_image_fingerprints_provider", "tenant", "kind", "provider_id"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    claim_id: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))
+    radiograph_id: Mapped[str] = mapped_column(String(128))
+    member_id: Mapped[str] = mapped_column(String(64))
+    provider_id: Mapped[str] = mapped_column(String(64))
+    date_of_service: Mapped[dt.date] = mapped_column(Date)
+    version: Mapped[str] = mapped_column(String(8))
+    thumb: Mapped[bytes] = mapped_column(LargeBinary)
+    coarse: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)

@@ -232,3 +232,43 @@ def test_bad_fhir_claims_are_400_with_the_reason(service, periapical, edit, mess
     answer = client.post("/fhir/Claim", json=resource, headers={"X-API-Key": keys[Role.ADJUDICATOR]})
     assert answer.status_code == 400 and answer.json()["error"]["code"] == "fhir.invalid"
     assert message in answer.json()["error"]["message"]
+
+
+def test_a_recycled_radiograph_is_flagged_on_another_members_claim(service) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from serving.claims import Claim
+    from serving.fingerprints import fingerprint
+    from serving.rules.recycled import ImagePrint
+
+    client, keys = service
+    case = generate_case(RadiographKind.PERIAPICAL, 404, 11)
+    first = claim_json([("pa-first", RadiographKind.PERIAPICAL, png_bytes(case))])
+    first["claim_id"] = "REC-1"
+    answer = client.post("/v1/claims:validate", json=first, headers={"X-API-Key": keys[Role.ADJUDICATOR]})
+    assert answer.status_code == 200, answer.text
+    assert not any(h["rule_id"] == "R1.recycled_image" and h["fired"] for h in answer.json()["lines"][0]["rule_hits"])
+    # The same image cropped a little and sent as an 8-bit PNG, for another member of another provider.
+    pixels = case.pixels_unit[10:-14, 12:]
+    buffer = io.BytesIO()
+    Image.fromarray((pixels * 255).astype(np.uint8)).save(buffer, "PNG")
+    second = claim_json([("pa-second", RadiographKind.PERIAPICAL, buffer.getvalue())])
+    second.update(claim_id="REC-2", member={"member_id": "MBR-0003", "birth_date": "1962-11-30"},
+                  provider={"provider_id": "PRV-002"}, date_of_service="2026-04-22")
+    answer = client.post("/v1/claims:validate", json=second, headers={"X-API-Key": keys[Role.ADJUDICATOR]})
+    assert answer.status_code == 200, answer.text
+    for line in answer.json()["lines"]:
+        hit = next(h for h in line["rule_hits"] if h["rule_id"] == "R1.recycled_image")
+        assert hit["fired"] and hit["action"] == "flag" and "REC-1" in hit["reason"]
+        assert hit["evidence"][0]["image_id"] == "pa-second" and "pa-first" in hit["evidence"][0]["description"]
+        assert line["needs_review"]
+    # Fingerprints are per tenant: another tenant's claim is never compared with this one's.
+    other = Claim.model_validate({**second, "tenant": "other", "claim_id": "REC-3", "attachments": []})
+    same_tenant = other.model_copy(update={"tenant": "demo"})
+    printed = (ImagePrint("pa-x", "periapical", fingerprint(case.pixels_unit)),)
+    with client.app.state.store.transaction() as session:
+        assert repository.fingerprint_candidates(session, other, printed) == ()
+        assert {c.claim_id for c in repository.fingerprint_candidates(session, same_tenant, printed)} == {"REC-1", "REC-2"}

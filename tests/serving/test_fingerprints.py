@@ -1,0 +1,97 @@
+"""Recycled radiographs: the fingerprint survives re-encoding, small crops and brightness
+changes, and tells different radiographs apart; the rule flags reuse for another member or
+another date and passes a resubmission; the API stores and compares per tenant."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datasets.synth.generator import generate_case
+from models.radiographs import RadiographKind
+from serving.decisions import Action
+from serving.fingerprints import MATCH_THRESHOLD, Fingerprint, fingerprint, similarity
+from serving.rules.recycled import ImageMatch, StoredPrint, check_recycled
+
+
+def _jpeg(pixels: np.ndarray, quality: int = 70) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8)).save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(buffer), dtype=np.float32) / 255.0
+
+
+def _crop(pixels: np.ndarray, left: float, top: float, right: float, bottom: float) -> np.ndarray:
+    h, w = pixels.shape
+    return pixels[int(h * top): h - int(h * bottom), int(w * left): w - int(w * right)]
+
+
+ALTERATIONS = {
+    "re-encoded as JPEG": _jpeg,
+    "cropped 4 % on the left": lambda p: _crop(p, 0.04, 0, 0, 0),
+    "cropped 3 % on every side": lambda p: _crop(p, 0.03, 0.03, 0.03, 0.03),
+    "cropped 5 % top and right": lambda p: _crop(p, 0, 0.05, 0.05, 0),
+    "brighter and more contrast": lambda p: np.clip(p * 1.15 + 0.05, 0, 1),
+    "gamma changed": lambda p: p ** 0.8,
+    "cropped, darkened and re-encoded": lambda p: _jpeg(np.clip(_crop(p, 0.03, 0.02, 0, 0.04) ** 0.85 * 1.1, 0, 1)),
+}
+KINDS = (RadiographKind.PERIAPICAL, RadiographKind.BITEWING, RadiographKind.PANORAMIC)
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[RadiographKind, list[np.ndarray]]:
+    return {kind: [generate_case(kind, 21, i).pixels_unit for i in range(4)] for kind in KINDS}
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.value)
+@pytest.mark.parametrize("alteration", list(ALTERATIONS))
+def test_the_same_radiograph_altered_still_matches(images, kind: RadiographKind, alteration: str) -> None:
+    for pixels in images[kind][:2]:
+        assert similarity(fingerprint(ALTERATIONS[alteration](pixels)), fingerprint(pixels)) >= MATCH_THRESHOLD
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.value)
+def test_different_radiographs_of_a_kind_do_not_match(images, kind: RadiographKind) -> None:
+    prints = [fingerprint(p) for p in images[kind]]
+    scores = [similarity(prints[i], prints[j]) for i in range(4) for j in range(4) if i != j]
+    assert max(scores) < MATCH_THRESHOLD
+
+
+def test_a_fingerprint_round_trips_through_its_stored_bytes(images) -> None:
+    original = fingerprint(images[RadiographKind.PERIAPICAL][0])
+    again = Fingerprint.from_bytes(*original.to_bytes())
+    assert np.array_equal(again.thumb, original.thumb)
+    assert np.allclose(again.coarse, original.coarse, atol=1e-3)
+    assert similarity(again, original) > 0.999
+
+
+def test_a_fingerprint_refuses_what_is_not_an_image() -> None:
+    with pytest.raises(ValueError, match="2-D image"):
+        fingerprint(np.zeros((8, 8)))
+
+
+def _match(same_member: bool, day: dt.date, mode: str = "claim") -> ImageMatch:
+    earlier = StoredPrint(claim_id="C-EARLY", mode=mode, radiograph_id="pa-1", kind="periapical",
+                          same_member=same_member, date_of_service=day, fingerprint=fingerprint(np.eye(32)))
+    return ImageMatch(radiograph_id="pa-9", earlier=earlier, score=0.97)
+
+
+DAY = dt.date(2026, 4, 20)
+
+
+@pytest.mark.parametrize(("match", "flagged"), [
+    (_match(False, DAY), True),  # another member, even on the same day
+    (_match(True, dt.date(2025, 11, 3)), True),  # the same member, another date of service
+    (_match(True, DAY), False),  # a resubmission of the same care
+    (_match(True, dt.date(2026, 3, 1), mode="preauthorization"), False),  # the planning image sent again
+])
+def test_recycled_rule_flags_reuse_and_passes_resubmission(match: ImageMatch, flagged: bool) -> None:
+    hit = check_recycled(DAY, (match,))
+    assert hit.fired is flagged and hit.action is (Action.FLAG if flagged else Action.PASS)
+    if flagged:
+        assert "C-EARLY" in hit.reason and hit.evidence[0].image_id == "pa-9" and hit.evidence[0].score == 0.97
+        assert "MBR" not in hit.reason  # another member is never named
+    assert not check_recycled(DAY, ()).fired
