@@ -40,9 +40,11 @@ demo: $(INSTALLED)
 	DXV_STATE_URL=sqlite:///$(abspath $(DEMO_DIR))/state.db $(BIN)/dxv adjudicate configs/seed/demo-claim.json > $(DEMO_DIR)/adjudication.txt
 	head -n 14 $(DEMO_DIR)/adjudication.txt
 	DXV_STATE_URL=sqlite:///$(abspath $(DEMO_DIR))/state.db $(BIN)/dxv audit verify
+	$(BIN)/dxv demo-service --out $(DEMO_DIR)/service
 	@echo "Previews: $(DEMO_DIR)/{periapical,bitewing,panoramic}/preview.png; detections: $(DEMO_DIR)/read-overlay.png;"
 	@echo "evaluation: $(DEMO_DIR)/eval/summary.md; claim decision: $(DEMO_DIR)/claims/CLM-1-00003.decision.txt;"
-	@echo "synthetic claims: $(DEMO_DIR)/claims-eval/models/claims_summary.md; adjudication with history: $(DEMO_DIR)/adjudication.txt"
+	@echo "synthetic claims: $(DEMO_DIR)/claims-eval/models/claims_summary.md; adjudication with history: $(DEMO_DIR)/adjudication.txt;"
+	@echo "the service on Ray Serve, its decisions with the radiographs and boxes: $(DEMO_DIR)/service/summary.html"
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest

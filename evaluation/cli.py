@@ -57,6 +57,12 @@ def register(commands: Any) -> None:
     claims.add_argument("--out", type=Path, default=Path("data/eval/claims"))
     claims.set_defaults(handler=_eval_claims)
 
+    demo = commands.add_parser("demo-service", help="start the service on the local Ray, submit the sample synthetic "
+                               "claims, print the decisions, write an HTML summary, stop the service")
+    demo.add_argument("--out", type=Path, default=Path("data/demo/service"))
+    demo.add_argument("--port", type=int, default=8765)
+    demo.set_defaults(handler=_demo_service)
+
 
 def synthetic_images(spec: str) -> tuple[list[Sample], str]:
     """'synthetic:seed=99,periapical=150,...' -> generated samples and a name for reports."""
@@ -83,6 +89,13 @@ def disk_images(path: Path, source_format: str | None, category_map: Path | None
     if dataset.unmapped:
         _out.print(f"[yellow]categories that map to nothing (not evaluated): {dict(dataset.unmapped)}")
     return samples, str(path)
+
+
+def _demo_service(args: argparse.Namespace) -> int:
+    from evaluation.service_demo import run
+
+    run(args.out, port=args.port)
+    return 0
 
 
 def _eval(args: argparse.Namespace) -> int:

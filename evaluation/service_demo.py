@@ -1,0 +1,267 @@
+"""``dxv demo-service`` (``make demo``): the service end to end, in one command.
+
+It prepares a state store (plans, the synthetic demo members and history, an adjudicator
+key), starts ``dxv serve`` on the local Ray in a child process, waits until the models are
+loaded, submits the sample synthetic claims over HTTP (clean, upcoded, unsupported, over
+the sub-limit, too frequent, a recycled radiograph), prints the decision table, writes an
+HTML summary with the radiographs and the detected boxes drawn, and stops the service.
+Member identifiers appear nowhere in the output (the cases are named by what they show)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from datasets.annotations import FindingAnnotation, ImageAnnotations, ToothAnnotation
+from datasets.preview import draw_overlay
+from datasets.synth.generator import SyntheticCase, case_dicom_bytes
+from models.errors import DxvError
+from models.findings import CariesDepth, FindingClass
+from models.paths import PROJECT_ROOT
+from models.radiographs import RadiographKind
+
+SEED_FILE = PROJECT_ROOT / "configs" / "seed" / "demo.yaml"
+CLAIM_SEED = 11  # synthetic claims of evaluation.claim_generator with this seed
+DRAW_MIN_SCORE = 0.5
+
+
+class DemoError(DxvError):
+    code = "demo.failed"
+
+
+@dataclass(frozen=True)
+class DemoCase:
+    label: str  # what the case shows
+    index: int  # which generated claim (image and lines) it starts from
+    member_id: str
+    birth_date: str
+    provider_id: str
+    day: str
+    lines: tuple[tuple[str, str | None, float], ...] | None = None  # (code, tooth, fee); None: as generated
+    recycled_from: int | None = None  # send the image of that case again, cropped and re-encoded
+
+
+CASES: tuple[DemoCase, ...] = (
+    DemoCase("clean", 17, "MBR-0003", "1962-11-30", "PRV-002", "2026-05-04"),
+    DemoCase("upcoded: surgical extraction of an erupted tooth", 33, "MBR-0003", "1962-11-30", "PRV-002", "2026-05-05"),
+    DemoCase("unsupported: root canal without an indication", 24, "MBR-0003", "1962-11-30", "PRV-002", "2026-05-06"),
+    DemoCase("over the endodontics sub-limit", 5, "MBR-0001", "1980-05-17", "PRV-001", "2026-05-07"),
+    DemoCase("too frequent: a second set of bitewings this year", 2, "MBR-0001", "1980-05-17", "PRV-001", "2026-05-08",
+             lines=(("D0274", None, 70.0), ("D1110", None, 95.0))),
+    DemoCase("recycled radiograph from another member's claim", 17, "MBR-0002", "2015-09-02", "PRV-003", "2026-05-11",
+             lines=(("D0220", None, 30.0),), recycled_from=0),
+)
+
+
+@dataclass(frozen=True)
+class PreparedClaim:
+    case: DemoCase
+    body: dict[str, Any]
+    images: dict[str, tuple[RadiographKind, np.ndarray]]  # radiograph id -> kind, pixels as sent
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def build_claims() -> list[PreparedClaim]:
+    """The demo claims as request bodies (base64 attachments), with the pixels sent."""
+    from evaluation.claim_generator import generate_claims
+
+    generated = list(generate_claims(max(c.index for c in CASES) + 1, CLAIM_SEED))
+    prepared: list[PreparedClaim] = []
+    for number, case in enumerate(CASES, start=1):
+        item = generated[case.index]
+        source: SyntheticCase = item.case
+        if case.recycled_from is not None:
+            original = prepared[case.recycled_from]
+            rid, (kind, pixels) = next(iter(original.images.items()))
+            h, w = pixels.shape
+            sent = pixels[int(h * 0.03): h - int(h * 0.02), int(w * 0.04):]  # a small crop, 8-bit PNG
+            radiograph_id, content = f"{rid}-again", _png_bytes(sent)
+        else:
+            kind, sent, radiograph_id = source.kind, source.pixels_unit, source.image_id
+            content = case_dicom_bytes(source)
+        if case.lines is None:
+            lines = [line.model_dump(mode="json", exclude_none=True) for line in item.claim.lines]
+        else:
+            lines = [{"line_id": str(i), "code": code, "fee": fee, **({"tooth": tooth} if tooth else {})}
+                     for i, (code, tooth, fee) in enumerate(case.lines, start=1)]
+        body = {"claim_id": f"DEMO-SVC-{number:02d}", "tenant": "demo",
+                "member": {"member_id": case.member_id, "birth_date": case.birth_date},
+                "provider": {"provider_id": case.provider_id}, "date_of_service": case.day, "lines": lines,
+                "attachments": [{"radiograph_id": radiograph_id, "kind": kind.value,
+                                 "content": base64.b64encode(content).decode("ascii")}]}
+        prepared.append(PreparedClaim(case, body, {radiograph_id: (kind, sent)}))
+    return prepared
+
+
+def submit(client: Any, key: str, claims: list[PreparedClaim]) -> list[tuple[dict, dict[str, dict]]]:
+    """Each claim's decision and, per radiograph, the detections (``/v1/images:analyze``).
+    ``client`` is an httpx client (or FastAPI's TestClient) pointed at the service."""
+    headers = {"X-API-Key": key}
+    results = []
+    for claim in claims:
+        answer = client.post("/v1/claims:validate", json=claim.body, headers=headers)
+        if answer.status_code != 200:
+            raise DemoError(f"{claim.body['claim_id']}: the service answered {answer.status_code}: {answer.text[:300]}")
+        images = [{"image_id": a["radiograph_id"], "kind": a["kind"], "content_base64": a["content"]}
+                  for a in claim.body["attachments"]]
+        analysed = client.post("/v1/images:analyze", json={"images": images}, headers=headers)
+        if analysed.status_code != 200:
+            raise DemoError(f"{claim.body['claim_id']}: analyze answered {analysed.status_code}: {analysed.text[:300]}")
+        results.append((answer.json(), {i["image_id"]: i for i in analysed.json()["images"]}))
+    return results
+
+
+def _overlay_png(pixels: np.ndarray, kind: RadiographKind, reading: dict) -> str:
+    teeth = tuple(ToothAnnotation(t["fdi"], tuple(t["box_xyxy_px"]), t.get("root_count"))  # type: ignore[arg-type]
+                  for t in reading["teeth"] if t["score"] >= DRAW_MIN_SCORE)
+    findings = tuple(FindingAnnotation(FindingClass(f["class"]), tuple(f["box_xyxy_px"]), f.get("tooth_fdi"),  # type: ignore[arg-type]
+                                       CariesDepth(f["caries_depth"]) if f.get("caries_depth") else None)
+                     for f in reading["findings"] if f["score"] >= DRAW_MIN_SCORE)
+    h, w = pixels.shape
+    drawn = draw_overlay(pixels, ImageAnnotations(reading["image_id"], "", w, h, kind, teeth, findings), max_side=720)
+    buffer = io.BytesIO()
+    drawn.save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decision_rows(claims: list[PreparedClaim], results: list[tuple[dict, dict[str, dict]]]) -> list[list[str]]:
+    rows = []
+    for claim, (decision, _) in zip(claims, results, strict=True):
+        billed = {line["line_id"]: line for line in claim.body["lines"]}
+        for line in decision["lines"]:
+            fired = [h for h in line["rule_hits"] if h.get("fired", True) and h["action"] != "pass"]
+            rows.append([claim.case.label, decision["claim_id"], line["line_id"], billed[line["line_id"]]["code"],
+                         str(billed[line["line_id"]].get("tooth", "")), line["action"], line.get("suggested_code") or "",
+                         f"{line.get('approved_amount') or 0:.2f}",
+                         "; ".join(f"{h['rule_id']}: {h['reason']}" for h in fired) or "all rules passed"])
+    return rows
+
+
+def write_html(path: Path, claims: list[PreparedClaim], results: list[tuple[dict, dict[str, dict]]]) -> None:
+    rows = decision_rows(claims, results)
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Claim decisions (synthetic demo)</title>",
+             "<style>body{font-family:sans-serif;margin:2em;background:#fafafa}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:14px}"
+             ".pass{color:#176f2c}.flag{color:#a66200}.reject{color:#b3261e}.downcode{color:#5a3fb0}"
+             "section{background:#fff;border:1px solid #ddd;padding:1em;margin:1em 0}</style></head><body>",
+             "<h1>Claim decisions from the running service</h1>",
+             "<p>Synthetic data only, not for clinical use. Boxes: green teeth (FDI number, r = roots), "
+             "red caries, orange periapical lesions, purple impactions, blue restorations, cyan crowns, "
+             f"yellow root fillings (detections scoring at least {DRAW_MIN_SCORE}).</p>"]
+    for claim, (decision, readings) in zip(claims, results, strict=True):
+        parts.append(f"<section><h2>{html.escape(claim.case.label)} &mdash; {html.escape(decision['claim_id'])}</h2>")
+        parts.append("<table><tr><th>line</th><th>code</th><th>tooth</th><th>action</th><th>suggested</th>"
+                     "<th>approved</th><th>reasons and evidence</th></tr>")
+        for row in (r for r in rows if r[1] == decision["claim_id"]):
+            parts.append(f"<tr><td>{row[2]}</td><td>{row[3]}</td><td>{html.escape(row[4])}</td>"
+                         f"<td class='{row[5]}'><b>{row[5]}</b></td><td>{row[6]}</td><td>{row[7]}</td>"
+                         f"<td>{html.escape(row[8])}</td></tr>")
+        parts.append("</table>")
+        for rid, (kind, pixels) in claim.images.items():
+            parts.append(f"<p>{html.escape(rid)} ({kind.value})</p><img alt='{html.escape(rid)} with detections' "
+                         f"src='data:image/png;base64,{_overlay_png(pixels, kind, readings[rid])}'>")
+        parts.append(f"<p><small>audit id {decision['audit_id']}, versions: "
+                     f"{html.escape(', '.join(f'{k} {v}' for k, v in sorted(decision['versions'].items())))}</small></p>"
+                     "</section>")
+    parts.append("</body></html>")
+    path.write_text("".join(parts), encoding="utf-8")
+
+
+def prepare_store(url: str, now: dt.datetime) -> str:
+    """Plans, demo members and history, and an adjudicator key (returned, shown nowhere)."""
+    from serving.adjudication import RuleTables
+    from serving.plans import load_plans
+    from serving.store import repository
+    from serving.store.api_keys import Role, create_key
+    from serving.store.database import Store
+
+    store = Store.open(url)
+    try:
+        with store.transaction() as session:
+            repository.save_plans(session, load_plans(), now)
+            repository.seed(session, repository.load_seed_file(SEED_FILE), RuleTables.load().validation.catalogue, now)
+            return create_key(session, tenant="demo", role=Role.ADJUDICATOR, label="demo-service", now=now)[1]
+    finally:
+        store.close()
+
+
+def _wait_ready(base_url: str, process: subprocess.Popen, timeout_s: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise DemoError(f"dxv serve exited with {process.returncode} before it was ready (see its output above)")
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(2.0)
+    raise DemoError(f"the service was not ready within {timeout_s:.0f} s")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)  # dxv serve shuts Serve and Ray down on Ctrl-C
+        try:
+            process.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run(out: Path, port: int = 8765, ready_timeout_s: float = 420.0) -> list[list[str]]:
+    import httpx
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(150, Console().width))  # the decision table needs room, also under make
+    out.mkdir(parents=True, exist_ok=True)
+    state = (out / "service-state.db").resolve()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{state}{suffix}").unlink(missing_ok=True)
+    url = f"sqlite:///{state}"
+    key = prepare_store(url, dt.datetime.now(dt.UTC).replace(tzinfo=None))
+    claims = build_claims()
+    console.print(f"starting the service on the local Ray (port {port}) ...")
+    process = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", "--set", f"state_url={url}",
+                                "--set", f"http.port={port}"], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        started = time.monotonic()
+        _wait_ready(base_url, process, ready_timeout_s)
+        console.print(f"service ready after {time.monotonic() - started:.0f} s; submitting {len(claims)} claims")
+        with httpx.Client(base_url=base_url, timeout=120) as client:
+            results = submit(client, key, claims)
+    finally:
+        console.print("stopping the service ...")
+        _stop(process)
+    rows = decision_rows(claims, results)
+    table = Table(title="Decisions (synthetic demo claims)", show_lines=True)
+    for name in ("case", "claim", "line", "code", "tooth", "action", "suggested", "approved", "why"):
+        table.add_column(name, overflow="fold", max_width=70 if name == "why" else None)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    write_html(out / "summary.html", claims, results)
+    console.print(f"HTML summary with the radiographs and boxes: {out / 'summary.html'}")
+    return rows
