@@ -130,9 +130,9 @@ def submit(client: Any, key: str, claims: list[PreparedClaim]) -> list[tuple[dic
 
 
 def _overlay_png(pixels: np.ndarray, kind: RadiographKind, reading: dict) -> str:
-    teeth = tuple(ToothAnnotation(t["fdi"], tuple(t["box_xyxy_px"]), t.get("root_count"))  # type: ignore[arg-type]
+    teeth = tuple(ToothAnnotation(t["fdi"], tuple(t["box_xyxy_px"]), t.get("root_count"))
                   for t in reading["teeth"] if t["score"] >= DRAW_MIN_SCORE)
-    findings = tuple(FindingAnnotation(FindingClass(f["class"]), tuple(f["box_xyxy_px"]), f.get("tooth_fdi"),  # type: ignore[arg-type]
+    findings = tuple(FindingAnnotation(FindingClass(f["class"]), tuple(f["box_xyxy_px"]), f.get("tooth_fdi"),
                                        CariesDepth(f["caries_depth"]) if f.get("caries_depth") else None)
                      for f in reading["findings"] if f["score"] >= DRAW_MIN_SCORE)
     h, w = pixels.shape

@@ -47,7 +47,7 @@ def test_each_demo_case_is_decided_as_its_label_says(decided) -> None:
     assert any(line["action"] == "downcode" and line["suggested_code"] == "D7140" for line in upcoded)
     assert any(line["action"] in ("flag", "reject") for line in _lines(results, "unsupported"))
     over = _lines(results, "over the endodontics")
-    assert any(0 < line["approved_amount"] and line["member_notice"] for line in over)
+    assert any(line["approved_amount"] > 0 and line["member_notice"] for line in over)
     frequent = _lines(results, "too frequent")
     assert frequent[0]["action"] == "reject" and any(h["rule_id"] == "R3.frequency" and h["fired"]
                                                      for h in frequent[0]["rule_hits"])
