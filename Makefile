@@ -12,7 +12,7 @@ INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 DEMO_DIR ?= data/demo
 
-.PHONY: install demo test test-fast lint bench bench-models bench-claims bench-adjudication eval-shipped train-demo-models clean
+.PHONY: install demo test test-fast lint bench bench-models bench-claims bench-adjudication bench-service eval-shipped train-demo-models clean
 
 $(INSTALLED): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -93,3 +93,6 @@ train-demo-models: $(INSTALLED)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+
+bench-service: $(INSTALLED)
+	$(BIN)/python -m evaluation.bench_service

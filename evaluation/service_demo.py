@@ -18,6 +18,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,8 +187,9 @@ def write_html(path: Path, claims: list[PreparedClaim], results: list[tuple[dict
     path.write_text("".join(parts), encoding="utf-8")
 
 
-def prepare_store(url: str, now: dt.datetime) -> str:
-    """Plans, demo members and history, and an adjudicator key (returned, shown nowhere)."""
+def prepare_store(url: str, now: dt.datetime, extra_members: int = 0) -> str:
+    """Plans, demo members and history (and ``extra_members`` synthetic members without
+    history, ``SYN-00001``...), and an adjudicator key (returned, shown nowhere)."""
     from serving.adjudication import RuleTables
     from serving.plans import load_plans
     from serving.store import repository
@@ -197,7 +200,14 @@ def prepare_store(url: str, now: dt.datetime) -> str:
     try:
         with store.transaction() as session:
             repository.save_plans(session, load_plans(), now)
-            repository.seed(session, repository.load_seed_file(SEED_FILE), RuleTables.load().validation.catalogue, now)
+            catalogue = RuleTables.load().validation.catalogue
+            repository.seed(session, repository.load_seed_file(SEED_FILE), catalogue, now)
+            if extra_members:
+                more = repository.SeedFile.model_validate({"tenant": "demo", "members": [
+                    {"member_id": f"SYN-{i:05d}", "birth_date": f"{1950 + i % 50}-06-15",
+                     "enrolments": [{"plan_id": "standard-dental", "start": "2024-01-01"}]}
+                    for i in range(1, extra_members + 1)]})
+                repository.seed(session, more, catalogue, now)
             return create_key(session, tenant="demo", role=Role.ADJUDICATOR, label="demo-service", now=now)[1]
     finally:
         store.close()
@@ -229,32 +239,45 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def run(out: Path, port: int = 8765, ready_timeout_s: float = 420.0) -> list[list[str]]:
-    import httpx
+@contextmanager
+def running_service(out: Path, port: int, overrides: tuple[str, ...] = (), ready_timeout_s: float = 420.0,
+                    extra_members: int = 0) -> Iterator[tuple[str, str]]:
+    """``dxv serve`` in a child process on a fresh state store under ``out``, ready; yields
+    (base URL, adjudicator key) and stops the service on the way out."""
     from rich.console import Console
-    from rich.table import Table
 
-    console = Console(width=max(150, Console().width))  # the decision table needs room, also under make
+    console = Console()
     out.mkdir(parents=True, exist_ok=True)
     state = (out / "service-state.db").resolve()
     for suffix in ("", "-wal", "-shm"):
         Path(f"{state}{suffix}").unlink(missing_ok=True)
     url = f"sqlite:///{state}"
-    key = prepare_store(url, dt.datetime.now(dt.UTC).replace(tzinfo=None))
-    claims = build_claims()
+    key = prepare_store(url, dt.datetime.now(dt.UTC).replace(tzinfo=None), extra_members)
     console.print(f"starting the service on the local Ray (port {port}) ...")
-    process = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", "--set", f"state_url={url}",
-                                "--set", f"http.port={port}"], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    settings = [arg for item in (f"state_url={url}", f"http.port={port}", *overrides) for arg in ("--set", item)]
+    process = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", *settings],
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         base_url = f"http://127.0.0.1:{port}"
         started = time.monotonic()
         _wait_ready(base_url, process, ready_timeout_s)
-        console.print(f"service ready after {time.monotonic() - started:.0f} s; submitting {len(claims)} claims")
-        with httpx.Client(base_url=base_url, timeout=120) as client:
-            results = submit(client, key, claims)
+        console.print(f"service ready after {time.monotonic() - started:.0f} s")
+        yield base_url, key
     finally:
         console.print("stopping the service ...")
         _stop(process)
+
+
+def run(out: Path, port: int = 8765) -> list[list[str]]:
+    import httpx
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(150, Console().width))  # the decision table needs room, also under make
+    claims = build_claims()
+    with running_service(out, port) as (base_url, key), httpx.Client(base_url=base_url, timeout=120) as client:
+        console.print(f"submitting {len(claims)} claims")
+        results = submit(client, key, claims)
     rows = decision_rows(claims, results)
     table = Table(title="Decisions (synthetic demo claims)", show_lines=True)
     for name in ("case", "claim", "line", "code", "tooth", "action", "suggested", "approved", "why"):

@@ -123,7 +123,13 @@ def build_application(config_path: Path, overrides: tuple[str, ...] = ()) -> tup
 
     ingress: Any = Ingress
     models: Any = ModelDeployment
-    return ingress.bind(models.bind(str(config.resolve(config.models.source)))), config
+    from serving.model_sources import resolve_model_dir
+
+    model_dir, pins = resolve_model_dir(config)  # registry aliases pinned to versions, once, here
+    for pin in pins:
+        logging.getLogger("dxv.serve").warning("model %s: %s pinned to %s version %s", pin.key.value, pin.reference,
+                                               pin.name, pin.version)
+    return ingress.bind(models.bind(str(model_dir))), config
 
 
 def run_service(config_path: Path = DEFAULT_SERVING_CONFIG, overrides: tuple[str, ...] = (), address: str | None = None,
@@ -146,8 +152,9 @@ def run_service(config_path: Path = DEFAULT_SERVING_CONFIG, overrides: tuple[str
                  runtime_env=runtime_env)
     pid = pid_file()
     try:
-        serve.start(http_options={"host": config.http.host, "port": config.http.port})
-        serve.run(application, name=APP_NAME, route_prefix="/", blocking=False)
+        logs = {"enable_access_log": config.access_log, "log_level": "INFO" if config.access_log else "WARNING"}
+        serve.start(http_options={"host": config.http.host, "port": config.http.port}, logging_config=logs)
+        serve.run(application, name=APP_NAME, route_prefix="/", blocking=False, logging_config=logs)
         pid.parent.mkdir(parents=True, exist_ok=True)
         pid.write_text(str(os.getpid()))
         if on_ready:

@@ -61,6 +61,9 @@ class ServingConfig(FrozenConfig):
     tables: TablePaths = TablePaths()
     state_url: str | None = None
     ray_address: str | None = None
+    # Serve's per-request access lines; off, replicas log warnings and errors only (the
+    # Prometheus metrics count every request by route and status).
+    access_log: bool = False
     http: HttpSettings = HttpSettings()
     limits: RequestLimits = RequestLimits()
     batching: Batching = Batching()

@@ -4,7 +4,6 @@ artifacts beside it; ``MLFLOW_TRACKING_URI`` (or the config) points elsewhere.""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,20 +17,11 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import Schema, TensorSpec
 
 from models.model_card import ModelCard, card_path
-from models.paths import data_dir
-
-
-def default_tracking_uri() -> str:
-    # An absolute path: 'sqlite:///' followed by '/abs/path' (three slashes alone is relative).
-    return f"sqlite:///{(data_dir() / 'mlflow' / 'mlflow.db').as_posix()}"
+from models.paths import data_dir, default_tracking_uri, resolve_tracking_uri
 
 
 def default_artifact_location(experiment: str) -> str:
     return (data_dir() / "mlflow" / "artifacts" / experiment).as_uri()
-
-
-def resolve_tracking_uri(configured: str | None = None) -> str:
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
 def configure(configured: str | None = None) -> str:

@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from serving.decisions import Action, EvidenceRef, RuleHit, make_hit
-from serving.fingerprints import MATCH_THRESHOLD, Fingerprint, similarity
+from serving.fingerprints import MATCH_THRESHOLD, Fingerprint, similarities
 
 RECYCLED = "R1.recycled_image"
 
@@ -58,12 +58,10 @@ def find_matches(prints: tuple[ImagePrint, ...], candidates: tuple[StoredPrint, 
     """Every (image, earlier image) pair of the same kind at or above the match threshold."""
     found = []
     for image in prints:
-        for earlier in candidates:
-            if earlier.kind != image.kind:
-                continue
-            score = similarity(image.fingerprint, earlier.fingerprint)
-            if score >= MATCH_THRESHOLD:
-                found.append(ImageMatch(image.radiograph_id, earlier, round(score, 4)))
+        same_kind = [c for c in candidates if c.kind == image.kind]
+        scores = similarities(image.fingerprint, [c.fingerprint for c in same_kind])
+        found += [ImageMatch(image.radiograph_id, earlier, round(float(score), 4))
+                  for earlier, score in zip(same_kind, scores, strict=True) if score >= MATCH_THRESHOLD]
     return tuple(found)
 
 

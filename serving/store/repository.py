@@ -445,13 +445,14 @@ class IdempotencyConflictError(StoreError):
 
 # ---- radiograph fingerprints ---------------------------------------------------------------
 
+CANDIDATES_SAME_MEMBER = 32  # the member's latest radiographs of the kind
 CANDIDATES_SAME_PROVIDER = 16  # the provider's latest radiographs of the kind
 CANDIDATES_BY_LIKENESS = 8  # the closest by coarse likeness among the tenant's latest ...
 LIKENESS_POOL = 5000  # ... this many radiographs of the kind
 
 
 def fingerprint_candidates(session: Session, claim: Claim, prints: tuple[ImagePrint, ...]) -> tuple[StoredPrint, ...]:
-    """Earlier radiographs worth comparing in full with this claim's: all of the member's,
+    """Earlier radiographs worth comparing in full with this claim's: the member's latest,
     the provider's latest, and the tenant's closest by coarse likeness (an image recycled
     by another provider for another member). Never the claim's own earlier submission."""
     if not prints:
@@ -463,7 +464,7 @@ def fingerprint_candidates(session: Session, claim: Claim, prints: tuple[ImagePr
     for kind in sorted({p.kind for p in prints}):
         scope = (f.tenant == claim.tenant, f.kind == kind, ~((f.claim_id == claim.claim_id) & (f.mode == claim.mode)))
         for row in db.execute(select(*columns).where(*scope, f.member_id == claim.member.member_id)
-                              .order_by(f.id.desc()).limit(LIKENESS_POOL)).all():
+                              .order_by(f.id.desc()).limit(CANDIDATES_SAME_MEMBER)).all():
             found[row.id] = row
         for row in db.execute(select(*columns).where(*scope, f.provider_id == claim.provider.provider_id)
                               .order_by(f.id.desc()).limit(CANDIDATES_SAME_PROVIDER)).all():

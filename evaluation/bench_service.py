@@ -1,0 +1,180 @@
+"""Load benchmark against the running service (``make bench-service``): latency p50/p95/p99
+and throughput for claims with 1, 2 and 4 periapical radiographs at concurrency 1, 4 and
+16, the mean time per stage from the service's own Prometheus histograms, and the service
+overhead (HTTP + Ray + decoding + validation + rules + store) over calling the models
+directly in one process.
+
+Targets on 2 CPU cores: p95 <= 1.0 s for a two-periapical claim at concurrency 1; overhead
+<= 30 ms at p50. The service runs as ``dxv serve`` in a child process (one ingress replica,
+so that the stage histograms are those of every request).
+
+    python -m evaluation.bench_service [--requests 24] [--port 8766]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+from datasets.synth.generator import case_dicom_bytes, generate_case
+from evaluation.service_demo import running_service
+from models.radiographs import RadiographKind
+
+IMAGE_COUNTS = (1, 2, 4)
+CONCURRENCY = (1, 4, 16)
+STAGES = ("request", "decode", "models", "adjudication")
+MEMBERS = 2000
+
+
+def _images(n: int) -> list[tuple[str, bytes, np.ndarray]]:
+    cases = [generate_case(RadiographKind.PERIAPICAL, 808, i) for i in range(n)]
+    return [(c.image_id, case_dicom_bytes(c), c.pixels_unit) for c in cases]
+
+
+class ClaimFactory:
+    """Claims as normal traffic: fresh claim ids (nothing is replayed), a different member
+    each time, radiographs never sent before (no recycled-image matches), one D0220 line
+    per image."""
+
+    def __init__(self, members: int, seed: int = 808) -> None:
+        self.members, self.seed = members, seed
+        self.counter = 0
+        self.next_image = 0
+        self.lock = threading.Lock()
+
+    def images(self, n: int) -> list[tuple[str, str]]:
+        with self.lock:
+            first, self.next_image = self.next_image, self.next_image + n
+        cases = [generate_case(RadiographKind.PERIAPICAL, self.seed, i) for i in range(first, first + n)]
+        return [(c.image_id, base64.b64encode(case_dicom_bytes(c)).decode("ascii")) for c in cases]
+
+    def make(self, n_images: int) -> dict:
+        with self.lock:
+            self.counter += 1
+            number = self.counter
+        member = f"SYN-{(number - 1) % self.members + 1:05d}"
+        birth = f"{1950 + ((number - 1) % self.members + 1) % 50}-06-15"
+        return {"claim_id": f"BENCH-{number:06d}", "tenant": "demo",
+                "member": {"member_id": member, "birth_date": birth}, "provider": {"provider_id": f"PRV-00{number % 3 + 1}"},
+                "date_of_service": "2026-05-04",
+                "lines": [{"line_id": str(k + 1), "code": "D0220", "fee": 30.0} for k in range(n_images)],
+                "attachments": [{"radiograph_id": rid, "kind": "periapical", "content": content}
+                                for rid, content in self.images(n_images)]}
+
+
+def stage_totals(client: httpx.Client) -> dict[str, tuple[float, float]]:
+    """(sum of seconds, count) per stage from ``/metrics``."""
+    totals: dict[str, list[float]] = {s: [0.0, 0.0] for s in STAGES}
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        if family.name != "dxv_stage_seconds":
+            continue
+        for sample in family.samples:
+            stage = sample.labels.get("stage")
+            if stage in totals and sample.name.endswith("_sum"):
+                totals[stage][0] = sample.value
+            elif stage in totals and sample.name.endswith("_count"):
+                totals[stage][1] = sample.value
+    return {s: (v[0], v[1]) for s, v in totals.items()}
+
+
+def run_setting(base_url: str, key: str, factory: ClaimFactory, n_images: int, concurrency: int,
+                requests: int) -> dict:
+    headers = {"X-API-Key": key}
+    latencies: list[float] = []
+    failures = 0
+    clients = [httpx.Client(base_url=base_url, timeout=300, headers=headers) for _ in range(concurrency)]
+
+    bodies = [factory.make(n_images) for _ in range(requests)]  # made before the clock starts
+
+    def one(i: int) -> None:
+        nonlocal failures
+        body = bodies[i]
+        start = time.perf_counter()
+        answer = clients[i % concurrency].post("/v1/claims:validate", json=body)
+        elapsed = time.perf_counter() - start
+        if answer.status_code == 200:
+            latencies.append(elapsed)
+        else:
+            failures += 1
+
+    with httpx.Client(base_url=base_url, timeout=60) as probe:
+        before = stage_totals(probe)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            list(pool.map(one, range(requests)))
+        wall = time.perf_counter() - started
+        after = stage_totals(probe)
+    for c in clients:
+        c.close()
+    ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    per_stage = {}
+    for stage in STAGES:
+        seconds, count = after[stage][0] - before[stage][0], after[stage][1] - before[stage][1]
+        per_stage[stage] = seconds / count * 1000 if count else float("nan")
+    return {"images": n_images, "concurrency": concurrency, "requests": len(latencies), "failures": failures,
+            "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "p99_ms": float(np.percentile(ms, 99)), "claims_per_s": len(latencies) / wall,
+            "images_per_s": len(latencies) * n_images / wall, "stage_mean_ms": per_stage}
+
+
+def direct_model_p50_ms(images: list[tuple[str, bytes, np.ndarray]], n_images: int, repeats: int = 15) -> float:
+    """The models alone, in this process (2 threads, as the model replica), for a claim of
+    ``n_images`` periapicals: the baseline the overhead is measured against."""
+    from models.inference import DentalReader
+    from models.model_card import SHIPPED_DIR
+
+    reader = DentalReader.from_directory(SHIPPED_DIR, threads=2)
+    for rid, _, pixels in images[:2]:  # warm-up
+        reader.read(rid, pixels, RadiographKind.PERIAPICAL, operating_point=False)
+    times = []
+    for r in range(repeats):
+        start = time.perf_counter()
+        for k in range(n_images):
+            rid, _, pixels = images[(r * n_images + k) % len(images)]
+            reader.read(rid, pixels, RadiographKind.PERIAPICAL, operating_point=False)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=24, help="requests per setting (at least 2 x concurrency)")
+    parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--out", type=Path, default=Path("data/bench/service"))
+    args = parser.parse_args()
+    images = _images(12)
+    factory = ClaimFactory(members=MEMBERS)
+    direct = {n: direct_model_p50_ms(images, n) for n in IMAGE_COUNTS}
+    results = []
+    with running_service(args.out, args.port, overrides=("autoscaling.max_replicas=1",),
+                         extra_members=MEMBERS) as (base_url, key):
+        run_setting(base_url, key, factory, 2, 1, 4)  # warm-up: first requests load lazily
+        for n_images in IMAGE_COUNTS:
+            for concurrency in CONCURRENCY:
+                result = run_setting(base_url, key, factory, n_images, concurrency,
+                                     max(args.requests, 2 * concurrency))
+                results.append(result)
+                stages = ", ".join(f"{s} {v:.0f}" for s, v in result["stage_mean_ms"].items())
+                print(f"{n_images} image(s), concurrency {concurrency:2d}: p50 {result['p50_ms']:.0f} ms, "
+                      f"p95 {result['p95_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms, "
+                      f"{result['claims_per_s']:.2f} claims/s = {result['images_per_s']:.2f} images/s "
+                      f"({result['requests']} ok, {result['failures']} failed); stage means ms: {stages}", flush=True)
+    two = next(r for r in results if r["images"] == 2 and r["concurrency"] == 1)
+    print(f"\n2-periapical claim at concurrency 1: p95 {two['p95_ms']:.0f} ms (target <= 1000 ms)")
+    for n_images in IMAGE_COUNTS:
+        single = next(r for r in results if r["images"] == n_images and r["concurrency"] == 1)
+        print(f"{n_images} image(s): service p50 {single['p50_ms']:.0f} ms, models alone p50 {direct[n_images]:.0f} ms, "
+              f"overhead {single['p50_ms'] - direct[n_images]:.0f} ms (target <= 30 ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Model sources from the MLflow registry: an alias is pinned to a version at start, the
+files are put together with the local models, and the folder loads and verifies."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.inference import DentalReader
+from models.model_card import SHIPPED_DIR, ModelKey, read_card
+from serving.model_sources import ModelSourceError, parse_reference, resolve_model_dir
+from serving.service_config import ModelSources, load_serving_config
+
+pytestmark = pytest.mark.slow  # MLflow registry round trips
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """A local MLflow store with the shipped findings model registered twice; 'champion'
+    on version 1."""
+    from mlflow.tracking import MlflowClient
+
+    from training.tracking import tracked_run
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    card = read_card(SHIPPED_DIR / "findings.card.json")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        for _ in range(2):
+            with tracked_run("registry-test", "findings", None, None) as tracker:
+                tracker.log_onnx_model(SHIPPED_DIR / card.onnx_file, card, register=True)
+    MlflowClient(tracking_uri=uri).set_registered_model_alias(card.registered_name, "champion", "1")
+    return uri, card.registered_name
+
+
+def _config(mlflow: dict[str, str]):
+    config = load_serving_config()
+    return config.model_copy(update={"models": ModelSources(source=config.models.source, mlflow=mlflow)})
+
+
+def test_an_alias_is_pinned_and_the_folder_loads(registry, tmp_path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri, name = registry
+    folder, pins = resolve_model_dir(_config({"findings": f"models:/{name}@champion"}), uri, tmp_path)
+    assert [(p.key, p.name, p.version) for p in pins] == [(ModelKey.FINDINGS, name, "1")]
+    assert sorted(f.name for f in folder.glob("*.card.json")) == sorted(f.name for f in SHIPPED_DIR.glob("*.card.json"))
+    assert DentalReader.from_directory(folder, threads=1).ready()  # every sha256 verified against its card
+    # Moving the alias changes what the next start pins, not what a running one loaded.
+    MlflowClient(tracking_uri=uri).set_registered_model_alias(name, "champion", "2")
+    again, pins = resolve_model_dir(_config({"findings": f"models:/{name}@champion"}), uri, tmp_path)
+    assert pins[0].version == "2" and again != folder and folder.exists()
+    _, pinned = resolve_model_dir(_config({"findings": f"models:/{name}/1"}), uri, tmp_path)
+    assert pinned[0].version == "1"
+
+
+@pytest.mark.parametrize(("mlflow", "message"), [
+    ({"findings": "models:/dxv-findings@nobody"}, "not in the registry"),
+    ({"findings": "models:/no-such-model/3"}, "not in the registry"),
+    ({"findings": "runs:/abc/model"}, "not a registry reference"),
+    ({"teeth": "models:/dxv-findings@champion"}, "unknown model key"),
+    ({"root-count": "models:/dxv-findings@champion"}, "is a 'findings' model"),
+])
+def test_bad_references_are_refused_with_the_reason(registry, tmp_path, mlflow, message) -> None:
+    uri, _ = registry
+    with pytest.raises(ModelSourceError, match=message):
+        resolve_model_dir(_config(mlflow), uri, tmp_path)
+
+
+def test_without_registry_references_the_local_folder_is_used() -> None:
+    folder, pins = resolve_model_dir(_config({}))
+    assert pins == () and folder.resolve() == SHIPPED_DIR.resolve()
+    assert parse_reference("models:/dxv-findings@champion") == ("dxv-findings", "champion", None)
