@@ -38,11 +38,10 @@ def gpu_available() -> bool:
         return False
 
 
-def build_application(config_path: Path, overrides: tuple[str, ...] = ()) -> tuple[Any, ServingConfig]:
-    """The Serve application (ingress + model deployment), bound and ready for serve.run."""
+def model_deployment(config: ServingConfig) -> Any:
+    """The deployment holding the ONNX Runtime sessions, with ``@serve.batch`` on reads."""
     from ray import serve
 
-    config = load_serving_config(config_path, overrides)
     gpu = gpu_available()
 
     # Enough requests in flight per replica for a full batch to form.
@@ -59,6 +58,7 @@ def build_application(config_path: Path, overrides: tuple[str, ...] = ()) -> tup
 
             threads = None if gpu else int(os.environ.get("DXV_ORT_THREADS", "0")) or None
             self.models = DentalReader.from_directory(model_dir, threads=threads)
+            self.batch_sizes: list[int] = []  # the sizes of the last batches (for tests and diagnostics)
 
         def reconfigure(self, user_config: dict[str, Any]) -> None:
             batched: Any = self.read_batch  # serve.batch adds the setters
@@ -67,6 +67,7 @@ def build_application(config_path: Path, overrides: tuple[str, ...] = ()) -> tup
 
         @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
         async def read_batch(self, requests: list[tuple[str, Any, str]]) -> list[Any]:
+            self.batch_sizes = [*self.batch_sizes[-63:], len(requests)]
             return [self.models.read(image_id, pixels, RadiographKind(kind), operating_point=False)
                     for image_id, pixels, kind in requests]
 
@@ -76,60 +77,75 @@ def build_application(config_path: Path, overrides: tuple[str, ...] = ()) -> tup
         def ready(self) -> bool:
             return bool(self.models.ready())
 
-    def build_ingress() -> Any:
-        from serving.adjudication import RuleTables
-        from serving.api.app import create_app
-        from serving.runtime import tune_gc
-        from serving.store.database import Store
+        def recent_batch_sizes(self) -> list[int]:
+            return list(self.batch_sizes)
 
-        handle = serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=APP_NAME)
+    return ModelDeployment
 
-        class HandleReader:
-            def read(self, image_id: str, pixels: Any, kind: RadiographKind) -> Any:
-                return handle.read.remote(image_id, pixels, kind.value).result()
 
-            def ready(self) -> bool:
+def build_ingress_app(models: Any, config: ServingConfig) -> Any:
+    """The FastAPI app of an ingress replica: the API (``serving.api.app``) reading images
+    through ``models``, a handle to the model deployment."""
+    from serving.adjudication import RuleTables
+    from serving.api.app import create_app
+    from serving.runtime import tune_gc
+    from serving.store.database import Store
+
+    class HandleReader:
+        def read(self, image_id: str, pixels: Any, kind: RadiographKind) -> Any:
+            return models.read.remote(image_id, pixels, kind.value).result()
+
+        def ready(self) -> bool:
+            try:
+                return bool(models.ready.remote().result(timeout_s=5))
+            except Exception:  # a replica still starting is simply not ready
+                return False
+
+    store = Store.open(config.state_url)
+    if config.webhooks:
+        import threading
+
+        from serving.outbox import deliver_due
+
+        def deliver_forever() -> None:  # the outbox worker of this replica
+            while True:
                 try:
-                    return bool(handle.ready.remote().result(timeout_s=5))
-                except Exception:  # a replica still starting is simply not ready
-                    return False
+                    deliver_due(store, dt.datetime.now(dt.UTC).replace(tzinfo=None))
+                except Exception as exc:  # keep delivering; the next round retries
+                    logging.getLogger("dxv.outbox").warning("outbox round failed: %s", type(exc).__name__)
+                time.sleep(2.0)
 
-        store = Store.open(config.state_url)
-        if config.webhooks:
-            import threading
+        threading.Thread(target=deliver_forever, name="outbox", daemon=True).start()
+    app = create_app(reader=HandleReader(), store=store, tables=RuleTables.load(config.resolve(config.tables.rules)),
+                     config=config)
+    tune_gc()  # after start-up: the tables and modules are frozen out of the collector's reach
+    return app
 
-            from serving.outbox import deliver_due
 
-            def deliver_forever() -> None:  # the outbox worker of this replica
-                while True:
-                    try:
-                        deliver_due(store, dt.datetime.now(dt.UTC).replace(tzinfo=None))
-                    except Exception as exc:  # keep delivering; the next round retries
-                        logging.getLogger("dxv.outbox").warning("outbox round failed: %s", type(exc).__name__)
-                    time.sleep(2.0)
+def build_application(config_path: Path, overrides: tuple[str, ...] = ()) -> tuple[Any, ServingConfig]:
+    """The Serve application (ingress + model deployment), bound and ready for serve.run."""
+    from ray import serve
 
-            threading.Thread(target=deliver_forever, name="outbox", daemon=True).start()
-        app = create_app(reader=HandleReader(), store=store, tables=RuleTables.load(config.resolve(config.tables.rules)),
-                         config=config)
-        tune_gc()  # after start-up: the tables and modules are frozen out of the collector's reach
-        return app
+    from serving.model_sources import resolve_model_dir
+
+    config = load_serving_config(config_path, overrides)
 
     @serve.deployment(name="Ingress", autoscaling_config={"min_replicas": 1, "max_replicas": config.autoscaling.max_replicas,
                                                           "target_ongoing_requests": config.autoscaling.target_ongoing_requests})
-    @serve.ingress(build_ingress)
+    @serve.ingress()
     class Ingress:
         def __init__(self, models: Any) -> None:
-            self.models = models  # keeps the model deployment in this application
+            self.models = models  # the model deployment's handle, bound by Serve
 
-    ingress: Any = Ingress
-    models: Any = ModelDeployment
-    from serving.model_sources import resolve_model_dir
+        def __serve_build_asgi_app__(self) -> Any:  # called by Serve after __init__
+            return build_ingress_app(self.models, config)
 
     model_dir, pins = resolve_model_dir(config)  # registry aliases pinned to versions, once, here
     for pin in pins:
         logging.getLogger("dxv.serve").warning("model %s: %s pinned to %s version %s", pin.key.value, pin.reference,
                                                pin.name, pin.version)
-    return ingress.bind(models.bind(str(model_dir))), config
+    ingress: Any = Ingress
+    return ingress.bind(model_deployment(config).bind(str(model_dir))), config
 
 
 def run_service(config_path: Path = DEFAULT_SERVING_CONFIG, overrides: tuple[str, ...] = (), address: str | None = None,
