@@ -58,8 +58,8 @@ class DemoCase:
 
 CASES: tuple[DemoCase, ...] = (
     DemoCase("clean", 17, "MBR-0003", "1962-11-30", "PRV-002", "2026-05-04"),
-    DemoCase("upcoded: surgical extraction of an erupted tooth", 33, "MBR-0003", "1962-11-30", "PRV-002", "2026-05-05"),
-    DemoCase("unsupported: root canal without an indication", 24, "MBR-0003", "1962-11-30", "PRV-002", "2026-05-06"),
+    DemoCase("upcoded: surgical extraction of an erupted tooth", 33, "MBR-0004", "1975-02-11", "PRV-002", "2026-05-05"),
+    DemoCase("unsupported: root canal without an indication", 24, "MBR-0005", "1990-08-23", "PRV-001", "2026-05-06"),
     DemoCase("over the endodontics sub-limit", 5, "MBR-0001", "1980-05-17", "PRV-001", "2026-05-07"),
     DemoCase("too frequent: a second set of bitewings this year", 2, "MBR-0001", "1980-05-17", "PRV-001", "2026-05-08",
              lines=(("D0274", None, 70.0), ("D1110", None, 95.0))),
@@ -153,7 +153,9 @@ def decision_rows(claims: list[PreparedClaim], results: list[tuple[dict, dict[st
             rows.append([claim.case.label, decision["claim_id"], line["line_id"], billed[line["line_id"]]["code"],
                          str(billed[line["line_id"]].get("tooth", "")), line["action"], line.get("suggested_code") or "",
                          f"{line.get('approved_amount') or 0:.2f}",
-                         "; ".join(f"{h['rule_id']}: {h['reason']}" for h in fired) or "all rules passed"])
+                         "; ".join([*(f"{h['rule_id']}: {h['reason']}" for h in fired),
+                                    *([f"member notice: {line['member_notice']}"] if line.get("member_notice") else [])])
+                         or "all rules passed"])
     return rows
 
 

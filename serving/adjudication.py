@@ -169,6 +169,18 @@ def decide_lines(claim: Claim, validated: tuple[LineDecision, ...], member: Memb
 Readings = Mapping[str, ImageReading] | tuple[ImageReading, ...]
 
 
+def recycled_hits(store: Store, claims: list[Claim], prints: list[tuple[ImagePrint, ...]]) -> list[tuple[RuleHit, ...]]:
+    """The recycled-radiograph hit of each claim that has radiographs (none for one
+    without): candidates read in one short transaction, compared outside it."""
+    if not any(prints):
+        return [() for _ in claims]
+    with store.transaction() as session:
+        candidates = [repository.fingerprint_candidates(session, c, p) if p else () for c, p in zip(claims, prints,
+                                                                                                 strict=True)]
+    return [(check_recycled(c.date_of_service, find_matches(p, found)),) if p else ()
+            for c, p, found in zip(claims, prints, candidates, strict=True)]
+
+
 def adjudicate(claim: Claim, readings: Readings, store: Store, tables: RuleTables, *, now: dt.datetime,
                actor: str = "system", webhooks: tuple[Webhook, ...] = (),
                prints: tuple[ImagePrint, ...] = ()) -> ClaimDecision:
@@ -183,11 +195,14 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
     sees the lines and balances of the earlier ones). The validation layer runs first,
     outside the lock; snapshots are loaded, and decisions written, in bulk. ``prints``
     (one tuple per claim) are the radiographs' fingerprints: compared with the tenant's
-    earlier radiographs (recycled images) and stored."""
+    earlier radiographs (recycled images) before the lock is taken, since the comparison
+    is the costly part, and stored with the decision."""
     prepared = []
     for claim, readings in items:
         images = tuple(readings.values()) if isinstance(readings, Mapping) else tuple(readings)
         prepared.append((claim, images, validate_claim(claim, images, tables.validation)))
+    printed: list[tuple[ImagePrint, ...]] = list(prints) if prints else [() for _ in items]
+    recycled = recycled_hits(store, [c for c, _, _ in prepared], printed)
     results: list[ClaimDecision] = []
     with store.transaction() as session, session.no_autoflush:
         member_ids = [c.member.member_id for c, _, _ in prepared]
@@ -219,11 +234,6 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
             if key in stored:
                 results.append(ClaimDecision.model_validate_json(stored[key]).model_copy(update={"replayed": True}))
                 continue
-            printed = prints[index] if prints else ()
-            claim_hits: tuple[RuleHit, ...] = ()
-            if printed:
-                matches = find_matches(printed, repository.fingerprint_candidates(session, claim, printed))
-                claim_hits = (check_recycled(claim.date_of_service, matches),)
             versions = {**tables.versions(), **{k: v for k, v in validation.versions.items() if k.startswith("model:")}}
             if isinstance(place, str):
                 decided = _ineligible(claim, place)
@@ -235,7 +245,7 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
                 versions[f"plan:{member.plan_id}"] = plan.version
                 ledger = ledgers[(member.member_id, member.plan_id, year_start)]
                 outcome = decide_lines(claim, validation.lines, member, plan, standings[claim.provider.provider_id],
-                                       repository.balances_of(ledger), year_start, tables, claim_hits)
+                                       repository.balances_of(ledger), year_start, tables, recycled[index])
                 decided = outcome.lines
                 if claim.mode != "preauthorization":
                     for line_id, consumed in outcome.consumed.items():
@@ -245,7 +255,7 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
                 else:
                     data.preauthorizations.extend(repository.past_lines(claim, decided, outcome.current))
                 writes.lines += repository.line_rows(claim, decided, outcome.current, now)
-            repository.save_fingerprints(session, claim, printed, now)
+            repository.save_fingerprints(session, claim, printed[index], now)
             # The audit record holds the decision as returned, in its compact JSON (null fields left
             # out; it reads back to the same object), hashed as stored; it is the only stored copy.
             seq = chain.next_seq

@@ -43,6 +43,7 @@ def _lines(results, label: str) -> list[dict]:
 def test_each_demo_case_is_decided_as_its_label_says(decided) -> None:
     _, _, results = decided
     assert all(line["action"] == "pass" for line in _lines(results, "clean"))
+    assert any("member notice" in row[8] for row in decision_rows(decided[1], results) if row[0].startswith("over"))
     upcoded = _lines(results, "upcoded")
     assert any(line["action"] == "downcode" and line["suggested_code"] == "D7140" for line in upcoded)
     assert any(line["action"] in ("flag", "reject") for line in _lines(results, "unsupported"))
