@@ -57,9 +57,9 @@ def _resize(pixels: np.ndarray, width: int, height: int, resample: Image.Resampl
                       dtype=np.float32)
 
 
-def _unit(values: np.ndarray) -> np.ndarray:
-    centred = values - values.mean()
-    return centred / (float(np.linalg.norm(centred)) + 1e-9)
+def _unit_rows(rows: np.ndarray) -> np.ndarray:
+    rows = rows - rows.mean(axis=1, keepdims=True)
+    return rows / (np.linalg.norm(rows, axis=1, keepdims=True) + 1e-9)
 
 
 def fingerprint(pixels: np.ndarray) -> Fingerprint:
@@ -72,7 +72,7 @@ def fingerprint(pixels: np.ndarray) -> Fingerprint:
     stretched = np.round((thumb - low) / (high - low + 1e-9) * 255.0).astype(np.uint8)
     h, w = image.shape
     centre = image[h // 10: h - h // 10, w // 10: w - w // 10]
-    coarse = _unit(_resize(centre, COARSE_GRID, COARSE_GRID, Image.Resampling.BOX).ravel())
+    coarse = _unit_rows(_resize(centre, COARSE_GRID, COARSE_GRID, Image.Resampling.BOX).reshape(1, -1))[0]
     return Fingerprint(stretched, coarse.astype(np.float32))
 
 
@@ -81,25 +81,24 @@ def coarse_similarity(query: Fingerprint, others: np.ndarray) -> np.ndarray:
     return others @ query.coarse if len(others) else np.zeros(0, dtype=np.float32)
 
 
-def _ncc_map(image: np.ndarray, template: np.ndarray) -> np.ndarray:
-    """Normalised cross-correlation of a unit template at every position inside ``image``."""
-    windows = np.lib.stride_tricks.sliding_window_view(image, template.shape)
-    centred = windows - windows.mean(axis=(2, 3), keepdims=True)
-    numerator = np.einsum("yxij,ij->yx", centred, template)
-    return numerator / (np.sqrt(np.einsum("yxij,yxij->yx", centred, centred)) + 1e-9)
+def _best_ncc(image: np.ndarray, templates: np.ndarray, side: int) -> np.ndarray:
+    """For each unit template (rows of ``side`` x ``side`` pixels) its highest normalised
+    cross-correlation at any position inside ``image``: one matrix product."""
+    windows = np.lib.stride_tricks.sliding_window_view(image, (side, side)).reshape(-1, side * side)
+    return (_unit_rows(windows) @ templates.T).max(axis=0)
 
 
 def _best_alignment(a: np.ndarray, b: np.ndarray, size: int, margin: int, scales_y, scales_x,
                     high_pass: bool) -> tuple[float, float, float]:
     """Highest NCC of ``a``'s centre inside ``b`` rescaled by (sy, sx), and that scale."""
     prepare = (lambda x: x - gaussian_filter(x, 3.0)) if high_pass else (lambda x: x)
-    template = _unit(prepare(a)[margin: size - margin, margin: size - margin])
     inner = size - 2 * margin
+    template = _unit_rows(prepare(a)[margin: size - margin, margin: size - margin].reshape(1, -1))
     best = (-1.0, 1.0, 1.0)
     for sy in scales_y:
         for sx in scales_x:
             scaled = _resize(b, max(inner, round(size * sx)), max(inner, round(size * sy)), Image.Resampling.BILINEAR)
-            score = float(_ncc_map(prepare(scaled), template).max())
+            score = float(_best_ncc(prepare(scaled), template, inner)[0])
             if score > best[0]:
                 best = (score, float(sy), float(sx))
     return best
@@ -108,11 +107,6 @@ def _best_alignment(a: np.ndarray, b: np.ndarray, size: int, margin: int, scales
 def _small(thumb: np.ndarray) -> np.ndarray:
     half = THUMB_PX // 2
     return _resize(thumb.astype(np.float32), half, half, Image.Resampling.BOX)
-
-
-def _unit_rows(rows: np.ndarray) -> np.ndarray:
-    rows = rows - rows.mean(axis=1, keepdims=True)
-    return rows / (np.linalg.norm(rows, axis=1, keepdims=True) + 1e-9)
 
 
 def _gate(query: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,14 +126,10 @@ def _gate(query: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.nda
     for sy in _SCALES:
         for sx in _SCALES:
             scaled = _resize(query, max(inner, round(half * sx)), max(inner, round(half * sy)), Image.Resampling.BILINEAR)
-            for image, templates, best in ((scaled, plain_t, best_plain),
-                                           (scaled - gaussian_filter(scaled, 1.5), high_t, best_high)):
-                windows = np.lib.stride_tricks.sliding_window_view(image, (inner, inner)).reshape(-1, inner * inner)
-                scores = (_unit_rows(windows) @ templates.T).max(axis=0)
-                better = scores > best
-                best[better] = scores[better]
-                if best is best_plain:
-                    where[better] = (sy, sx)
+            plain = _best_ncc(scaled, plain_t, inner)
+            better = plain > best_plain
+            best_plain[better], where[better] = plain[better], (sy, sx)
+            best_high = np.maximum(best_high, _best_ncc(scaled - gaussian_filter(scaled, 1.5), high_t, inner))
     return np.minimum(best_plain, best_high), where
 
 
