@@ -12,7 +12,7 @@ INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 DEMO_DIR ?= data/demo
 
-.PHONY: install demo test test-fast lint bench bench-models bench-claims bench-adjudication bench-service eval-shipped train-demo-models clean
+.PHONY: install browser demo test test-fast lint bench bench-models bench-claims bench-adjudication bench-service eval-shipped train-demo-models clean
 
 $(INSTALLED): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,7 +46,13 @@ demo: $(INSTALLED)
 	@echo "synthetic claims: $(DEMO_DIR)/claims-eval/models/claims_summary.md; adjudication with history: $(DEMO_DIR)/adjudication.txt;"
 	@echo "the service on Ray Serve, its decisions with the radiographs and boxes: $(DEMO_DIR)/service/summary.html"
 
-test: $(INSTALLED)
+# The browser test drives Debian's chromium with Playwright (Playwright's own browser
+# download is not used); installed here when missing (needs root, as in CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| (echo "chromium is missing and could not be installed: run 'apt-get install chromium' as root" && exit 1)
+
+test: $(INSTALLED) browser
 	$(BIN)/python -m pytest
 
 test-fast: $(INSTALLED)

@@ -4,6 +4,7 @@ image pixels, and the assignment of findings to teeth. Shared by evaluation and 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -55,8 +56,36 @@ class ImageReading:
     def findings_on(self, fdi: int) -> tuple[FindingDetection, ...]:
         return tuple(f for f in self.findings if f.fdi == fdi)
 
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON (the API's and the stored form); ``from_json`` reads it back."""
+        return {
+            "image_id": self.image_id, "kind": self.kind.value, "width_px": self.width_px, "height_px": self.height_px,
+            "model_versions": dict(self.model_versions),
+            "teeth": [{"fdi": t.fdi, "box_xyxy_px": list(t.box_xyxy_px), "score": round(t.score, 4),
+                       "fdi_runner_up": t.fdi_runner_up, "root_count": t.root_count,
+                       "root_count_score": None if t.root_count_score is None else round(t.root_count_score, 4)}
+                      for t in self.teeth],
+            "findings": [{"class": f.finding_class.value, "box_xyxy_px": list(f.box_xyxy_px), "score": round(f.score, 4),
+                          "tooth_fdi": f.fdi, "caries_depth": f.caries_depth.value if f.caries_depth else None}
+                         for f in self.findings],
+        }
 
-def _box(row: np.ndarray) -> BoxXYXY:
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ImageReading:
+        return cls(
+            image_id=data["image_id"], kind=RadiographKind(data["kind"]), width_px=int(data["width_px"]),
+            height_px=int(data["height_px"]),
+            teeth=tuple(ToothDetection(fdi=t["fdi"], box_xyxy_px=_box(t["box_xyxy_px"]), score=t["score"],
+                                       fdi_runner_up=t.get("fdi_runner_up"), root_count=t.get("root_count"),
+                                       root_count_score=t.get("root_count_score")) for t in data["teeth"]),
+            findings=tuple(FindingDetection(finding_class=FindingClass(f["class"]), box_xyxy_px=_box(f["box_xyxy_px"]),
+                                            score=f["score"], fdi=f.get("tooth_fdi"),
+                                            caries_depth=CariesDepth(f["caries_depth"]) if f.get("caries_depth") else None)
+                           for f in data["findings"]),
+            model_versions=tuple(data.get("model_versions", {}).items()))
+
+
+def _box(row: np.ndarray | list[float]) -> BoxXYXY:
     return (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
 
 

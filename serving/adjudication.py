@@ -31,6 +31,7 @@ from serving.catalogue import UnknownCodeError
 from serving.claims import Claim
 from serving.decisions import Action, LineDecision, RuleHit, combine_hits, make_hit
 from serving.plans import PlanVersion
+from serving.review.queue import ReviewPriority
 from serving.rules.frequency import check_duplicate, check_frequency
 from serving.rules.history import CurrentLine, MemberSnapshot, ProviderStanding
 from serving.rules.ledger import Balance, apportion, plan_buckets
@@ -41,7 +42,7 @@ from serving.rules.recycled import ImagePrint, check_recycled, find_matches
 from serving.rules.tables import RULES_DIR, BundleLibrary, FrequencyTable, load_bundles, load_frequency
 from serving.rules.unbundling import check_unbundling
 from serving.service_config import Webhook
-from serving.store import audit, repository
+from serving.store import audit, repository, reviews
 from serving.store.database import Store
 from serving.validation.context import Tables
 from serving.validation.engine import load_tables, validate_claim
@@ -183,20 +184,26 @@ def recycled_hits(store: Store, claims: list[Claim], prints: list[tuple[ImagePri
 
 def adjudicate(claim: Claim, readings: Readings, store: Store, tables: RuleTables, *, now: dt.datetime,
                actor: str = "system", webhooks: tuple[Webhook, ...] = (),
-               prints: tuple[ImagePrint, ...] = ()) -> ClaimDecision:
+               prints: tuple[ImagePrint, ...] = (), files: Mapping[str, bytes] | None = None,
+               review: ReviewPriority | None = None) -> ClaimDecision:
     return adjudicate_batch([(claim, readings)], store, tables, now=now, actor=actor, webhooks=webhooks,
-                            prints=[prints])[0]
+                            prints=[prints], files=[files or {}], review=review)[0]
 
 
 def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: RuleTables, *, now: dt.datetime,
                      actor: str = "system", webhooks: tuple[Webhook, ...] = (),
-                     prints: Sequence[tuple[ImagePrint, ...]] | None = None) -> list[ClaimDecision]:
+                     prints: Sequence[tuple[ImagePrint, ...]] | None = None,
+                     files: Sequence[Mapping[str, bytes]] | None = None,
+                     review: ReviewPriority | None = None) -> list[ClaimDecision]:
     """Decide many claims in one transaction, in order (a later claim of the same member
     sees the lines and balances of the earlier ones). The validation layer runs first,
     outside the lock; snapshots are loaded, and decisions written, in bulk. ``prints``
     (one tuple per claim) are the radiographs' fingerprints: compared with the tenant's
     earlier radiographs (recycled images) before the lock is taken, since the comparison
-    is the costly part, and stored with the decision."""
+    is the costly part, and stored with the decision. ``files`` (one mapping of radiograph
+    id -> file as received per claim) are kept for claims a person may look at; lines
+    that need review go to the tenant's queue, ordered by ``review`` priorities."""
+    weights = review or ReviewPriority()
     prepared = []
     for claim, readings in items:
         images = tuple(readings.values()) if isinstance(readings, Mapping) else tuple(readings)
@@ -266,6 +273,11 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
                       input_digest=_input_digest(claim, images), versions=versions, payload_text=as_json,
                       created_at=now.isoformat())
             writes.decisions.append(repository.decision_row(claim, seq, now))
+            record, kept, queued = reviews.decision_rows(claim, decided, images, files[index] if files else {}, seq, now,
+                                                         weights)
+            writes.records += record
+            writes.images += kept
+            writes.review_items += queued
             if webhooks and claim.mode == "claim" and not any(d.needs_review for d in decided):
                 # A final decision goes out through the outbox, in this same transaction.
                 outbox.enqueue(session, webhooks, claim.tenant, "decision.final", as_json, now)

@@ -10,6 +10,7 @@ from pydantic import Field, HttpUrl
 
 from models.config_loading import FrozenConfig, load_config
 from models.paths import PROJECT_ROOT
+from serving.review.queue import ReviewPriority
 
 DEFAULT_SERVING_CONFIG = PROJECT_ROOT / "configs" / "serving.yaml"
 
@@ -56,6 +57,10 @@ class Webhook(FrozenConfig):
     secret_env: str  # the environment variable holding the signing secret (never in the file)
 
 
+class ReviewSettings(FrozenConfig):
+    priority: ReviewPriority = ReviewPriority()
+
+
 class ServingConfig(FrozenConfig):
     models: ModelSources = ModelSources()
     tables: TablePaths = TablePaths()
@@ -69,6 +74,7 @@ class ServingConfig(FrozenConfig):
     batching: Batching = Batching()
     autoscaling: Autoscaling = Autoscaling()
     webhooks: tuple[Webhook, ...] = ()
+    review: ReviewSettings = ReviewSettings()
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else PROJECT_ROOT / path

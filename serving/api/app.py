@@ -31,11 +31,13 @@ from models.errors import DxvError
 from models.radiographs import RadiographKind
 from serving.adjudication import ClaimDecision, RuleTables, adjudicate
 from serving.api.metrics import ApiMetrics
+from serving.api.review_routes import add_review_routes
 from serving.claims import Claim, InvalidClaimError, claim_from_json
 from serving.fingerprints import fingerprint
+from serving.review.dispositions import DispositionError
 from serving.rules.recycled import ImagePrint
 from serving.service_config import ServingConfig
-from serving.store import repository
+from serving.store import repository, reviews
 from serving.store.api_keys import AuthError, ForbiddenError, Permission, Principal, authenticate
 from serving.store.database import Store
 
@@ -57,7 +59,8 @@ class TenantMismatchError(DxvError):
 
 
 _STATUS = {AuthError: 401, ForbiddenError: 403, TenantMismatchError: 403, NotFoundError: 404, RequestTooLargeError: 413,
-           repository.IdempotencyConflictError: 409}
+           repository.IdempotencyConflictError: 409, reviews.ReviewNotFoundError: 404, reviews.ReviewClosedError: 409,
+           DispositionError: 422}
 
 
 class Reader(Protocol):
@@ -86,18 +89,6 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
 
 
-def reading_json(reading: ImageReading) -> dict[str, Any]:
-    return {
-        "image_id": reading.image_id, "kind": reading.kind.value, "width_px": reading.width_px,
-        "height_px": reading.height_px, "model_versions": dict(reading.model_versions),
-        "teeth": [{"fdi": t.fdi, "box_xyxy_px": t.box_xyxy_px, "score": round(t.score, 4), "root_count": t.root_count}
-                  for t in reading.teeth],
-        "findings": [{"class": f.finding_class.value, "box_xyxy_px": f.box_xyxy_px, "score": round(f.score, 4),
-                      "tooth_fdi": f.fdi, "caries_depth": f.caries_depth.value if f.caries_depth else None}
-                     for f in reading.findings],
-    }
-
-
 def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: ServingConfig,
                clock: Callable[[], dt.datetime] | None = None) -> FastAPI:
     app = FastAPI(title="Dental radiograph validation", version="1.0",
@@ -121,7 +112,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
     async def _size_limit_and_count(request: Request, call_next):
         declared = request.headers.get("content-length")
         route = request.url.path if request.url.path.startswith(("/v1/claims", "/v1/images", "/healthz", "/readyz",
-                                                                  "/metrics")) else "other"
+                                                                  "/metrics")) else _route_family(request.url.path)
         if declared and declared.isdigit() and int(declared) > config.limits.max_request_bytes:
             metrics.requests.labels(route=route, status="413").inc()
             return _error(413, "request.too_large",
@@ -137,6 +128,8 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
             who = authenticate(session, token)
         who.require(permission)
         return who
+
+    add_review_routes(app, store=store, config=config, now=now, principal=principal, limits=limits)
 
     def decode(image_id: str, data: bytes, kind: RadiographKind | None) -> tuple[ImageReading, ImagePrint]:
         with metrics.stage("decode"):
@@ -212,7 +205,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
             readings, prints = read_all(files, kinds)
             with metrics.stage("adjudication"):
                 decided = adjudicate(claim, readings, store, tables, now=now(), actor=who.key_id,
-                                     webhooks=config.webhooks, prints=prints)
+                                     webhooks=config.webhooks, prints=prints, files=files, review=config.review.priority)
             for line in decided.lines:
                 metrics.decisions.labels(action=line.action.value).inc()
             if idempotency_key:
@@ -241,7 +234,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         def decide() -> dict[str, Any]:
             readings, prints = read_all(files, kinds)
             decided = adjudicate(claim, readings, store, tables, now=now(), actor=who.key_id, webhooks=config.webhooks,
-                                 prints=prints)
+                                 prints=prints, files=files, review=config.review.priority)
             return claim_response(decided, fhir, now())
 
         body = await run_in_threadpool(decide)
@@ -252,7 +245,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
                       authorization: str | None = Header(None)) -> dict[str, Any]:
         principal(x_api_key, authorization, Permission.VALIDATE)
         check_count(len(body.images))
-        return {"images": [reading_json(decode(i.image_id, b64(i.image_id, i.content_base64), i.kind)[0])
+        return {"images": [decode(i.image_id, b64(i.image_id, i.content_base64), i.kind)[0].to_json()
                            for i in body.images]}
 
     @app.get("/v1/decisions/{audit_id}", response_model=ClaimDecision)
@@ -279,6 +272,14 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         return JSONResponse(status_code=200 if ready else 503, content={"ready": ready})
 
     return app
+
+
+def _route_family(path: str) -> str:
+    """A bounded metrics label for the other routes (never an id from the path)."""
+    for prefix in ("/v1/reviews", "/v1/decisions", "/review", "/fhir"):
+        if path.startswith(prefix):
+            return prefix
+    return "other"
 
 
 def _parse_claim_text(text: str) -> Claim:

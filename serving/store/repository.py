@@ -32,7 +32,9 @@ from serving.store.database import StoreError
 from serving.store.schema import (
     AuditRow,
     BaselineRow,
+    ClaimImageRow,
     ClaimLineRow,
+    ClaimRecordRow,
     DecisionRow,
     EnrolmentRow,
     FingerprintRow,
@@ -43,6 +45,7 @@ from serving.store.schema import (
     PlanVersionRow,
     ProviderRow,
     ProviderStatsRow,
+    ReviewItemRow,
 )
 
 
@@ -228,6 +231,9 @@ class PendingWrites:
     lines: list[dict] = field(default_factory=list)
     entries: list[dict] = field(default_factory=list)
     decisions: list[dict] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)  # claim records, their radiographs, queued lines
+    images: list[dict] = field(default_factory=list)
+    review_items: list[dict] = field(default_factory=list)
     ledgers: dict[int, LedgerState] = field(default_factory=dict)
 
     def consume(self, rows: dict[str, LedgerState], consumed: dict[str, float], *, tenant: str, claim_id: str,
@@ -241,7 +247,8 @@ class PendingWrites:
                                  "amount": Decimal(str(amount)), "created_at": now})
 
     def flush(self, session: Session) -> None:
-        for table, rows in ((ClaimLineRow, self.lines), (LedgerEntryRow, self.entries), (DecisionRow, self.decisions)):
+        for table, rows in ((ClaimLineRow, self.lines), (LedgerEntryRow, self.entries), (DecisionRow, self.decisions),
+                            (ClaimRecordRow, self.records), (ClaimImageRow, self.images), (ReviewItemRow, self.review_items)):
             if rows:  # Core executemany: the ORM's bulk path costs more and gives nothing here
                 session.connection().execute(insert_rows(cast(Table, table.__table__)), rows)
         if self.ledgers:
@@ -250,6 +257,7 @@ class PendingWrites:
                 .values(used=bindparam("new_used")),
                 [{"ledger_row": r.id, "new_used": r.used} for r in self.ledgers.values()])
         self.lines, self.entries, self.decisions, self.ledgers = [], [], [], {}
+        self.records, self.images, self.review_items = [], [], []
         session.flush()
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -150,15 +151,78 @@ class LedgerEntryRow(Base):
 
 
 class ReviewRow(Base):
+    """A reviewer's disposition of a queued line (the audit record ``audit_seq`` holds it too)."""
+
     __tablename__ = "reviews"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant: Mapped[str] = mapped_column(String(64), index=True)
     claim_id: Mapped[str] = mapped_column(String(64))
     line_id: Mapped[str] = mapped_column(String(32))
     reviewer: Mapped[str] = mapped_column(String(64))
-    disposition: Mapped[str] = mapped_column(String(32))
+    disposition: Mapped[str] = mapped_column(String(32))  # confirm, override_pass, change
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    review_item_id: Mapped[int | None] = mapped_column(ForeignKey("review_items.id"), nullable=True, index=True)
+    action: Mapped[str | None] = mapped_column(String(16), nullable=True)  # the line's final action
+    code: Mapped[str | None] = mapped_column(String(16), nullable=True)  # the final code where it changed
+    corrections: Mapped[str] = mapped_column(Text, default="[]")  # JSON: finding corrections
+    audit_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class ClaimRecordRow(Base):
+    """The claim as decided (attachment contents left out; the files are in claim_images)
+    and the models' readings of its radiographs: what a reviewer, an appeal and the
+    reports need. Kept for claims with radiographs or with any line not passed."""
+
+    __tablename__ = "claim_records"
+    __table_args__ = (Index("ix_claim_records_tenant_claim", "tenant", "claim_id"),
+                      Index("ix_claim_records_tenant_created", "tenant", "created_at"))
+    audit_seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    tenant: Mapped[str] = mapped_column(String(64))
+    claim_id: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))
+    claim: Mapped[str] = mapped_column(Text)  # JSON
+    readings: Mapped[str] = mapped_column(Text)  # JSON: one object per radiograph
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class ClaimImageRow(Base):
+    """A radiograph of a claim that went to a person (flag) or was refused in part
+    (reject, downcode): the file as received, for the case view, appeals and retraining."""
+
+    __tablename__ = "claim_images"
+    __table_args__ = (UniqueConstraint("audit_seq", "radiograph_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    audit_seq: Mapped[int] = mapped_column(ForeignKey("claim_records.audit_seq"), index=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    radiograph_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    media: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class ReviewItemRow(Base):
+    """A line waiting for (or done with) a person. ``rank_key`` orders the queue: the
+    priority at enqueue minus the age weight times the enqueue day, so that ordering by it
+    equals ordering by priority plus age weight times days waiting, at any moment."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (UniqueConstraint("audit_seq", "line_id"),
+                      Index("ix_review_items_queue", "tenant", "status", "rank_key"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    audit_seq: Mapped[int] = mapped_column(Integer, index=True)
+    claim_id: Mapped[str] = mapped_column(String(64))
+    line_id: Mapped[str] = mapped_column(String(32))
+    code: Mapped[str] = mapped_column(String(16))
+    fee: Mapped[Decimal] = mapped_column(Money)
+    action: Mapped[str] = mapped_column(String(16))  # the line's action as decided
+    severity: Mapped[float] = mapped_column(Float)
+    rules: Mapped[str] = mapped_column(Text)  # JSON list of the fired rule ids
+    rank_key: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16))  # open, closed
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class AuditRow(Base):

@@ -1,0 +1,205 @@
+"""The review queue in the store: what adjudication keeps for people (claim records, the
+radiographs, queued lines) and what reviewers do with it (dispositions, written to the
+audit trail with the reviewer's identity, the line's status and the ledger updated)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from models.detections import ImageReading
+from serving import outbox
+from serving.claims import Claim
+from serving.decisions import Action, LineDecision
+from serving.review.dispositions import DispositionError, DispositionIn, final_action
+from serving.review.queue import ReviewPriority, priority_now, queue_entries, rank_key
+from serving.service_config import Webhook
+from serving.store import audit
+from serving.store.database import StoreError
+from serving.store.schema import (
+    AuditRow,
+    ClaimImageRow,
+    ClaimLineRow,
+    ClaimRecordRow,
+    LedgerEntryRow,
+    LedgerRow,
+    ReviewItemRow,
+    ReviewRow,
+)
+
+_LINE_STATUS = {Action.PASS: "approved", Action.DOWNCODE: "approved", Action.REJECT: "denied"}
+
+
+class ReviewNotFoundError(StoreError):
+    code = "not_found"
+
+
+class ReviewClosedError(StoreError):
+    code = "review.already_closed"
+
+
+# ---- written with each decision -------------------------------------------------------------
+
+
+def claim_json(claim: Claim) -> str:
+    """The claim as decided, without the attachments' contents (the files are kept apart)."""
+    return claim.model_dump_json(exclude={"attachments": {"__all__": {"content"}}}, exclude_none=True)
+
+
+def decision_rows(claim: Claim, decided: tuple[LineDecision, ...], readings: tuple[ImageReading, ...],
+                  files: Mapping[str, bytes], audit_seq: int, now: dt.datetime,
+                  weights: ReviewPriority) -> tuple[list[dict], list[dict], list[dict]]:
+    """(claim record, radiographs, queue items) rows for one decided claim. A record is kept
+    when the claim had radiographs (the readings feed monitoring) or a line was not
+    passed; the files when a line was not passed (a person may need to look)."""
+    not_passed = any(d.action is not Action.PASS for d in decided)
+    if not readings and not not_passed:
+        return [], [], []
+    record = [{"audit_seq": audit_seq, "tenant": claim.tenant, "claim_id": claim.claim_id, "mode": claim.mode,
+               "claim": claim_json(claim), "readings": json.dumps([r.to_json() for r in readings]), "created_at": now}]
+    kinds = {r.image_id: r.kind.value for r in readings}
+    images = [{"audit_seq": audit_seq, "tenant": claim.tenant, "radiograph_id": rid, "kind": kinds.get(rid, "unknown"),
+               "media": data, "created_at": now} for rid, data in files.items()] if not_passed else []
+    billed = {line.line_id: (line.code, line.fee) for line in claim.lines}
+    items = [{"tenant": claim.tenant, "audit_seq": audit_seq, "claim_id": claim.claim_id, "line_id": e.line_id,
+              "code": e.code, "fee": Decimal(str(e.fee)), "action": e.action.value, "severity": e.severity,
+              "rules": json.dumps(e.rules), "rank_key": rank_key(e.priority, now, weights), "status": "open",
+              "created_at": now} for e in queue_entries(billed, decided, weights)]
+    return record, images, items
+
+
+# ---- the queue -------------------------------------------------------------------------------
+
+
+def _item_json(row: ReviewItemRow, now: dt.datetime, weights: ReviewPriority) -> dict[str, Any]:
+    return {"item_id": row.id, "audit_id": row.audit_seq, "claim_id": row.claim_id, "line_id": row.line_id,
+            "code": row.code, "fee": float(row.fee), "action": row.action, "severity": row.severity,
+            "rules": json.loads(row.rules), "status": row.status,
+            "priority": round(priority_now(row.rank_key, now, weights), 3),
+            "waiting_days": round((now - row.created_at).total_seconds() / 86400.0, 2),
+            "created_at": row.created_at.isoformat(), "closed_at": row.closed_at.isoformat() if row.closed_at else None}
+
+
+def list_queue(session: Session, tenant: str, now: dt.datetime, weights: ReviewPriority, *, status: str = "open",
+               limit: int = 50, offset: int = 0) -> dict[str, Any]:
+    """The tenant's queue, highest priority first (closed items: latest first)."""
+    query = select(ReviewItemRow).where(ReviewItemRow.tenant == tenant, ReviewItemRow.status == status)
+    order = (ReviewItemRow.rank_key.desc(), ReviewItemRow.id) if status == "open" else (ReviewItemRow.closed_at.desc(),)
+    rows = session.execute(query.order_by(*order).limit(limit).offset(offset)).scalars().all()
+    total = session.execute(select(func.count()).select_from(ReviewItemRow)
+                            .where(ReviewItemRow.tenant == tenant, ReviewItemRow.status == status)).scalar_one()
+    return {"status": status, "total": total, "offset": offset, "items": [_item_json(r, now, weights) for r in rows]}
+
+
+def case_item(session: Session, tenant: str, item_id: int, *, lock: bool = False) -> ReviewItemRow:
+    query = select(ReviewItemRow).where(ReviewItemRow.id == item_id, ReviewItemRow.tenant == tenant)
+    row = session.execute(query.with_for_update() if lock else query).scalar_one_or_none()
+    if row is None:  # another tenant's item is "not found" too
+        raise ReviewNotFoundError(f"no review item {item_id} for this tenant")
+    return row
+
+
+def case_detail(session: Session, tenant: str, item_id: int, now: dt.datetime, weights: ReviewPriority) -> dict[str, Any]:
+    """Everything the case view shows: the queued line, the whole claim and its decision,
+    the readings of each radiograph, the claim's other queued lines and past dispositions."""
+    item = case_item(session, tenant, item_id)
+    record = session.get(ClaimRecordRow, item.audit_seq)
+    decision = session.execute(select(AuditRow.payload).where(AuditRow.seq == item.audit_seq)).scalar_one()
+    images = session.execute(select(ClaimImageRow.radiograph_id, ClaimImageRow.kind)
+                             .where(ClaimImageRow.audit_seq == item.audit_seq).order_by(ClaimImageRow.id)).all()
+    siblings = session.execute(select(ReviewItemRow).where(ReviewItemRow.audit_seq == item.audit_seq)
+                               .order_by(ReviewItemRow.id)).scalars().all()
+    reviews = session.execute(select(ReviewRow).where(ReviewRow.review_item_id.in_([s.id for s in siblings]))
+                              .order_by(ReviewRow.id)).scalars().all()
+    return {"item": _item_json(item, now, weights),
+            "claim": json.loads(record.claim) if record else None,
+            "decision": json.loads(decision),
+            "readings": json.loads(record.readings) if record else [],
+            "images": [{"radiograph_id": rid, "kind": kind} for rid, kind in images],
+            "queue": [_item_json(s, now, weights) for s in siblings],
+            "dispositions": [disposition_json(r) for r in reviews]}
+
+
+def disposition_json(row: ReviewRow) -> dict[str, Any]:
+    return {"review_id": row.id, "item_id": row.review_item_id, "claim_id": row.claim_id, "line_id": row.line_id,
+            "reviewer": row.reviewer, "outcome": row.disposition, "action": row.action, "code": row.code,
+            "reason": row.reason, "corrections": json.loads(row.corrections), "audit_id": row.audit_seq,
+            "created_at": row.created_at.isoformat()}
+
+
+def claim_image(session: Session, tenant: str, audit_seq: int, radiograph_id: str) -> tuple[str, bytes]:
+    row = session.execute(select(ClaimImageRow.kind, ClaimImageRow.media)
+                          .where(ClaimImageRow.audit_seq == audit_seq, ClaimImageRow.tenant == tenant,
+                                 ClaimImageRow.radiograph_id == radiograph_id)).one_or_none()
+    if row is None:
+        raise ReviewNotFoundError(f"no radiograph {radiograph_id!r} kept for decision {audit_seq} of this tenant")
+    return row.kind, row.media
+
+
+# ---- dispositions -----------------------------------------------------------------------------
+
+
+def _release_ledger(session: Session, tenant: str, claim_id: str, line_id: str) -> dict[str, float]:
+    """Give back what a line reserved in its ledgers (a line ending as reject pays nothing).
+    The entry keeps its row with amount 0; the review's audit record says what was released."""
+    released: dict[str, float] = {}
+    entries = session.execute(select(LedgerEntryRow, LedgerRow).join(LedgerRow, LedgerRow.id == LedgerEntryRow.ledger_id)
+                              .where(LedgerEntryRow.tenant == tenant, LedgerEntryRow.claim_id == claim_id,
+                                     LedgerEntryRow.line_id == line_id).with_for_update()).all()
+    for entry, ledger in entries:
+        if entry.amount:
+            released[ledger.bucket] = float(entry.amount)
+            ledger.used = ledger.used - entry.amount
+            entry.amount = Decimal("0")
+    return released
+
+
+def record_disposition(session: Session, tenant: str, item_id: int, reviewer: str, disposition: DispositionIn,
+                       now: dt.datetime, webhooks: tuple[Webhook, ...] = ()) -> dict[str, Any]:
+    """Close a queued line with the reviewer's disposition: the audit record (actor: the
+    reviewer's key), the disposition row, the line's final status in the history, the
+    ledger released when it ends as reject, and a webhook event."""
+    item = case_item(session, tenant, item_id, lock=True)
+    if item.status != "open":
+        raise ReviewClosedError(f"review item {item_id} was already disposed of")
+    decision = json.loads(session.execute(select(AuditRow.payload).where(AuditRow.seq == item.audit_seq)).scalar_one())
+    line = next(x for x in decision["lines"] if x["line_id"] == item.line_id)
+    action, code = final_action(disposition, line.get("suggested_code"))
+    record = session.get(ClaimRecordRow, item.audit_seq)
+    known = {r["image_id"] for r in json.loads(record.readings)} if record else set()
+    for correction in disposition.corrections:
+        if correction.image_id not in known:
+            raise DispositionError(f"correction names image {correction.image_id!r}, which this claim did not carry")
+    released = _release_ledger(session, tenant, item.claim_id, item.line_id) if action is Action.REJECT else {}
+    values: dict[str, Any] = {"status": _LINE_STATUS[action], "action": action.value}
+    if action is Action.REJECT:
+        values["approved_amount"] = Decimal("0")
+    session.execute(update(ClaimLineRow).where(ClaimLineRow.tenant == tenant, ClaimLineRow.claim_id == item.claim_id,
+                                               ClaimLineRow.line_id == item.line_id,
+                                               ClaimLineRow.mode == decision["mode"]).values(**values))
+    payload = {"review_item_id": item.id, "decision_audit_id": item.audit_seq, "claim_id": item.claim_id,
+               "line_id": item.line_id, "line_action_before": item.action, "outcome": disposition.outcome.value,
+               "action": action.value, "code": code, "reason": disposition.reason, "reviewer": reviewer,
+               "corrections": [c.model_dump(mode="json") for c in disposition.corrections], "released": released}
+    chain = audit.ChainWriter(session)
+    seq = chain.add(tenant=tenant, kind="review", subject=f"{item.claim_id}/{item.line_id}", actor=reviewer,
+                    input_digest=audit.digest(payload), versions=decision.get("versions", {}), payload=payload,
+                    created_at=now.isoformat())
+    chain.flush()
+    row = ReviewRow(tenant=tenant, claim_id=item.claim_id, line_id=item.line_id, reviewer=reviewer,
+                    disposition=disposition.outcome.value, reason=disposition.reason, created_at=now,
+                    review_item_id=item.id, action=action.value, code=code,
+                    corrections=json.dumps(payload["corrections"]), audit_seq=seq)
+    session.add(row)
+    item.status, item.closed_at = "closed", now
+    if webhooks:
+        outbox.enqueue(session, webhooks, tenant, "review.disposition", audit.canonical_json({**payload, "audit_id": seq}),
+                       now)
+    session.flush()
+    return disposition_json(row)
