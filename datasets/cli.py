@@ -16,7 +16,9 @@ from models.radiographs import RadiographKind
 _out = Console()
 
 
-def register(commands: Any) -> None:
+def register(commands: Any) -> Any:
+    """Adds ``synth``, ``data`` and ``inspect``; returns the ``data`` subcommands (other
+    packages add theirs, e.g. ``export-corrections``)."""
     synth = commands.add_parser("synth", help="generate synthetic radiographs with exact annotations")
     synth.add_argument("--kind", required=True, choices=[k.value for k in RadiographKind])
     synth.add_argument("--n", type=int, required=True, help="number of images")
@@ -48,6 +50,7 @@ def register(commands: Any) -> None:
     inspect.add_argument("file", type=Path)
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.set_defaults(handler=_inspect)
+    return data_commands
 
 
 def _synth(args: argparse.Namespace) -> int:

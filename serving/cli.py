@@ -18,17 +18,19 @@ def build_parser() -> argparse.ArgumentParser:
     from datasets import cli as datasets_cli
     from evaluation import cli as evaluation_cli
     from serving import serve_cli, state_cli, validate_cli
+    from serving.review import cli as review_cli
     from training import cli as training_cli
 
     parser = argparse.ArgumentParser(
         prog="dxv", description="Dental radiograph validation for claims adjudication.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    datasets_cli.register(commands)
+    data_commands = datasets_cli.register(commands)
     training_cli.register(commands)
     evaluation_cli.register(commands)
     validate_cli.register(commands)
     state_cli.register(commands)
     serve_cli.register(commands)
+    review_cli.register(commands, data_commands)
     return parser
 
 

@@ -17,13 +17,26 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from models.errors import DxvError
+from models.errors import VocabularyError
 from models.findings import FindingClass
+from models.teeth import Tooth
 from serving.decisions import Action
 
 BoxXYXY = tuple[float, float, float, float]
+
+
+def _fdi(value: int) -> int:
+    try:
+        Tooth.fdi_of(value)
+    except VocabularyError as exc:
+        raise ValueError(f"{value} is not an FDI tooth number") from exc
+    return value
+
+
+Fdi = Annotated[int, AfterValidator(_fdi)]
 
 
 class DispositionError(DxvError):
@@ -57,7 +70,7 @@ class MissedFinding(_In):
     image_id: str = Field(min_length=1)
     finding_class: FindingClass
     box_xyxy_px: BoxXYXY
-    tooth_fdi: int | None = Field(None, ge=11, le=85)
+    tooth_fdi: Fdi | None = None
     note: str = ""
 
     @model_validator(mode="after")
@@ -74,8 +87,8 @@ class WrongToothNumber(_In):
     type: Literal["wrong_tooth_number"]
     image_id: str = Field(min_length=1)
     box_xyxy_px: BoxXYXY
-    detected_fdi: int = Field(ge=11, le=85)
-    correct_fdi: int = Field(ge=11, le=85)
+    detected_fdi: Fdi
+    correct_fdi: Fdi
     note: str = ""
 
 

@@ -261,3 +261,54 @@ def test_the_workbench_page_and_its_assets_are_served(service) -> None:
     assert page.status_code == 200 and "Claim review" in page.text and "/review/review.js" in page.text
     assert client.get("/review/review.js").status_code == 200
     assert client.get("/review/secrets.txt").status_code == 404
+
+
+def test_exported_corrections_are_read_back_by_the_training_loader(service, tmp_path) -> None:
+    from serving.cli import main
+    from training.config import DataConfig, DiskSource
+    from training.data import DataReport, load_samples
+
+    client = TestClient(service.app)
+    rid, _ = periapical_image(9)
+    _submit(service, flagged_claim("X-1", periapical_image(9)))
+    items = client.get("/v1/reviews", headers=_headers(service, "reviewer")).json()["items"]
+    case = client.get(f"/v1/reviews/{items[0]['item_id']}", headers=_headers(service, "reviewer")).json()
+    reading = case["readings"][0]
+    shown = [f for f in reading["findings"] if f["score"] >= 0.3]
+    wrong = shown[0]
+    tooth = max(reading["teeth"], key=lambda t: t["score"])
+    renumber_to = 24 if tooth["fdi"] != 24 else 25
+    corrections = [
+        {"type": "finding_wrong", "image_id": rid, "finding_class": wrong["class"], "box_xyxy_px": wrong["box_xyxy_px"]},
+        {"type": "missed_finding", "image_id": rid, "finding_class": "periapical_lesion",
+         "box_xyxy_px": [200.0, 500.0, 260.0, 560.0], "tooth_fdi": 14},
+        {"type": "wrong_tooth_number", "image_id": rid, "box_xyxy_px": tooth["box_xyxy_px"], "detected_fdi": tooth["fdi"],
+         "correct_fdi": renumber_to}]
+    answer = client.post(f"/v1/reviews/{items[0]['item_id']}/disposition", headers=_headers(service, "reviewer"),
+                         json={"outcome": "confirm", "reason": "see corrections", "corrections": corrections})
+    assert answer.status_code == 201, answer.text
+    # a disposition without corrections adds no image
+    client.post(f"/v1/reviews/{items[1]['item_id']}/disposition", headers=_headers(service, "reviewer"),
+                json={"outcome": "override_pass", "reason": "fine as billed"})
+
+    out = tmp_path / "corrections"
+    url = str(service.store.engine.url)
+    assert main(["data", "export-corrections", "--out", str(out), "--url", url, "--tenant", "demo"]) == 0
+    report = DataReport()
+    [sample] = load_samples(DataConfig(sources=(DiskSource(format="coco", path=out / "annotations.json"),)), report)
+    labels = sample.annotations
+    assert (labels.width_px, labels.height_px) == (reading["width_px"], reading["height_px"])
+    assert rid not in labels.image_id and "MBR" not in labels.file_name  # no client ids in the export
+    boxes = {(f.finding_class.value, tuple(round(v) for v in f.box_xyxy_px)) for f in labels.findings}
+    assert ("periapical_lesion", (200, 500, 260, 560)) in boxes
+    assert (wrong["class"], tuple(round(v) for v in wrong["box_xyxy_px"])) not in boxes
+    assert len(labels.findings) == len(shown)  # one removed, one added
+    renumbered = [t for t in labels.teeth if tuple(round(v) for v in t.box_xyxy_px)
+                  == tuple(round(v) for v in tooth["box_xyxy_px"])]
+    assert [t.fdi for t in renumbered] == [renumber_to]
+    pixels = sample.load()
+    assert pixels.shape == (reading["height_px"], reading["width_px"]) and 0.0 <= pixels.min() < pixels.max() <= 1.0
+    # nothing in another tenant
+    other = tmp_path / "other"
+    assert main(["data", "export-corrections", "--out", str(other), "--url", url, "--tenant", "other"]) == 0
+    assert json.loads((other / "annotations.json").read_text())["images"] == []

@@ -1,0 +1,95 @@
+"""``dxv data export-corrections``: the reviewers' finding corrections as a COCO dataset
+that ``dxv train`` reads (a ``coco`` source in a training config) for fine-tuning.
+
+Each radiograph that received at least one correction becomes an image: the file as
+received is decoded and written as a 16-bit PNG (DICOM headers, and whatever patient data
+they hold, stay behind), named by the decision's audit id and the image's position
+rather than by the client's radiograph id. Its labels are the models' detections at or
+above ``min_score`` with every correction applied (``serving.review.corrections``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pydantic import TypeAdapter
+from sqlalchemy import select
+
+from datasets.annotations import ImageAnnotations
+from datasets.coco import write_coco
+from datasets.readers import read_radiograph
+from models.detections import ImageReading
+from serving.review.corrections import corrected_annotations
+from serving.review.dispositions import Correction
+from serving.store.database import Store
+from serving.store.schema import ClaimImageRow, ClaimRecordRow, ReviewItemRow, ReviewRow
+
+_CORRECTIONS = TypeAdapter(list[Correction])
+
+
+@dataclass
+class ExportSummary:
+    images: int = 0
+    dispositions: int = 0
+    applied: Counter[str] = field(default_factory=Counter)
+    skipped: list[str] = field(default_factory=list)  # why an image could not be exported
+
+
+def _png16(data: bytes) -> bytes:
+    import io
+
+    pixels = np.asarray(read_radiograph(data).pixels_unit, dtype=np.float64)
+    image = Image.fromarray(np.clip(pixels * 65535.0 + 0.5, 0, 65535).astype(np.uint16))
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=3)
+    return out.getvalue()
+
+
+def export_corrections(store: Store, out: Path, *, tenant: str | None = None, start: dt.date | None = None,
+                       end: dt.date | None = None, min_score: float = 0.3) -> ExportSummary:
+    """Write ``out/annotations.json`` and ``out/images/*.png``; ``start``/``end`` bound the
+    disposition dates (inclusive)."""
+    summary = ExportSummary()
+    query = select(ReviewRow, ReviewItemRow.audit_seq).join(ReviewItemRow, ReviewItemRow.id == ReviewRow.review_item_id) \
+        .where(ReviewRow.corrections != "[]")
+    if tenant:
+        query = query.where(ReviewRow.tenant == tenant)
+    if start:
+        query = query.where(ReviewRow.created_at >= dt.datetime.combine(start, dt.time.min))
+    if end:
+        query = query.where(ReviewRow.created_at < dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min))
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    annotations: list[ImageAnnotations] = []
+    with store.transaction() as session:
+        by_decision: dict[int, list[Correction]] = {}
+        for review, audit_seq in session.execute(query.order_by(ReviewRow.id)).all():
+            by_decision.setdefault(audit_seq, []).extend(_CORRECTIONS.validate_json(review.corrections))
+            summary.dispositions += 1
+        for audit_seq, corrections in sorted(by_decision.items()):
+            record = session.get(ClaimRecordRow, audit_seq)
+            readings = [ImageReading.from_json(r) for r in json.loads(record.readings)] if record else []
+            files = dict(session.execute(select(ClaimImageRow.radiograph_id, ClaimImageRow.media)
+                                         .where(ClaimImageRow.audit_seq == audit_seq)).tuples().all())
+            for position, reading in enumerate(readings):
+                mine = [c for c in corrections if c.image_id == reading.image_id]
+                if not mine:
+                    continue
+                if reading.image_id not in files:
+                    summary.skipped.append(f"decision {audit_seq}, image {position + 1}: the file was not kept")
+                    continue
+                name = f"images/d{audit_seq}-{position + 1}.png"
+                (out / name).write_bytes(_png16(files[reading.image_id]))
+                labelled, applied = corrected_annotations(reading, mine, name, min_score)
+                annotations.append(ImageAnnotations(
+                    image_id=f"d{audit_seq}-{position + 1}", file_name=name, width_px=labelled.width_px,
+                    height_px=labelled.height_px, kind=labelled.kind, teeth=labelled.teeth, findings=labelled.findings))
+                summary.applied.update(applied)
+                summary.images += 1
+    write_coco(out / "annotations.json", annotations,
+               description=f"reviewer corrections (tenant {tenant or 'all'}, models' detections >= {min_score} corrected)")
+    return summary
