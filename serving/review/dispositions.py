@@ -19,8 +19,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from models.errors import DxvError
-from models.errors import VocabularyError
+from models.errors import DxvError, VocabularyError
 from models.findings import FindingClass
 from models.teeth import Tooth
 from serving.decisions import Action
