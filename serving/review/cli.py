@@ -1,6 +1,6 @@
 """Review commands: ``dxv data export-corrections`` (reviewer corrections as a COCO
-dataset for ``dxv train``). The store URL is ``--url``, else ``$DXV_STATE_URL``, else the
-SQLite file ``data/state/dxv.db``."""
+dataset for ``dxv train``) and ``dxv report fp`` (the false-positive report). The store
+URL is ``--url``, else ``$DXV_STATE_URL``, else the SQLite file ``data/state/dxv.db``."""
 
 from __future__ import annotations
 
@@ -26,6 +26,17 @@ def register(commands: Any, data_commands: Any) -> None:
     export.add_argument("--url", default=None)
     export.set_defaults(handler=_export)
 
+    report = commands.add_parser("report", help="reports for clinicians")
+    rsub = report.add_subparsers(dest="report_command", required=True)
+    fp = rsub.add_parser("fp", help="false-positive report: flag rates, reviewer agreement and overrides, trend, "
+                                    "worst examples (HTML with the plots inside, figures as JSON beside it)")
+    fp.add_argument("--from", dest="start", type=dt.date.fromisoformat, required=True)
+    fp.add_argument("--to", dest="end", type=dt.date.fromisoformat, required=True)
+    fp.add_argument("--tenant", default=None)
+    fp.add_argument("--out", type=Path, default=Path("data/reports/fp.html"))
+    fp.add_argument("--url", default=None)
+    fp.set_defaults(handler=_fp_report)
+
 
 def _export(args: argparse.Namespace) -> int:
     from serving.review.export import export_corrections
@@ -43,4 +54,22 @@ def _export(args: argparse.Namespace) -> int:
     for why in summary.skipped:
         _out.print(f"  skipped: {why}")
     _out.print(f"train on it with a coco source: data.sources=[{{format: coco, path: {args.out / 'annotations.json'}}}]")
+    return 0
+
+
+def _fp_report(args: argparse.Namespace) -> int:
+    from evaluation.fp_report import write_report
+    from serving.store.database import Store
+
+    if args.end < args.start:
+        from models.errors import DxvError
+
+        raise DxvError(f"--to {args.end} is before --from {args.start}")
+    store = Store.open(args.url)
+    try:
+        figures = write_report(store, args.out, args.start, args.end, args.tenant)
+    finally:
+        store.close()
+    _out.print(f"{figures.lines} lines, {figures.flagged} flagged; {figures.disposed} dispositions: agreement "
+               f"{figures.agreement_rate:.1%}, override {figures.override_rate:.1%} -> {args.out}")
     return 0
