@@ -73,8 +73,8 @@ def export_corrections(store: Store, out: Path, *, tenant: str | None = None, st
         for audit_seq, corrections in sorted(by_decision.items()):
             record = session.get(ClaimRecordRow, audit_seq)
             readings = [ImageReading.from_json(r) for r in json.loads(record.readings)] if record else []
-            files = dict(session.execute(select(ClaimImageRow.radiograph_id, ClaimImageRow.media)
-                                         .where(ClaimImageRow.audit_seq == audit_seq)).tuples().all())
+            files = {rid: media for rid, media in session.execute(
+                select(ClaimImageRow.radiograph_id, ClaimImageRow.media).where(ClaimImageRow.audit_seq == audit_seq))}
             for position, reading in enumerate(readings):
                 mine = [c for c in corrections if c.image_id == reading.image_id]
                 if not mine:
