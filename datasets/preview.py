@@ -3,6 +3,8 @@ to check data by eye (``dxv synth --preview``) and for reports."""
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,29 @@ _SHORT = {
     FindingClass.RESTORATION: "rest", FindingClass.CROWN: "crn", FindingClass.ROOT_CANAL_FILLING: "rcf",
     FindingClass.IMPLANT: "impl",
 }
+
+
+def png_8bit(pixels_unit: np.ndarray) -> bytes:
+    """Unit pixels as an 8-bit greyscale PNG (for display)."""
+    grey = np.clip(np.asarray(pixels_unit, dtype=np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(grey, mode="L").save(out, format="PNG", compress_level=3)
+    return out.getvalue()
+
+
+def png_16bit(pixels_unit: np.ndarray) -> bytes:
+    """Unit pixels as a 16-bit greyscale PNG (lossless enough for training data)."""
+    wide = np.clip(np.asarray(pixels_unit, dtype=np.float64) * 65535.0 + 0.5, 0, 65535).astype(np.uint16)
+    out = io.BytesIO()
+    Image.fromarray(wide).save(out, format="PNG", compress_level=3)
+    return out.getvalue()
+
+
+def overlay_png_base64(pixels_unit: np.ndarray, annotations: ImageAnnotations, max_side: int = 640) -> str:
+    """``draw_overlay`` as a base64 PNG, for an ``<img src="data:...">`` in an HTML report."""
+    out = io.BytesIO()
+    draw_overlay(pixels_unit, annotations, max_side).save(out, "PNG")
+    return base64.b64encode(out.getvalue()).decode("ascii")
 
 
 def draw_overlay(pixels_unit: np.ndarray, annotations: ImageAnnotations, max_side: int = 640) -> Image.Image:

@@ -32,7 +32,7 @@ import numpy as np
 from sqlalchemy import select
 
 from datasets.annotations import FindingAnnotation, ImageAnnotations, ToothAnnotation
-from datasets.preview import draw_overlay
+from datasets.preview import overlay_png_base64
 from datasets.readers import read_radiograph
 from models.findings import FindingClass
 from models.radiographs import RadiographKind
@@ -226,12 +226,9 @@ def _thumbnail(store: Store, audit_id: int, decision: dict[str, Any], line_id: s
         findings = tuple(FindingAnnotation(FindingClass(e["finding_class"]), tuple(e["box_xyxy_px"]))
                          for e in evidence if e["image_id"] == rid and e.get("finding_class"))
         h, w = pixels.shape
-        drawn = draw_overlay(pixels, ImageAnnotations(rid, "", w, h, RadiographKind(kind) if kind != "unknown" else None,
-                                                      teeth, findings), max_side=THUMB_SIDE)
-        buffer = io.BytesIO()
-        drawn.save(buffer, "PNG")
+        labels = ImageAnnotations(rid, "", w, h, RadiographKind(kind) if kind != "unknown" else None, teeth, findings)
         # the client's radiograph id can carry anything: the caption names the image by position
-        out.append((f"image {position} ({kind})", base64.b64encode(buffer.getvalue()).decode("ascii")))
+        out.append((f"image {position} ({kind})", overlay_png_base64(pixels, labels, max_side=THUMB_SIDE)))
     return out
 
 

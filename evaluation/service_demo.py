@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import io
 import os
 import signal
 import subprocess
@@ -25,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from datasets.annotations import FindingAnnotation, ImageAnnotations, ToothAnnotation
-from datasets.preview import draw_overlay
+from datasets.preview import overlay_png_base64, png_8bit
 from datasets.synth.generator import SyntheticCase, case_dicom_bytes
 from models.errors import DxvError
 from models.findings import CariesDepth, FindingClass
@@ -75,12 +73,6 @@ class PreparedClaim:
     images: dict[str, tuple[RadiographKind, np.ndarray]]  # radiograph id -> kind, pixels as sent
 
 
-def _png_bytes(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def build_claims() -> list[PreparedClaim]:
     """The demo claims as request bodies (base64 attachments), with the pixels sent."""
     from evaluation.claim_generator import generate_claims
@@ -95,7 +87,7 @@ def build_claims() -> list[PreparedClaim]:
             rid, (kind, pixels) = next(iter(original.images.items()))
             h, w = pixels.shape
             sent = pixels[int(h * 0.03): h - int(h * 0.02), int(w * 0.04):]  # a small crop, 8-bit PNG
-            radiograph_id, content = f"{rid}-again", _png_bytes(sent)
+            radiograph_id, content = f"{rid}-again", png_8bit(sent)
         else:
             kind, sent, radiograph_id = source.kind, source.pixels_unit, source.image_id
             content = case_dicom_bytes(source)
@@ -138,10 +130,7 @@ def _overlay_png(pixels: np.ndarray, kind: RadiographKind, reading: dict) -> str
                                        CariesDepth(f["caries_depth"]) if f.get("caries_depth") else None)
                      for f in reading["findings"] if f["score"] >= DRAW_MIN_SCORE)
     h, w = pixels.shape
-    drawn = draw_overlay(pixels, ImageAnnotations(reading["image_id"], "", w, h, kind, teeth, findings), max_side=720)
-    buffer = io.BytesIO()
-    drawn.save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return overlay_png_base64(pixels, ImageAnnotations(reading["image_id"], "", w, h, kind, teeth, findings), max_side=720)
 
 
 def decision_rows(claims: list[PreparedClaim], results: list[tuple[dict, dict[str, dict]]]) -> list[list[str]]:

@@ -13,17 +13,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Header, Query
 from fastapi.responses import FileResponse, JSONResponse, Response
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from datasets.preview import png_8bit
 from datasets.radiograph import ReaderLimits
 from datasets.readers import read_radiograph
 from serving.review.dispositions import DispositionIn
@@ -35,15 +33,6 @@ from serving.store.database import Store
 STATIC = Path(__file__).parent / "static"
 
 PrincipalOf = Callable[[str | None, str | None, Permission], Principal]
-
-
-def display_png(data: bytes, limits: ReaderLimits) -> bytes:
-    """The radiograph as an 8-bit greyscale PNG, windowed as the reader decodes it."""
-    pixels = read_radiograph(data, limits=limits).pixels_unit
-    image = Image.fromarray(np.clip(np.asarray(pixels) * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
-    out = io.BytesIO()
-    image.save(out, format="PNG", optimize=False, compress_level=3)
-    return out.getvalue()
 
 
 def add_review_routes(app: FastAPI, *, store: Store, config: ServingConfig, now: Callable[[], dt.datetime],
@@ -74,7 +63,7 @@ def add_review_routes(app: FastAPI, *, store: Store, config: ServingConfig, now:
             with store.transaction() as session:
                 item = reviews.case_item(session, who.tenant, item_id)
                 _, data = reviews.claim_image(session, who.tenant, item.audit_seq, radiograph_id)
-            return display_png(data, limits)
+            return png_8bit(read_radiograph(data, limits=limits).pixels_unit)
 
         return Response(content=await run_in_threadpool(render), media_type="image/png",
                         headers={"Cache-Control": "private, max-age=3600"})

@@ -15,13 +15,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 from pydantic import TypeAdapter
 from sqlalchemy import select
 
 from datasets.annotations import ImageAnnotations
 from datasets.coco import write_coco
+from datasets.preview import png_16bit
 from datasets.readers import read_radiograph
 from models.detections import ImageReading
 from serving.review.corrections import corrected_annotations
@@ -38,16 +37,6 @@ class ExportSummary:
     dispositions: int = 0
     applied: Counter[str] = field(default_factory=Counter)
     skipped: list[str] = field(default_factory=list)  # why an image could not be exported
-
-
-def _png16(data: bytes) -> bytes:
-    import io
-
-    pixels = np.asarray(read_radiograph(data).pixels_unit, dtype=np.float64)
-    image = Image.fromarray(np.clip(pixels * 65535.0 + 0.5, 0, 65535).astype(np.uint16))
-    out = io.BytesIO()
-    image.save(out, format="PNG", compress_level=3)
-    return out.getvalue()
 
 
 def export_corrections(store: Store, out: Path, *, tenant: str | None = None, start: dt.date | None = None,
@@ -83,7 +72,7 @@ def export_corrections(store: Store, out: Path, *, tenant: str | None = None, st
                     summary.skipped.append(f"decision {audit_seq}, image {position + 1}: the file was not kept")
                     continue
                 name = f"images/d{audit_seq}-{position + 1}.png"
-                (out / name).write_bytes(_png16(files[reading.image_id]))
+                (out / name).write_bytes(png_16bit(read_radiograph(files[reading.image_id]).pixels_unit))
                 labelled, applied = corrected_annotations(reading, mine, name, min_score)
                 annotations.append(ImageAnnotations(
                     image_id=f"d{audit_seq}-{position + 1}", file_name=name, width_px=labelled.width_px,

@@ -381,14 +381,15 @@ def load_seed_file(path: str | Path) -> SeedFile:
 
 
 
-_STATUS = {"pass": "approved", "downcode": "approved", "flag": "pending", "reject": "denied"}
+# A line's status in the claim history, by its action (a flagged line waits for a reviewer).
+LINE_STATUS = {"pass": "approved", "downcode": "approved", "flag": "pending", "reject": "denied"}
 
 
 def past_lines(claim: Claim, decisions: tuple[LineDecision, ...], current: dict[str, CurrentLine]) -> list[PastLine]:
     """A decided claim's lines as history, for the next claim of the member in a batch."""
     return [PastLine(claim_id=claim.claim_id, line_id=line.line_id, date_of_service=claim.date_of_service,
                      code=line.code, concept_id=current[line.line_id].concept_id, fdi=current[line.line_id].fdi,
-                     quadrant=current[line.line_id].quadrant, status=_STATUS[decision.action.value],
+                     quadrant=current[line.line_id].quadrant, status=LINE_STATUS[decision.action.value],
                      approved_amount=decision.approved_amount or 0.0, provider_id=claim.provider.provider_id,
                      action=decision.action.value)
             for line, decision in zip(claim.lines, decisions, strict=True) if line.line_id in current]
@@ -408,7 +409,7 @@ def line_rows(claim: Claim, decisions: tuple[LineDecision, ...], current: dict[s
                      "concept_id": this.concept_id, "category": this.category, "fdi": this.fdi,
                      "quadrant": this.quadrant, "fee": Decimal(str(line.fee)),
                      "approved_amount": Decimal(str(decision.approved_amount or 0.0)),
-                     "status": _STATUS[decision.action.value], "action": decision.action.value, "decided_at": now})
+                     "status": LINE_STATUS[decision.action.value], "action": decision.action.value, "decided_at": now})
     return rows
 
 

@@ -20,10 +20,9 @@ from serving.decisions import Action, LineDecision
 from serving.review.dispositions import DispositionError, DispositionIn, final_action
 from serving.review.queue import ReviewPriority, priority_now, queue_entries, rank_key
 from serving.service_config import Webhook
-from serving.store import audit
+from serving.store import audit, repository
 from serving.store.database import StoreError
 from serving.store.schema import (
-    AuditRow,
     ClaimImageRow,
     ClaimLineRow,
     ClaimRecordRow,
@@ -32,8 +31,6 @@ from serving.store.schema import (
     ReviewItemRow,
     ReviewRow,
 )
-
-_LINE_STATUS = {Action.PASS: "approved", Action.DOWNCODE: "approved", Action.REJECT: "denied"}
 
 
 class ReviewNotFoundError(StoreError):
@@ -105,12 +102,19 @@ def case_item(session: Session, tenant: str, item_id: int, *, lock: bool = False
     return row
 
 
+def _decision(session: Session, tenant: str, audit_seq: int) -> dict[str, Any]:
+    found = repository.decision_by_audit_id(session, tenant, audit_seq)
+    if found is None:
+        raise ReviewNotFoundError(f"no decision {audit_seq} for this tenant")
+    return json.loads(found)
+
+
 def case_detail(session: Session, tenant: str, item_id: int, now: dt.datetime, weights: ReviewPriority) -> dict[str, Any]:
     """Everything the case view shows: the queued line, the whole claim and its decision,
     the readings of each radiograph, the claim's other queued lines and past dispositions."""
     item = case_item(session, tenant, item_id)
     record = session.get(ClaimRecordRow, item.audit_seq)
-    decision = session.execute(select(AuditRow.payload).where(AuditRow.seq == item.audit_seq)).scalar_one()
+    decision = _decision(session, tenant, item.audit_seq)
     images = session.execute(select(ClaimImageRow.radiograph_id, ClaimImageRow.kind)
                              .where(ClaimImageRow.audit_seq == item.audit_seq).order_by(ClaimImageRow.id)).all()
     siblings = session.execute(select(ReviewItemRow).where(ReviewItemRow.audit_seq == item.audit_seq)
@@ -119,7 +123,7 @@ def case_detail(session: Session, tenant: str, item_id: int, now: dt.datetime, w
                               .order_by(ReviewRow.id)).scalars().all()
     return {"item": _item_json(item, now, weights),
             "claim": json.loads(record.claim) if record else None,
-            "decision": json.loads(decision),
+            "decision": decision,
             "readings": json.loads(record.readings) if record else [],
             "images": [{"radiograph_id": rid, "kind": kind} for rid, kind in images],
             "queue": [_item_json(s, now, weights) for s in siblings],
@@ -168,7 +172,7 @@ def record_disposition(session: Session, tenant: str, item_id: int, reviewer: st
     item = case_item(session, tenant, item_id, lock=True)
     if item.status != "open":
         raise ReviewClosedError(f"review item {item_id} was already disposed of")
-    decision = json.loads(session.execute(select(AuditRow.payload).where(AuditRow.seq == item.audit_seq)).scalar_one())
+    decision = _decision(session, tenant, item.audit_seq)
     line = next(x for x in decision["lines"] if x["line_id"] == item.line_id)
     action, code = final_action(disposition, line.get("suggested_code"))
     record = session.get(ClaimRecordRow, item.audit_seq)
@@ -177,7 +181,7 @@ def record_disposition(session: Session, tenant: str, item_id: int, reviewer: st
         if correction.image_id not in known:
             raise DispositionError(f"correction names image {correction.image_id!r}, which this claim did not carry")
     released = _release_ledger(session, tenant, item.claim_id, item.line_id) if action is Action.REJECT else {}
-    values: dict[str, Any] = {"status": _LINE_STATUS[action], "action": action.value}
+    values: dict[str, Any] = {"status": repository.LINE_STATUS[action.value], "action": action.value}
     if action is Action.REJECT:
         values["approved_amount"] = Decimal("0")
     session.execute(update(ClaimLineRow).where(ClaimLineRow.tenant == tenant, ClaimLineRow.claim_id == item.claim_id,
