@@ -22,14 +22,16 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from pydantic import BaseModel, ConfigDict
 
 from models.detections import ImageReading
 from serving import outbox
-from serving.catalogue import UnknownCodeError
+from serving.catalogue import Catalogue, UnknownCodeError
 from serving.claims import Claim
 from serving.decisions import Action, LineDecision, RuleHit, combine_hits, make_hit
+from serving.evidence_matrix import EvidenceMatrix, Thresholds
 from serving.plans import PlanVersion
 from serving.review.queue import ReviewPriority
 from serving.rules.frequency import check_duplicate, check_frequency
@@ -41,7 +43,7 @@ from serving.rules.provider import check_provider
 from serving.rules.recycled import ImagePrint, check_recycled, find_matches
 from serving.rules.tables import RULES_DIR, BundleLibrary, FrequencyTable, load_bundles, load_frequency
 from serving.rules.unbundling import check_unbundling
-from serving.service_config import Webhook
+from serving.service_config import ServingConfig, Webhook
 from serving.store import audit, repository, reviews
 from serving.store.database import Store
 from serving.validation.context import Tables
@@ -63,9 +65,32 @@ class RuleTables:
         return cls(validation, load_frequency(rules_dir / "frequency.yaml", validation.catalogue),
                    load_bundles(rules_dir / "bundles.yaml", validation.catalogue))
 
+    @classmethod
+    def from_config(cls, config: ServingConfig) -> RuleTables:
+        """The tables the serving config names (paths relative to the project)."""
+        validation = load_tables(config.resolve(config.tables.catalogue), config.resolve(config.tables.evidence_matrix),
+                                 config.resolve(config.tables.thresholds))
+        rules_dir = config.resolve(config.tables.rules)
+        return cls(validation, load_frequency(rules_dir / "frequency.yaml", validation.catalogue),
+                   load_bundles(rules_dir / "bundles.yaml", validation.catalogue))
+
     def versions(self) -> dict[str, str]:
         return {**self.validation.versions(), "frequency_table": self.frequency.version,
                 "bundle_library": self.bundles.version}
+
+    def parts(self) -> dict[str, BaseModel]:
+        """The versioned tables by the names ``versions()`` gives them."""
+        return {"catalogue": self.validation.catalogue, "evidence_matrix": self.validation.matrix,
+                "thresholds": self.validation.thresholds, "frequency_table": self.frequency,
+                "bundle_library": self.bundles}
+
+    def with_parts(self, parts: Mapping[str, BaseModel]) -> RuleTables:
+        """These tables with some replaced (e.g. another thresholds version)."""
+        chosen = {**self.parts(), **parts}
+        validation = Tables(catalogue=cast(Catalogue, chosen["catalogue"]), matrix=cast(EvidenceMatrix,
+                            chosen["evidence_matrix"]), thresholds=cast(Thresholds, chosen["thresholds"]))
+        return RuleTables(validation, cast(FrequencyTable, chosen["frequency_table"]),
+                          cast(BundleLibrary, chosen["bundle_library"]))
 
 
 class ClaimDecision(BaseModel):
@@ -136,10 +161,13 @@ class Decided:
 
 def decide_lines(claim: Claim, validated: tuple[LineDecision, ...], member: MemberSnapshot, plan: PlanVersion,
                  standing: ProviderStanding, balances: dict[str, Balance], year_start: dt.date,
-                 tables: RuleTables, claim_hits: tuple[RuleHit, ...] = ()) -> Decided:
+                 tables: RuleTables, claim_hits: tuple[RuleHit, ...] = (),
+                 fixed: Mapping[str, LineDecision] | None = None) -> Decided:
     """The declared order for each line: validation hits (rules 1-2), the claim-wide hits
     (recycled radiographs), then rules 3-6, all combined (most severe wins); a line not
-    rejected is apportioned against the ledger (rule 7). Pure: ``balances`` is not modified."""
+    rejected is apportioned against the ledger (rule 7). Lines in ``fixed`` (an appeal's
+    lines not appealed) keep that decision and consume nothing here, but count as earlier
+    lines of the claim for those after them. Pure: ``balances`` is not modified."""
     current = _current_lines(claim, tables)
     balances = dict(balances)
     accepted: list[CurrentLine] = []
@@ -147,8 +175,14 @@ def decide_lines(claim: Claim, validated: tuple[LineDecision, ...], member: Memb
     everything = tuple(current.values())
     decisions = []
     for line, validated_line in zip(claim.lines, validated, strict=True):
-        hits = validated_line.rule_hits + claim_hits
         this = current.get(line.line_id)
+        if fixed is not None and line.line_id in fixed:
+            kept = fixed[line.line_id]
+            decisions.append(kept)
+            if this is not None and kept.action is not Action.REJECT:
+                accepted.append(this)
+            continue
+        hits = validated_line.rule_hits + claim_hits
         if this is not None:
             hits += history_hits(this, tuple(accepted), everything, claim, member, plan, tables, standing)
         if this is None or any(h.fired and h.action is Action.REJECT for h in hits):

@@ -116,7 +116,7 @@ def build_ingress_app(models: Any, config: ServingConfig) -> Any:
                 time.sleep(2.0)
 
         threading.Thread(target=deliver_forever, name="outbox", daemon=True).start()
-    app = create_app(reader=HandleReader(), store=store, tables=RuleTables.load(config.resolve(config.tables.rules)),
+    app = create_app(reader=HandleReader(), store=store, tables=RuleTables.from_config(config),
                      config=config)
     tune_gc()  # after start-up: the tables and modules are frozen out of the collector's reach
     return app

@@ -75,6 +75,7 @@ class ServingConfig(FrozenConfig):
     autoscaling: Autoscaling = Autoscaling()
     webhooks: tuple[Webhook, ...] = ()
     review: ReviewSettings = ReviewSettings()
+    thresholds_refresh_s: float = Field(10.0, gt=0)  # how soon a promoted thresholds version reaches a replica
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else PROJECT_ROOT / path

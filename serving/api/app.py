@@ -30,9 +30,12 @@ from models.detections import ImageReading
 from models.errors import DxvError
 from models.radiographs import RadiographKind
 from serving.adjudication import ClaimDecision, RuleTables, adjudicate
+from serving.api.appeal_routes import add_appeal_routes
 from serving.api.metrics import ApiMetrics
 from serving.api.review_routes import add_review_routes
+from serving.appeals import AppealError, AppealInputError
 from serving.claims import Claim, InvalidClaimError, claim_from_json
+from serving.effective_tables import EffectiveTables
 from serving.fingerprints import fingerprint
 from serving.review.dispositions import DispositionError
 from serving.rules.recycled import ImagePrint
@@ -40,6 +43,7 @@ from serving.service_config import ServingConfig
 from serving.store import repository, reviews
 from serving.store.api_keys import AuthError, ForbiddenError, Permission, Principal, authenticate
 from serving.store.database import Store
+from serving.store.table_versions import TableVersionConflictError, TableVersionNotFoundError
 
 
 class RequestError(DxvError):
@@ -60,7 +64,8 @@ class TenantMismatchError(DxvError):
 
 _STATUS = {AuthError: 401, ForbiddenError: 403, TenantMismatchError: 403, NotFoundError: 404, RequestTooLargeError: 413,
            repository.IdempotencyConflictError: 409, reviews.ReviewNotFoundError: 404, reviews.ReviewClosedError: 409,
-           DispositionError: 422}
+           DispositionError: 422, AppealError: 409, AppealInputError: 422, TableVersionNotFoundError: 404,
+           TableVersionConflictError: 409}
 
 
 class Reader(Protocol):
@@ -97,6 +102,8 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
     metrics = ApiMetrics()
     now = clock or (lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
     limits = ReaderLimits(max_pixels=config.limits.max_pixels_per_image, max_bytes=config.limits.max_request_bytes)
+    # The release's tables with the thresholds an admin promoted last (re-checked every refresh_s).
+    live = EffectiveTables(store, tables, refresh_s=config.thresholds_refresh_s, now=now)
 
     @app.exception_handler(DxvError)
     async def _dxv_error(_: Request, exc: DxvError) -> JSONResponse:
@@ -183,6 +190,9 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
             files[attachment.radiograph_id] = b64(attachment.radiograph_id, attachment.content)
         return claim, files
 
+    add_appeal_routes(app, store=store, config=config, tables=live, now=now, principal=principal, read_all=read_all,
+                      decode_base64=b64)
+
     @app.post("/v1/claims:validate", response_model=ClaimDecision)
     async def validate(request: Request, x_api_key: str | None = Header(None),
                        authorization: str | None = Header(None),
@@ -204,7 +214,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         def decide() -> ClaimDecision:  # blocking (models, database): off the event loop
             readings, prints = read_all(files, kinds)
             with metrics.stage("adjudication"):
-                decided = adjudicate(claim, readings, store, tables, now=now(), actor=who.key_id,
+                decided = adjudicate(claim, readings, store, live.current(), now=now(), actor=who.key_id,
                                      webhooks=config.webhooks, prints=prints, files=files, review=config.review.priority)
             for line in decided.lines:
                 metrics.decisions.labels(action=line.action.value).inc()
@@ -233,7 +243,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
 
         def decide() -> dict[str, Any]:
             readings, prints = read_all(files, kinds)
-            decided = adjudicate(claim, readings, store, tables, now=now(), actor=who.key_id, webhooks=config.webhooks,
+            decided = adjudicate(claim, readings, store, live.current(), now=now(), actor=who.key_id, webhooks=config.webhooks,
                                  prints=prints, files=files, review=config.review.priority)
             return claim_response(decided, fhir, now())
 
@@ -253,7 +263,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
                        authorization: str | None = Header(None)) -> ClaimDecision:
         who = principal(x_api_key, authorization, Permission.READ_DECISIONS)
         with store.transaction() as session:
-            found = repository.decision_by_audit_id(session, who.tenant, audit_id)
+            found = repository.claim_decision_by_audit_id(session, who.tenant, audit_id)
         if found is None:  # another tenant's decision is "not found" too
             raise NotFoundError(f"no decision {audit_id} for this tenant")
         return ClaimDecision.model_validate_json(found)
@@ -276,7 +286,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
 
 def _route_family(path: str) -> str:
     """A bounded metrics label for the other routes (never an id from the path)."""
-    for prefix in ("/v1/reviews", "/v1/decisions", "/review", "/fhir"):
+    for prefix in ("/v1/reviews", "/v1/decisions", "/v1/appeals", "/v1/admin", "/review", "/fhir"):
         if path.startswith(prefix):
             return prefix
     return "other"

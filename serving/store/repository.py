@@ -22,7 +22,7 @@ from models.config_loading import ConfigError, FrozenConfig
 from models.teeth import Tooth
 from serving.catalogue import Catalogue
 from serving.claims import Claim
-from serving.decisions import LineDecision
+from serving.decisions import Action, LineDecision
 from serving.fingerprints import FINGERPRINT_VERSION, Fingerprint, coarse_similarity
 from serving.plans import Condition, Plan, PlanVersion
 from serving.rules.history import BaselineCondition, CurrentLine, MemberSnapshot, PastLine, ProviderStanding, add_months
@@ -30,6 +30,7 @@ from serving.rules.ledger import ANNUAL_MAXIMUM, Balance
 from serving.rules.recycled import ImagePrint, StoredPrint
 from serving.store.database import StoreError
 from serving.store.schema import (
+    AppealRow,
     AuditRow,
     BaselineRow,
     ClaimImageRow,
@@ -282,6 +283,64 @@ def stored_decisions(session: Session, keys: list[tuple[str, str, str]]) -> dict
 def decision_by_audit_id(session: Session, tenant: str, audit_id: int) -> str | None:
     return session.execute(select(AuditRow.payload).join(DecisionRow, AuditRow.seq == DecisionRow.audit_seq)
                            .where(DecisionRow.tenant == tenant, DecisionRow.audit_seq == audit_id)).scalar_one_or_none()
+
+
+def claim_decision_by_audit_id(session: Session, tenant: str, audit_id: int) -> str | None:
+    """A claim decision's JSON by its audit id: a decision as made, or an appeal's
+    re-adjudicated claim decision (the ``decision`` inside the appeal's record)."""
+    found = decision_by_audit_id(session, tenant, audit_id)
+    if found is None:
+        appealed = session.execute(select(AuditRow.payload).join(AppealRow, AuditRow.seq == AppealRow.audit_seq)
+                                   .where(AppealRow.tenant == tenant, AppealRow.audit_seq == audit_id)).scalar_one_or_none()
+        if appealed is not None:
+            return json.dumps(json.loads(appealed)["decision"])
+    return found
+
+
+def audit_payload(session: Session, seq: int) -> str:
+    return session.execute(select(AuditRow.payload).where(AuditRow.seq == seq)).scalar_one()
+
+
+def line_consumption(session: Session, tenant: str, claim_id: str, line_ids: list[str]) -> dict[str, dict[str, float]]:
+    """What each line of a claim holds in its ledgers: line id -> bucket -> amount."""
+    held: dict[str, dict[str, float]] = {}
+    for line_id, bucket, amount in session.execute(
+            select(LedgerEntryRow.line_id, LedgerRow.bucket, LedgerEntryRow.amount)
+            .join(LedgerRow, LedgerRow.id == LedgerEntryRow.ledger_id)
+            .where(LedgerEntryRow.tenant == tenant, LedgerEntryRow.claim_id == claim_id,
+                   LedgerEntryRow.line_id.in_(line_ids))):
+        held.setdefault(line_id, {})[bucket] = held.get(line_id, {}).get(bucket, 0.0) + float(amount)
+    return held
+
+
+def set_line_consumption(session: Session, ledger: dict[str, LedgerState], *, tenant: str, claim_id: str, line_id: str,
+                         consumed: dict[str, float], now: dt.datetime) -> None:
+    """Make a line hold ``consumed`` in the (locked) ledger rows: its entries set to the new
+    amounts, each ledger's ``used`` moved by the difference."""
+    for bucket, row in ledger.items():
+        new = Decimal(str(consumed.get(bucket, 0.0)))
+        entry = session.execute(select(LedgerEntryRow).where(
+            LedgerEntryRow.ledger_id == row.id, LedgerEntryRow.tenant == tenant, LedgerEntryRow.claim_id == claim_id,
+            LedgerEntryRow.line_id == line_id)).scalar_one_or_none()
+        old = entry.amount if entry is not None else Decimal("0")
+        if new == old:
+            continue
+        if entry is None:
+            session.add(LedgerEntryRow(ledger_id=row.id, tenant=tenant, claim_id=claim_id, line_id=line_id, amount=new,
+                                       created_at=now))
+        else:
+            entry.amount = new
+        row.used += new - old
+        session.execute(update(LedgerRow).where(LedgerRow.id == row.id).values(used=row.used))
+
+
+def set_line_status(session: Session, tenant: str, claim_id: str, line_id: str, decision: LineDecision) -> None:
+    """The claim history's line after a later decision of it (an appeal)."""
+    paid = 0.0 if decision.action is Action.REJECT else decision.approved_amount or 0.0
+    session.execute(update(ClaimLineRow).where(ClaimLineRow.tenant == tenant, ClaimLineRow.claim_id == claim_id,
+                                               ClaimLineRow.line_id == line_id, ClaimLineRow.mode == "claim")
+                    .values(status=LINE_STATUS[decision.action.value], action=decision.action.value,
+                            approved_amount=Decimal(str(paid))))
 
 
 # ---- seeding from files ---------------------------------------------------------------------

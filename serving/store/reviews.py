@@ -103,7 +103,7 @@ def case_item(session: Session, tenant: str, item_id: int, *, lock: bool = False
 
 
 def _decision(session: Session, tenant: str, audit_seq: int) -> dict[str, Any]:
-    found = repository.decision_by_audit_id(session, tenant, audit_seq)
+    found = repository.claim_decision_by_audit_id(session, tenant, audit_seq)
     if found is None:
         raise ReviewNotFoundError(f"no decision {audit_seq} for this tenant")
     return json.loads(found)

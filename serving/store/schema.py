@@ -312,3 +312,74 @@ class FingerprintRow(Base):
     thumb: Mapped[bytes] = mapped_column(LargeBinary)
     coarse: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class TableVersionRow(Base):
+    """One version of a versioned rule table (catalogue, evidence matrix, thresholds,
+    frequency table, bundle library) as validated, so that a decision can be re-run with
+    the tables it cited. A version seen first in a config file is promoted on sight; a
+    proposed one (``dxv calibrate``) takes effect only when an admin promotes it. The
+    effective thresholds are the ones promoted last."""
+
+    __tablename__ = "table_versions"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(32))
+    version: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)  # canonical JSON of the validated table
+    sha256: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16))  # file, calibration
+    note: Mapped[str] = mapped_column(Text, default="")  # e.g. the calibration's figures (JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    created_by: Mapped[str] = mapped_column(String(64))
+    promoted_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    promoted_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class AppealRow(Base):
+    """An appeal of refused lines of a decision: the new evidence, the re-adjudication
+    (its audit record ``audit_seq``, kind ``appeal``) and each line's outcome."""
+
+    __tablename__ = "appeals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    claim_id: Mapped[str] = mapped_column(String(64))
+    original_audit_seq: Mapped[int] = mapped_column(Integer, index=True)
+    audit_seq: Mapped[int] = mapped_column(Integer, unique=True)
+    outcome: Mapped[str] = mapped_column(String(16))  # overturned, modified, upheld, referred
+    lines: Mapped[str] = mapped_column(Text)  # JSON: per appealed line, before and after
+    narrative: Mapped[str] = mapped_column(Text, default="")
+    submitted_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class AppealDocumentRow(Base):
+    """A document sent with an appeal (a letter, a chart note): kept as received for the
+    person who decides a referred appeal; the models do not read it."""
+
+    __tablename__ = "appeal_documents"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    appeal_id: Mapped[int] = mapped_column(ForeignKey("appeals.id"), index=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    media_type: Mapped[str] = mapped_column(String(100))
+    sha256: Mapped[str] = mapped_column(String(64))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class ModelBaselineRow(Base):
+    """The release baseline of a model version for a tenant: finding rates, score
+    histograms and flag rate over a reference window, what drift is measured against."""
+
+    __tablename__ = "model_baselines"
+    __table_args__ = (UniqueConstraint("tenant", "model", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    window_from: Mapped[dt.datetime] = mapped_column(DateTime)
+    window_to: Mapped[dt.datetime] = mapped_column(DateTime)
+    stats: Mapped[str] = mapped_column(Text)  # JSON: the window's figures
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    created_by: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,88 @@
+"""Appeal endpoints (the adjudication system's key) and the thresholds administration
+(admin key).
+
+- ``POST /v1/decisions/{audit_id}/appeals``: appeal refused lines of a decision with new
+  evidence (JSON: ``line_ids``, ``narrative``, ``attachments`` with base64 content,
+  ``documents``); answered 201 with the appeal's decision.
+- ``GET /v1/decisions/{audit_id}/appeals``: the appeals of a decision.
+- ``GET /v1/appeals/{appeal_id}``: one appeal.
+- ``GET /v1/admin/thresholds``: the thresholds versions, which is in effect, proposals.
+- ``POST /v1/admin/thresholds/{version}/promote``: put a version in effect (every replica
+  picks it up within the refresh interval)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Header
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from models.detections import ImageReading
+from models.radiographs import RadiographKind
+from serving.appeals import AppealDecision, AppealIn, AppealInputError, appeal, appeal_by_id, appeals_of
+from serving.effective_tables import EffectiveTables
+from serving.rules.recycled import ImagePrint
+from serving.service_config import ServingConfig
+from serving.store import table_versions
+from serving.store.api_keys import Permission, Principal
+from serving.store.database import Store
+
+PrincipalOf = Callable[[str | None, str | None, Permission], Principal]
+ReadAll = Callable[[dict[str, bytes], dict[str, RadiographKind | None]], tuple[dict[str, ImageReading],
+                                                                                tuple[ImagePrint, ...]]]
+
+
+def add_appeal_routes(app: FastAPI, *, store: Store, config: ServingConfig, tables: EffectiveTables,
+                      now: Callable[[], dt.datetime], principal: PrincipalOf, read_all: ReadAll,
+                      decode_base64: Callable[[str, str], bytes]) -> None:
+
+    @app.post("/v1/decisions/{audit_id}/appeals", status_code=201, response_model=AppealDecision)
+    async def submit(audit_id: int, body: AppealIn, x_api_key: str | None = Header(None),
+                     authorization: str | None = Header(None)) -> JSONResponse:
+        who = principal(x_api_key, authorization, Permission.VALIDATE)
+        if len(body.attachments) > config.limits.max_images:
+            raise AppealInputError(f"{len(body.attachments)} radiographs; at most {config.limits.max_images} per appeal")
+        files = {}
+        for attachment in body.attachments:
+            if not attachment.content:
+                raise AppealInputError(f"attachment {attachment.radiograph_id}: no content (base64) given")
+            files[attachment.radiograph_id] = decode_base64(attachment.radiograph_id, attachment.content)
+
+        def decide() -> AppealDecision:
+            readings, prints = read_all(files, {a.radiograph_id: a.kind for a in body.attachments})
+            return appeal(store, tables.current(), who.tenant, audit_id, body, readings, files,
+                          prints, actor=who.key_id, now=now(), webhooks=config.webhooks, review=config.review.priority)
+
+        decided = await run_in_threadpool(decide)
+        return JSONResponse(status_code=201, content=decided.model_dump(mode="json", exclude_none=True))
+
+    @app.get("/v1/decisions/{audit_id}/appeals")
+    def listed(audit_id: int, x_api_key: str | None = Header(None),
+               authorization: str | None = Header(None)) -> dict[str, Any]:
+        who = principal(x_api_key, authorization, Permission.READ_DECISIONS)
+        return {"audit_id": audit_id, "appeals": appeals_of(store, who.tenant, audit_id)}
+
+    @app.get("/v1/appeals/{appeal_id}", response_model=AppealDecision)
+    def one(appeal_id: int, x_api_key: str | None = Header(None),
+            authorization: str | None = Header(None)) -> JSONResponse:
+        who = principal(x_api_key, authorization, Permission.READ_DECISIONS)
+        return JSONResponse(appeal_by_id(store, who.tenant, appeal_id).model_dump(mode="json", exclude_none=True))
+
+    @app.get("/v1/admin/thresholds")
+    def thresholds(x_api_key: str | None = Header(None), authorization: str | None = Header(None)) -> dict[str, Any]:
+        principal(x_api_key, authorization, Permission.ADMINISTER)
+        with store.transaction() as session:
+            versions = table_versions.list_versions(session)
+        return {"in_effect": tables.refresh(force=True).validation.thresholds.version, "versions": versions}
+
+    @app.post("/v1/admin/thresholds/{version}/promote")
+    def promote(version: str, x_api_key: str | None = Header(None),
+                authorization: str | None = Header(None)) -> dict[str, Any]:
+        who = principal(x_api_key, authorization, Permission.ADMINISTER)
+        with store.transaction() as session:
+            promoted = table_versions.promote(session, table_versions.THRESHOLDS, version, who.key_id, now())
+        tables.refresh(force=True)
+        return promoted

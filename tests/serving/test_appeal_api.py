@@ -1,0 +1,126 @@
+"""The appeal endpoints and the thresholds administration over HTTP (in-process service,
+shipped models): roles, a line under review refused, an appeal of a reviewed line decided
+with the original versions and queued again when it needs a person, and a proposed
+thresholds version in effect only once an admin promotes it."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from models.inference import DentalReader
+from models.model_card import SHIPPED_DIR
+from serving.api.app import ModelReader
+from serving.store import table_versions
+from serving.store.schema import AuditRow
+from tests.serving.review_fixtures import NOW, flagged_claim, make_review_service, periapical_image
+
+
+@pytest.fixture(scope="module")
+def models() -> ModelReader:
+    return ModelReader(DentalReader.from_directory(SHIPPED_DIR, threads=2))
+
+
+@pytest.fixture
+def service(tmp_path, models):
+    made = make_review_service(tmp_path, models)
+    yield made
+    made.store.close()
+
+
+def _as(service, role: str) -> dict[str, str]:
+    return {"X-API-Key": service.keys[role]}
+
+
+def test_an_appeal_of_a_reviewed_line_is_re_run_with_the_original_versions(service) -> None:
+    client = TestClient(service.app)
+    decision = client.post("/v1/claims:validate", json=flagged_claim("AP-H1", periapical_image()),
+                           headers=_as(service, "adjudicator")).json()
+    assert decision["lines"][0]["action"] == "downcode" and decision["lines"][0]["needs_review"]
+    url = f"/v1/decisions/{decision['audit_id']}/appeals"
+    body = {"line_ids": ["1"], "narrative": "tooth 5 was treated as a molar-type premolar with three canals"}
+    # still waiting for a reviewer: not yet appealable
+    waiting = client.post(url, json=body, headers=_as(service, "adjudicator"))
+    assert waiting.status_code == 409 and waiting.json()["error"]["code"] == "appeal.not_appealable"
+    [item] = [i for i in client.get("/v1/reviews", headers=_as(service, "reviewer")).json()["items"] if i["line_id"] == "1"]
+    confirmed = client.post(f"/v1/reviews/{item['item_id']}/disposition", headers=_as(service, "reviewer"),
+                            json={"outcome": "confirm", "reason": "premolar on the image"})
+    assert confirmed.status_code == 201
+    assert client.post(url, json=body, headers=_as(service, "reviewer")).status_code == 403
+
+    service.clock[0] = NOW.replace(day=9)
+    answer = client.post(url, json=body, headers=_as(service, "adjudicator"))
+    assert answer.status_code == 201, answer.text
+    result = answer.json()
+    assert result["original_audit_id"] == decision["audit_id"]
+    assert result["decision"]["versions"] == decision["versions"]  # no new image: exactly the original versions
+    [line] = result["lines"]
+    assert line["before"]["action"] == "downcode" and line["before"]["needs_review"] is False  # as the reviewer left it
+    # the re-run flags the line again (the image is as unclear as before): a person decides the appeal
+    assert line["outcome"] == "referred" and line["standing"] == line["before"]
+    queue = client.get("/v1/reviews", headers=_as(service, "reviewer")).json()["items"]
+    assert any(i["audit_id"] == result["audit_id"] and i["line_id"] == "1" for i in queue)
+    assert client.get(f"/v1/appeals/{result['appeal_id']}", headers=_as(service, "adjudicator")).json() == result
+    listed = client.get(url, headers=_as(service, "adjudicator")).json()["appeals"]
+    assert [a["appeal_id"] for a in listed] == [result["appeal_id"]]
+    again = client.get(f"/v1/decisions/{result['audit_id']}", headers=_as(service, "adjudicator"))
+    assert again.status_code == 200 and again.json()["audit_id"] == result["audit_id"]
+    elsewhere = client.get(f"/v1/appeals/{result['appeal_id']}", headers=_as(service, "other-reviewer"))
+    assert elsewhere.status_code == 404  # another tenant's appeal
+
+
+@pytest.mark.parametrize(("body", "status", "code"), [
+    ({"line_ids": ["1"]}, 422, "request.invalid"),  # no new evidence
+    ({"line_ids": [], "narrative": "x"}, 422, "request.invalid"),
+    ({"line_ids": ["1"], "narrative": "x", "colour": "red"}, 422, "request.invalid"),
+    ({"line_ids": ["1"], "attachments": [{"radiograph_id": "n", "content": "%%%"}]}, 400, "request.invalid"),
+    ({"line_ids": ["1"], "attachments": [{"radiograph_id": "n"}]}, 422, "appeal.invalid"),
+    ({"line_ids": ["1"], "attachments": [{"radiograph_id": "n", "content": base64.b64encode(b"not an image").decode()}]},
+     400, "image.not_an_image"),
+])
+def test_bad_appeals_get_a_4xx_with_a_code(service, body, status, code) -> None:
+    client = TestClient(service.app)
+    decision = client.post("/v1/claims:validate", json=flagged_claim("AP-B1", periapical_image()),
+                           headers=_as(service, "adjudicator")).json()
+    answer = client.post(f"/v1/decisions/{decision['audit_id']}/appeals", json=body, headers=_as(service, "adjudicator"))
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error"]["code"] == code
+    missing = client.post("/v1/decisions/999999/appeals", json={"line_ids": ["1"], "narrative": "x"},
+                          headers=_as(service, "adjudicator"))
+    assert missing.status_code == 404
+
+
+def _submit(client, service, claim_id: str):
+    return client.post("/v1/claims:validate", json=flagged_claim(claim_id, periapical_image()),
+                       headers=_as(service, "adjudicator"))
+
+
+def test_a_proposed_thresholds_version_takes_effect_only_when_an_admin_promotes_it(service) -> None:
+    client = TestClient(service.app)
+    listed = client.get("/v1/admin/thresholds", headers=_as(service, "admin")).json()
+    release = listed["in_effect"]
+    assert [v["version"] for v in listed["versions"] if v["effective"]] == [release]
+    with service.store.transaction() as session:
+        current = table_versions.load_table(session, "thresholds", release)
+        proposed = current.model_copy(update={"version": f"{release}-cal.1"})
+        table_versions.propose_thresholds(session, proposed, {"why": "test"}, "cli", NOW)
+    first = _submit(client, service, "TH-1")
+    assert first.json()["versions"]["thresholds"] == release  # proposed is not in effect
+    assert client.get("/v1/admin/thresholds", headers=_as(service, "reviewer")).status_code == 403
+    assert client.post(f"/v1/admin/thresholds/{release}-cal.1/promote", headers=_as(service, "reviewer")).status_code == 403
+    unknown = client.post("/v1/admin/thresholds/nope/promote", headers=_as(service, "admin"))
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "tables.version_not_found"
+    promoted = client.post(f"/v1/admin/thresholds/{release}-cal.1/promote", headers=_as(service, "admin"))
+    assert promoted.status_code == 200 and promoted.json()["previous"] == release
+    second = _submit(client, service, "TH-2")
+    assert second.json()["versions"]["thresholds"] == f"{release}-cal.1"
+    with service.store.transaction() as session:
+        kinds = session.execute(select(AuditRow.kind, AuditRow.subject).where(AuditRow.kind == "config")).all()
+    assert [tuple(k) for k in kinds] == [("config", f"thresholds@{release}-cal.1")]
+    # a rollback is promoting the release again
+    assert client.post(f"/v1/admin/thresholds/{release}/promote", headers=_as(service, "admin")).status_code == 200
+    third = _submit(client, service, "TH-3")
+    assert third.json()["versions"]["thresholds"] == release
