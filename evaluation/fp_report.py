@@ -31,11 +31,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sqlalchemy import select
 
-from datasets.annotations import FindingAnnotation, ImageAnnotations, ToothAnnotation
-from datasets.preview import overlay_png_base64
-from datasets.readers import read_radiograph
-from models.findings import FindingClass
-from models.radiographs import RadiographKind
+from evaluation.evidence_overlay import cited_evidence, evidence_png_base64
 from serving.store.database import Store
 from serving.store.schema import AuditRow, ClaimImageRow, ClaimRecordRow, ReviewItemRow, ReviewRow
 
@@ -211,25 +207,15 @@ def _trend(weekly: list[dict[str, Any]]) -> str | None:
 def _thumbnail(store: Store, audit_id: int, decision: dict[str, Any], line_id: str) -> list[tuple[str, str]]:
     """(caption, base64 PNG) per radiograph of the line's decision, its flag evidence drawn."""
     line = next(x for x in decision["lines"] if x["line_id"] == line_id)
-    evidence = [e for h in line.get("rule_hits", []) if h.get("fired", True) and h["action"] == "flag"
-                for e in h.get("evidence", []) if e.get("box_xyxy_px") and e.get("image_id")]
+    evidence = cited_evidence(line, ("flag",))
     with store.transaction() as session:
         record = session.get(ClaimRecordRow, audit_id)
         files = session.execute(select(ClaimImageRow.radiograph_id, ClaimImageRow.kind, ClaimImageRow.media)
                                 .where(ClaimImageRow.audit_seq == audit_id)).all()
     readings = {r["image_id"]: r for r in json.loads(record.readings)} if record else {}
-    out = []
-    for position, (rid, kind, media) in enumerate(files, start=1):
-        pixels = np.asarray(read_radiograph(media).pixels_unit, dtype=np.float32)
-        reading = readings.get(rid, {"teeth": []})
-        teeth = tuple(ToothAnnotation(t["fdi"], tuple(t["box_xyxy_px"])) for t in reading["teeth"] if t["score"] >= 0.5)
-        findings = tuple(FindingAnnotation(FindingClass(e["finding_class"]), tuple(e["box_xyxy_px"]))
-                         for e in evidence if e["image_id"] == rid and e.get("finding_class"))
-        h, w = pixels.shape
-        labels = ImageAnnotations(rid, "", w, h, RadiographKind(kind) if kind != "unknown" else None, teeth, findings)
-        # the client's radiograph id can carry anything: the caption names the image by position
-        out.append((f"image {position} ({kind})", overlay_png_base64(pixels, labels, max_side=THUMB_SIDE)))
-    return out
+    # the client's radiograph id can carry anything: the caption names the image by position
+    return [(f"image {position} ({kind})", evidence_png_base64(media, kind, rid, readings.get(rid), evidence, THUMB_SIDE))
+            for position, (rid, kind, media) in enumerate(files, start=1)]
 
 
 def _table(rows: dict[str, dict[str, float]], label: str) -> str:

@@ -1,6 +1,8 @@
 """Review commands: ``dxv data export-corrections`` (reviewer corrections as a COCO
-dataset for ``dxv train``) and ``dxv report fp`` (the false-positive report). The store
-URL is ``--url``, else ``$DXV_STATE_URL``, else the SQLite file ``data/state/dxv.db``."""
+dataset for ``dxv train``), ``dxv report fp`` (the false-positive report), ``dxv appeal
+packet`` (one decision and its appeals for a provider or an appeals team) and ``dxv
+thresholds list|promote`` (the thresholds versions; promoting one puts it in effect). The
+store URL is ``--url``, else ``$DXV_STATE_URL``, else the SQLite file ``data/state/dxv.db``."""
 
 from __future__ import annotations
 
@@ -36,6 +38,82 @@ def register(commands: Any, data_commands: Any) -> None:
     fp.add_argument("--out", type=Path, default=Path("data/reports/fp.html"))
     fp.add_argument("--url", default=None)
     fp.set_defaults(handler=_fp_report)
+
+
+    appeal = commands.add_parser("appeal", help="appeals of decisions")
+    asub = appeal.add_subparsers(dest="appeal_command", required=True)
+    packet = asub.add_parser("packet", help="one decision and its appeals as HTML: lines, reasons, radiographs with the "
+                                            "evidence drawn, versions")
+    packet.add_argument("decision_id", type=int, help="the decision's audit id (an appeal's id gives its original)")
+    packet.add_argument("--out", type=Path, default=None, help="default: data/reports/appeal-<decision id>.html")
+    packet.add_argument("--tenant", default=None, help="refuse a decision of another tenant")
+    packet.add_argument("--url", default=None)
+    packet.set_defaults(handler=_packet)
+
+    thresholds = commands.add_parser("thresholds", help="thresholds versions: list, promote (admins)")
+    tsub = thresholds.add_subparsers(dest="thresholds_command", required=True)
+    tlist = tsub.add_parser("list", help="every thresholds version, which is in effect, and proposals")
+    tlist.add_argument("--url", default=None)
+    tlist.set_defaults(handler=_thresholds_list)
+    tpromote = tsub.add_parser("promote", help="put a thresholds version in effect (replicas pick it up within "
+                                               "thresholds_refresh_s); promoting an older one rolls back")
+    tpromote.add_argument("version")
+    tpromote.add_argument("--actor", default="cli", help="who promotes it (recorded in the audit trail)")
+    tpromote.add_argument("--url", default=None)
+    tpromote.set_defaults(handler=_thresholds_promote)
+
+
+def _packet(args: argparse.Namespace) -> int:
+    from evaluation.appeal_packet import write_packet
+    from serving.store.database import Store
+
+    out = args.out or Path("data/reports") / f"appeal-{args.decision_id}.html"
+    store = Store.open(args.url)
+    try:
+        packet = write_packet(store, args.decision_id, out, args.tenant)
+    finally:
+        store.close()
+    _out.print(f"decision {packet.decision_id} (claim {packet.claim_id}): {packet.images} radiograph(s), "
+               f"{packet.appeals} appeal(s) -> {out}")
+    return 0
+
+
+def _thresholds_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from serving.store import table_versions
+    from serving.store.database import Store
+
+    store = Store.open(args.url)
+    try:
+        with store.transaction() as session:
+            versions = table_versions.list_versions(session)
+    finally:
+        store.close()
+    table = Table("version", "source", "created", "promoted", "in effect")
+    for v in versions:
+        table.add_row(v["version"], v["source"], v["created_at"][:19], (v["promoted_at"] or "")[:19],
+                      "yes" if v["effective"] else "")
+    _out.print(table if versions else "no thresholds version stored yet (the service registers its own when it starts)")
+    return 0
+
+
+def _thresholds_promote(args: argparse.Namespace) -> int:
+    from serving.store import table_versions
+    from serving.store.database import Store
+
+    store = Store.open(args.url)
+    try:
+        with store.transaction() as session:
+            done = table_versions.promote(session, table_versions.THRESHOLDS, args.version, args.actor, _now())
+    finally:
+        store.close()
+    _out.print(f"thresholds {done['version']} in effect (was {done['previous']})")
+    return 0
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -124,3 +124,67 @@ def test_a_proposed_thresholds_version_takes_effect_only_when_an_admin_promotes_
     assert client.post(f"/v1/admin/thresholds/{release}/promote", headers=_as(service, "admin")).status_code == 200
     third = _submit(client, service, "TH-3")
     assert third.json()["versions"]["thresholds"] == release
+
+
+def test_the_appeal_packet_has_the_lines_reasons_evidence_versions_and_the_appeal(service, tmp_path) -> None:
+    from serving.cli import main
+
+    client = TestClient(service.app)
+    original = periapical_image()
+    decision = client.post("/v1/claims:validate", json=flagged_claim("AP-P1", original),
+                           headers=_as(service, "adjudicator")).json()
+    for item in client.get("/v1/reviews", headers=_as(service, "reviewer")).json()["items"]:
+        client.post(f"/v1/reviews/{item['item_id']}/disposition", headers=_as(service, "reviewer"),
+                    json={"outcome": "confirm", "reason": "as decided"})
+    new_id, new_file = periapical_image(11)
+    letter = base64.b64encode(b"%PDF-1.4 chart note").decode()
+    appealed = client.post(f"/v1/decisions/{decision['audit_id']}/appeals", headers=_as(service, "adjudicator"), json={
+        "line_ids": ["1"], "narrative": "see the new radiograph",
+        "attachments": [{"radiograph_id": new_id + "-b", "kind": "periapical", "content": base64.b64encode(new_file).decode()}],
+        "documents": [{"name": "chart-note.pdf", "content_base64": letter}]})
+    assert appealed.status_code == 201, appealed.text
+    result = appealed.json()
+    assert [r["source"] for r in result["readings"]] == ["original", "appeal"]
+
+    url = str(service.store.engine.url)
+    out = tmp_path / "packet.html"
+    assert main(["appeal", "packet", str(decision["audit_id"]), "--out", str(out), "--url", url]) == 0
+    page = out.read_text()
+    assert f"Decision {decision['audit_id']} on claim AP-P1" in page
+    for line in decision["lines"]:
+        assert f"<td class='{line['action']}'><b>{line['action']}</b></td>" in page
+    assert "R2.substitution.tier" in page and "D3330" in page  # the downcode's rule and the billed code
+    assert page.count("<img") == 2  # the original radiograph, and the appeal's new one under the appeal
+    assert f"Appeal {result['appeal_id']}" in page and result["outcome"] in page and "chart-note.pdf" in page
+    assert decision["versions"]["thresholds"] in page and "audit record" in page.lower()
+    assert "MBR-" not in page and original[0] not in page and new_id not in page  # no member or client image ids
+    # an appeal's decision id gives the same packet; an unknown id is an error
+    again = tmp_path / "again.html"
+    assert main(["appeal", "packet", str(result["audit_id"]), "--out", str(again), "--url", url]) == 0
+    assert again.read_text() == page
+    assert main(["appeal", "packet", "999999", "--out", str(tmp_path / "none.html"), "--url", url]) == 2
+    assert main(["appeal", "packet", str(decision["audit_id"]), "--tenant", "other", "--url", url,
+                 "--out", str(tmp_path / "other.html")]) == 2
+
+
+def test_a_version_promoted_from_the_cli_reaches_a_running_service_within_the_refresh(tmp_path, models, capsys) -> None:
+    import time
+
+    from serving.cli import main
+
+    service = make_review_service(tmp_path, models, overrides=("thresholds_refresh_s=0.2",))
+    try:
+        client = TestClient(service.app)
+        release = _submit(client, service, "R-1").json()["versions"]["thresholds"]
+        url = str(service.store.engine.url)
+        with service.store.transaction() as session:
+            current = table_versions.load_table(session, "thresholds", release)
+            table_versions.propose_thresholds(session, current.model_copy(update={"version": "cli-1"}), {}, "cli", NOW)
+        assert main(["thresholds", "list", "--url", url]) == 0
+        assert "cli-1" in capsys.readouterr().out
+        assert main(["thresholds", "promote", "cli-1", "--actor", "ops", "--url", url]) == 0
+        assert main(["thresholds", "promote", "nope", "--url", url]) == 2
+        time.sleep(0.3)
+        assert _submit(client, service, "R-2").json()["versions"]["thresholds"] == "cli-1"
+    finally:
+        service.store.close()
