@@ -1,7 +1,8 @@
 """Review commands: ``dxv data export-corrections`` (reviewer corrections as a COCO
 dataset for ``dxv train``), ``dxv report fp`` (the false-positive report), ``dxv appeal
-packet`` (one decision and its appeals for a provider or an appeals team) and ``dxv
-thresholds list|promote`` (the thresholds versions; promoting one puts it in effect). The
+packet`` (one decision and its appeals for a provider or an appeals team), ``dxv
+calibrate`` (score bands proposed from reviewer corrections, stored as a thresholds
+version) and ``dxv thresholds list|promote`` (promoting a version puts it in effect). The
 store URL is ``--url``, else ``$DXV_STATE_URL``, else the SQLite file ``data/state/dxv.db``."""
 
 from __future__ import annotations
@@ -61,6 +62,83 @@ def register(commands: Any, data_commands: Any) -> None:
     tpromote.add_argument("--actor", default="cli", help="who promotes it (recorded in the audit trail)")
     tpromote.add_argument("--url", default=None)
     tpromote.set_defaults(handler=_thresholds_promote)
+
+
+    calibrate = commands.add_parser("calibrate", help="propose per-class score bands from reviewer corrections, stored "
+                                                      "as a new thresholds version that an admin promotes")
+    calibrate.add_argument("--from", dest="start", type=dt.date.fromisoformat, required=True, help="first disposition day")
+    calibrate.add_argument("--to", dest="end", type=dt.date.fromisoformat, required=True, help="last disposition day")
+    calibrate.add_argument("--tenant", default=None)
+    calibrate.add_argument("--target-precision", type=float, default=0.9, help="of detections at or above support")
+    calibrate.add_argument("--max-miss-rate", type=float, default=0.05, help="of true findings below absent")
+    calibrate.add_argument("--min-labels", type=int, default=30, help="per class, else its band is kept")
+    calibrate.add_argument("--min-score", type=float, default=0.3, help="what the case view showed reviewers")
+    calibrate.add_argument("--dry-run", action="store_true", help="report only; store nothing")
+    calibrate.add_argument("--out", type=Path, default=None, help="the per-class report as JSON")
+    calibrate.add_argument("--actor", default="cli")
+    calibrate.add_argument("--url", default=None)
+    calibrate.set_defaults(handler=_calibrate)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from rich.table import Table
+
+    from serving.evidence_matrix import load_thresholds
+    from serving.review.calibration import CalibrationPolicy, labels_of, propose_thresholds
+    from serving.review.export import reviewed_images
+    from serving.store import table_versions
+    from serving.store.database import Store
+
+    policy = CalibrationPolicy(target_precision=args.target_precision, max_miss_rate=args.max_miss_rate,
+                               min_labels=args.min_labels, min_score=args.min_score)
+    now = _now()
+    store = Store.open(args.url)
+    try:
+        with store.transaction() as session:
+            images, dispositions = reviewed_images(session, tenant=args.tenant, start=args.start, end=args.end)
+            effective = table_versions.effective_thresholds_version(session)
+            base = table_versions.load_thresholds_version(session, effective) if effective \
+                else load_thresholds()
+            labels = [x for image in images for x in labels_of(image.reading, image.corrections, policy.min_score)]
+            proposed, report = propose_thresholds(base, labels, policy, f"{base.version}-cal.{now:%Y%m%d%H%M%S}")
+            changed = [p for p in report if p.proposed != p.current]
+            if changed and not args.dry_run:
+                note = {"from": args.start.isoformat(), "to": args.end.isoformat(), "tenant": args.tenant,
+                        "base": base.version, "dispositions": dispositions, "images": len(images),
+                        "policy": dataclasses.asdict(policy)}
+                table_versions.propose_thresholds(session, proposed, note, args.actor, now)
+    finally:
+        store.close()
+    table = Table("class", "labels", "true", "false", "band now", "proposed", "precision now -> then",
+                  "miss rate now -> then", "note")
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0%}"
+
+    for p in report:
+        table.add_row(p.finding_class.value, str(p.labels), str(p.true), str(p.false),
+                      f"{p.current.absent:.2f}-{p.current.support:.2f}", f"{p.proposed.absent:.2f}-{p.proposed.support:.2f}",
+                      f"{pct(p.precision_current)} -> {pct(p.precision_proposed)}",
+                      f"{pct(p.miss_rate_current)} -> {pct(p.miss_rate_proposed)}", p.note)
+    _out.print(f"{len(images)} corrected radiograph(s) from {dispositions} disposition(s), {len(labels)} labels; "
+               f"base thresholds {base.version}")
+    _out.print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"base": base.version, "proposed": proposed.version, "classes": [
+            {**dataclasses.asdict(p), "current": p.current.model_dump(), "proposed": p.proposed.model_dump()}
+            for p in report]}, indent=1, default=str), encoding="utf-8")
+    if not changed:
+        _out.print("no band changes: nothing proposed")
+    elif args.dry_run:
+        _out.print(f"dry run: {proposed.version} not stored")
+    else:
+        _out.print(f"proposed thresholds {proposed.version} (not in effect); put it in effect with "
+                   f"[bold]dxv thresholds promote {proposed.version}[/]")
+    return 0
 
 
 def _packet(args: argparse.Namespace) -> int:

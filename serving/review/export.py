@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from datasets.annotations import ImageAnnotations
 from datasets.coco import write_coco
@@ -39,11 +40,20 @@ class ExportSummary:
     skipped: list[str] = field(default_factory=list)  # why an image could not be exported
 
 
-def export_corrections(store: Store, out: Path, *, tenant: str | None = None, start: dt.date | None = None,
-                       end: dt.date | None = None, min_score: float = 0.3) -> ExportSummary:
-    """Write ``out/annotations.json`` and ``out/images/*.png``; ``start``/``end`` bound the
-    disposition dates (inclusive)."""
-    summary = ExportSummary()
+@dataclass(frozen=True)
+class ReviewedImage:
+    """A radiograph a reviewer corrected: its reading and the corrections on it."""
+
+    audit_seq: int
+    position: int  # 1-based, in the claim
+    reading: ImageReading
+    corrections: tuple[Correction, ...]
+
+
+def reviewed_images(session: Session, *, tenant: str | None = None, start: dt.date | None = None,
+                    end: dt.date | None = None) -> tuple[list[ReviewedImage], int]:
+    """Every radiograph with at least one reviewer correction among the dispositions made
+    from ``start`` to ``end`` (inclusive), and the number of those dispositions."""
     query = select(ReviewRow, ReviewItemRow.audit_seq).join(ReviewItemRow, ReviewItemRow.id == ReviewRow.review_item_id) \
         .where(ReviewRow.corrections != "[]")
     if tenant:
@@ -52,33 +62,46 @@ def export_corrections(store: Store, out: Path, *, tenant: str | None = None, st
         query = query.where(ReviewRow.created_at >= dt.datetime.combine(start, dt.time.min))
     if end:
         query = query.where(ReviewRow.created_at < dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min))
+    by_decision: dict[int, list[Correction]] = {}
+    dispositions = 0
+    for review, audit_seq in session.execute(query.order_by(ReviewRow.id)).all():
+        by_decision.setdefault(audit_seq, []).extend(_CORRECTIONS.validate_json(review.corrections))
+        dispositions += 1
+    images = []
+    for audit_seq, corrections in sorted(by_decision.items()):
+        record = session.get(ClaimRecordRow, audit_seq)
+        readings = [ImageReading.from_json(r) for r in json.loads(record.readings)] if record else []
+        for position, reading in enumerate(readings, start=1):
+            mine = tuple(c for c in corrections if c.image_id == reading.image_id)
+            if mine:
+                images.append(ReviewedImage(audit_seq, position, reading, mine))
+    return images, dispositions
+
+
+def export_corrections(store: Store, out: Path, *, tenant: str | None = None, start: dt.date | None = None,
+                       end: dt.date | None = None, min_score: float = 0.3) -> ExportSummary:
+    """Write ``out/annotations.json`` and ``out/images/*.png``; ``start``/``end`` bound the
+    disposition dates (inclusive)."""
+    summary = ExportSummary()
     (out / "images").mkdir(parents=True, exist_ok=True)
     annotations: list[ImageAnnotations] = []
     with store.transaction() as session:
-        by_decision: dict[int, list[Correction]] = {}
-        for review, audit_seq in session.execute(query.order_by(ReviewRow.id)).all():
-            by_decision.setdefault(audit_seq, []).extend(_CORRECTIONS.validate_json(review.corrections))
-            summary.dispositions += 1
-        for audit_seq, corrections in sorted(by_decision.items()):
-            record = session.get(ClaimRecordRow, audit_seq)
-            readings = [ImageReading.from_json(r) for r in json.loads(record.readings)] if record else []
-            files = {rid: media for rid, media in session.execute(
-                select(ClaimImageRow.radiograph_id, ClaimImageRow.media).where(ClaimImageRow.audit_seq == audit_seq))}
-            for position, reading in enumerate(readings):
-                mine = [c for c in corrections if c.image_id == reading.image_id]
-                if not mine:
-                    continue
-                if reading.image_id not in files:
-                    summary.skipped.append(f"decision {audit_seq}, image {position + 1}: the file was not kept")
-                    continue
-                name = f"images/d{audit_seq}-{position + 1}.png"
-                (out / name).write_bytes(png_16bit(read_radiograph(files[reading.image_id]).pixels_unit))
-                labelled, applied = corrected_annotations(reading, mine, name, min_score)
-                annotations.append(ImageAnnotations(
-                    image_id=f"d{audit_seq}-{position + 1}", file_name=name, width_px=labelled.width_px,
-                    height_px=labelled.height_px, kind=labelled.kind, teeth=labelled.teeth, findings=labelled.findings))
-                summary.applied.update(applied)
-                summary.images += 1
+        images, summary.dispositions = reviewed_images(session, tenant=tenant, start=start, end=end)
+        for image in images:
+            audit_seq, position, reading = image.audit_seq, image.position, image.reading
+            media = session.execute(select(ClaimImageRow.media).where(
+                ClaimImageRow.audit_seq == audit_seq, ClaimImageRow.radiograph_id == reading.image_id)).scalar_one_or_none()
+            if media is None:
+                summary.skipped.append(f"decision {audit_seq}, image {position}: the file was not kept")
+                continue
+            name = f"images/d{audit_seq}-{position}.png"
+            (out / name).write_bytes(png_16bit(read_radiograph(media).pixels_unit))
+            labelled, applied = corrected_annotations(reading, image.corrections, name, min_score)
+            annotations.append(ImageAnnotations(
+                image_id=f"d{audit_seq}-{position}", file_name=name, width_px=labelled.width_px,
+                height_px=labelled.height_px, kind=labelled.kind, teeth=labelled.teeth, findings=labelled.findings))
+            summary.applied.update(applied)
+            summary.images += 1
     write_coco(out / "annotations.json", annotations,
                description=f"reviewer corrections (tenant {tenant or 'all'}, models' detections >= {min_score} corrected)")
     return summary

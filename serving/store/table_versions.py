@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 from sqlalchemy import func, select
@@ -86,6 +86,10 @@ def load_table(session: Session, name: str, version: str) -> BaseModel:
     if _sha(row.body) != row.sha256:
         raise TableVersionConflictError(f"{name} version {version}: the stored table does not match its hash")
     return TABLE_MODELS[name].model_validate(json.loads(row.body))
+
+
+def load_thresholds_version(session: Session, version: str) -> Thresholds:
+    return cast(Thresholds, load_table(session, THRESHOLDS, version))
 
 
 def effective_thresholds_version(session: Session) -> str | None:
