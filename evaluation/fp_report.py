@@ -14,10 +14,8 @@ The aggregation (``fp_figures``) is pure; ``collect`` reads the store."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
-import io
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -31,7 +29,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sqlalchemy import select
 
+from evaluation.drift_report import drift_section
 from evaluation.evidence_overlay import cited_evidence, evidence_png_base64
+from evaluation.plots import figure_png_base64
+from serving.drift import MonitoringSettings
+from serving.store import drift
 from serving.store.database import Store
 from serving.store.schema import AuditRow, ClaimImageRow, ClaimRecordRow, ReviewItemRow, ReviewRow
 
@@ -72,6 +74,7 @@ class FpFigures:
     by_rule: dict[str, dict[str, float]] = field(default_factory=dict)  # rule -> n, agreement, override, change
     by_class: dict[str, dict[str, float]] = field(default_factory=dict)
     weekly: list[dict[str, Any]] = field(default_factory=list)  # week, lines, flag_rate, disposed, override_rate
+    drift_alerts: list[str] = field(default_factory=list)  # the model-drift alerts at the end of the period
 
 
 def _rates(outcomes: list[str]) -> dict[str, float]:
@@ -170,13 +173,6 @@ def collect(store: Store, start: dt.date, end: dt.date, tenant: str | None) -> C
 # ---- rendering -------------------------------------------------------------------------------
 
 
-def _png(fig: Any) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def _bars(values: dict[str, float], title: str, xlabel: str) -> str | None:
     if not values:
         return None
@@ -186,7 +182,7 @@ def _bars(values: dict[str, float], title: str, xlabel: str) -> str | None:
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.set_title(title)
-    return _png(fig)
+    return figure_png_base64(fig)
 
 
 def _trend(weekly: list[dict[str, Any]]) -> str | None:
@@ -201,7 +197,7 @@ def _trend(weekly: list[dict[str, Any]]) -> str | None:
     ax.set_title("Trend by week")
     ax.legend()
     ax.tick_params(axis="x", rotation=45)
-    return _png(fig)
+    return figure_png_base64(fig)
 
 
 def _thumbnail(store: Store, audit_id: int, decision: dict[str, Any], line_id: str) -> list[tuple[str, str]]:
@@ -227,10 +223,16 @@ def _table(rows: dict[str, dict[str, float]], label: str) -> str:
             f"<th>changed</th></tr>{body}</table>")
 
 
-def write_report(store: Store, out: Path, start: dt.date, end: dt.date, tenant: str | None) -> FpFigures:
-    """Write ``out`` (HTML) and ``out`` with ``.json`` (the figures); returns the figures."""
+def write_report(store: Store, out: Path, start: dt.date, end: dt.date, tenant: str | None,
+                 monitoring: MonitoringSettings | None = None) -> FpFigures:
+    """Write ``out`` (HTML) and ``out`` with ``.json`` (the figures); returns the figures.
+    The model-drift section is the drift assessment at the end of the period."""
     collected = collect(store, start, end, tenant)
     figures = fp_figures(collected.lines, collected.disposed)
+    with store.transaction() as session:
+        assessed = drift.assess(session, dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min),
+                                monitoring or MonitoringSettings(), tenant)
+    figures.drift_alerts = [s.text for a in assessed for s in a.signals if s.alert]
     plots = [p for p in (
         _bars(figures.flag_rate_by_rule, "Flag rate per rule", "% of decided lines"),
         _bars(figures.flag_share_by_class, "Flags per finding class", "% of flagged lines citing the class"),
@@ -267,6 +269,7 @@ figure{{margin:0}}.example{{border-top:1px solid #ccc;margin-top:1rem}}</style><
 <h2>Reviewer agreement per finding class</h2>{_table(figures.by_class, "finding class")}
 <h2>Plots</h2>{"".join(f"<img alt='plot' src='data:image/png;base64,{p}'>" for p in plots)}
 <h2>Worst examples (overridden, most at stake)</h2>{"".join(examples) or "<p>None in the period.</p>"}
+<h2>Model drift at the end of the period</h2>{drift_section(assessed)}
 </body></html>"""
     out.write_text(page, encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps(figures.__dict__, indent=1, default=str), encoding="utf-8")

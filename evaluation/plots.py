@@ -1,7 +1,10 @@
-"""PNG plots of an evaluation: PR curves, FROC, root-count and tooth-number confusion."""
+"""PNG plots of an evaluation: PR curves, FROC, root-count and tooth-number confusion;
+and a figure as base64 PNG for the HTML reports."""
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,14 @@ from matplotlib.figure import Figure
 
 from evaluation.detection_metrics import confusion_matrix
 from models.teeth import PERMANENT_FDI
+
+
+def figure_png_base64(fig: Figure) -> str:
+    """The figure as a base64 PNG (for ``<img src="data:image/png;base64,...">``), closed after."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def pr_figure(curves: dict[str, Any]) -> Figure | None:

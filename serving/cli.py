@@ -17,7 +17,7 @@ _err = Console(stderr=True)
 def build_parser() -> argparse.ArgumentParser:
     from datasets import cli as datasets_cli
     from evaluation import cli as evaluation_cli
-    from serving import serve_cli, state_cli, validate_cli
+    from serving import monitor_cli, serve_cli, state_cli, validate_cli
     from serving.review import cli as review_cli
     from training import cli as training_cli
 
@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate_cli.register(commands)
     state_cli.register(commands)
     serve_cli.register(commands)
-    review_cli.register(commands, data_commands)
+    report_commands = review_cli.register(commands, data_commands)
+    monitor_cli.register(commands, report_commands)
     return parser
 
 

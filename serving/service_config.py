@@ -10,6 +10,7 @@ from pydantic import Field, HttpUrl
 
 from models.config_loading import FrozenConfig, load_config
 from models.paths import PROJECT_ROOT
+from serving.drift import MonitoringSettings
 from serving.review.queue import ReviewPriority
 
 DEFAULT_SERVING_CONFIG = PROJECT_ROOT / "configs" / "serving.yaml"
@@ -76,6 +77,7 @@ class ServingConfig(FrozenConfig):
     webhooks: tuple[Webhook, ...] = ()
     review: ReviewSettings = ReviewSettings()
     thresholds_refresh_s: float = Field(10.0, gt=0)  # how soon a promoted thresholds version reaches a replica
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else PROJECT_ROOT / path

@@ -31,6 +31,7 @@ from models.errors import DxvError
 from models.radiographs import RadiographKind
 from serving.adjudication import ClaimDecision, RuleTables, adjudicate
 from serving.api.appeal_routes import add_appeal_routes
+from serving.api.drift_metrics import DriftCollector
 from serving.api.metrics import ApiMetrics
 from serving.api.review_routes import add_review_routes
 from serving.appeals import AppealError, AppealInputError
@@ -104,6 +105,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
     limits = ReaderLimits(max_pixels=config.limits.max_pixels_per_image, max_bytes=config.limits.max_request_bytes)
     # The release's tables with the thresholds an admin promoted last (re-checked every refresh_s).
     live = EffectiveTables(store, tables, refresh_s=config.thresholds_refresh_s, now=now)
+    metrics.registry.register(DriftCollector(store, config.monitoring, now))
 
     @app.exception_handler(DxvError)
     async def _dxv_error(_: Request, exc: DxvError) -> JSONResponse:

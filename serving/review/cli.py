@@ -17,7 +17,8 @@ from rich.console import Console
 _out = Console()
 
 
-def register(commands: Any, data_commands: Any) -> None:
+def register(commands: Any, data_commands: Any) -> Any:
+    """Adds the review commands; returns the ``dxv report`` subcommands (others add theirs)."""
     export = data_commands.add_parser("export-corrections",
                                       help="reviewer finding corrections as a COCO dataset that dxv train reads")
     export.add_argument("--out", type=Path, required=True, help="folder for annotations.json and images/")
@@ -62,8 +63,6 @@ def register(commands: Any, data_commands: Any) -> None:
     tpromote.add_argument("--actor", default="cli", help="who promotes it (recorded in the audit trail)")
     tpromote.add_argument("--url", default=None)
     tpromote.set_defaults(handler=_thresholds_promote)
-
-
     calibrate = commands.add_parser("calibrate", help="propose per-class score bands from reviewer corrections, stored "
                                                       "as a new thresholds version that an admin promotes")
     calibrate.add_argument("--from", dest="start", type=dt.date.fromisoformat, required=True, help="first disposition day")
@@ -78,6 +77,7 @@ def register(commands: Any, data_commands: Any) -> None:
     calibrate.add_argument("--actor", default="cli")
     calibrate.add_argument("--url", default=None)
     calibrate.set_defaults(handler=_calibrate)
+    return rsub
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -215,6 +215,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _fp_report(args: argparse.Namespace) -> int:
     from evaluation.fp_report import write_report
+    from serving.service_config import load_serving_config
     from serving.store.database import Store
 
     if args.end < args.start:
@@ -223,7 +224,7 @@ def _fp_report(args: argparse.Namespace) -> int:
         raise DxvError(f"--to {args.end} is before --from {args.start}")
     store = Store.open(args.url)
     try:
-        figures = write_report(store, args.out, args.start, args.end, args.tenant)
+        figures = write_report(store, args.out, args.start, args.end, args.tenant, load_serving_config().monitoring)
     finally:
         store.close()
     _out.print(f"{figures.lines} lines, {figures.flagged} flagged; {figures.disposed} dispositions: agreement "
