@@ -5,6 +5,8 @@
   readings of each radiograph, the claim's other queued lines, past dispositions.
 - ``GET /v1/reviews/{item_id}/images/{radiograph_id}``: the radiograph as an 8-bit PNG for
   display (boxes in the readings are in this image's pixels).
+- ``GET /v1/reviews/{item_id}/documents/{document_id}``: a document sent with the appeal a
+  referred item belongs to (always a download).
 - ``POST /v1/reviews/{item_id}/disposition``: confirm, override to pass or change, with a
   reason and optional finding corrections; answered 201 with the recorded disposition.
 - ``GET /review``: the workbench page (static; it calls the endpoints above with the key
@@ -67,6 +69,18 @@ def add_review_routes(app: FastAPI, *, store: Store, config: ServingConfig, now:
 
         return Response(content=await run_in_threadpool(render), media_type="image/png",
                         headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/v1/reviews/{item_id}/documents/{document_id}")
+    def document(item_id: int, document_id: int, x_api_key: str | None = Header(None),
+                 authorization: str | None = Header(None)) -> Response:
+        who = principal(x_api_key, authorization, Permission.REVIEW)
+        with store.transaction() as session:
+            name, media_type, content = reviews.appeal_document(session, who.tenant, item_id, document_id)
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:100] or "document"
+        # Always a download, never rendered in the page's origin: the file is the provider's, not ours.
+        return Response(content=content, media_type="application/octet-stream",
+                        headers={"Content-Disposition": f'attachment; filename="{safe}"',
+                                 "X-Content-Type-Options": "nosniff", "X-Declared-Media-Type": media_type[:100]})
 
     @app.post("/v1/reviews/{item_id}/disposition", status_code=201)
     def dispose(item_id: int, body: DispositionIn, x_api_key: str | None = Header(None),

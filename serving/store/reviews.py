@@ -23,6 +23,8 @@ from serving.service_config import Webhook
 from serving.store import audit, repository
 from serving.store.database import StoreError
 from serving.store.schema import (
+    AppealDocumentRow,
+    AppealRow,
     ClaimImageRow,
     ClaimLineRow,
     ClaimRecordRow,
@@ -121,13 +123,37 @@ def case_detail(session: Session, tenant: str, item_id: int, now: dt.datetime, w
                                .order_by(ReviewItemRow.id)).scalars().all()
     reviews = session.execute(select(ReviewRow).where(ReviewRow.review_item_id.in_([s.id for s in siblings]))
                               .order_by(ReviewRow.id)).scalars().all()
+    appeal = session.execute(select(AppealRow).where(AppealRow.audit_seq == item.audit_seq)).scalar_one_or_none()
     return {"item": _item_json(item, now, weights),
+            "appeal": _appeal_json(session, appeal) if appeal else None,
             "claim": json.loads(record.claim) if record else None,
             "decision": decision,
             "readings": json.loads(record.readings) if record else [],
             "images": [{"radiograph_id": rid, "kind": kind} for rid, kind in images],
             "queue": [_item_json(s, now, weights) for s in siblings],
             "dispositions": [disposition_json(r) for r in reviews]}
+
+
+def _appeal_json(session: Session, appeal: AppealRow) -> dict[str, Any]:
+    """What a reviewer of a referred appeal reads: its narrative and documents."""
+    documents = session.execute(select(AppealDocumentRow.id, AppealDocumentRow.name, AppealDocumentRow.media_type,
+                                       AppealDocumentRow.sha256, func.length(AppealDocumentRow.content))
+                                .where(AppealDocumentRow.appeal_id == appeal.id).order_by(AppealDocumentRow.id)).all()
+    return {"appeal_id": appeal.id, "original_audit_id": appeal.original_audit_seq, "narrative": appeal.narrative,
+            "submitted_at": appeal.created_at.isoformat(),
+            "documents": [{"document_id": i, "name": n, "media_type": m, "sha256": s, "size_bytes": size}
+                          for i, n, m, s, size in documents]}
+
+
+def appeal_document(session: Session, tenant: str, item_id: int, document_id: int) -> tuple[str, str, bytes]:
+    """(name, media type, content) of a document of the appeal a queued item belongs to."""
+    item = case_item(session, tenant, item_id)
+    row = session.execute(select(AppealDocumentRow).join(AppealRow, AppealRow.id == AppealDocumentRow.appeal_id)
+                          .where(AppealRow.audit_seq == item.audit_seq, AppealDocumentRow.id == document_id,
+                                 AppealDocumentRow.tenant == tenant)).scalar_one_or_none()
+    if row is None:
+        raise ReviewNotFoundError(f"no document {document_id} with review item {item_id}")
+    return row.name, row.media_type, row.content
 
 
 def disposition_json(row: ReviewRow) -> dict[str, Any]:

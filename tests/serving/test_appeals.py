@@ -138,6 +138,12 @@ def test_a_document_only_a_person_can_read_refers_the_line_to_review(seeded_stor
         case = reviews.case_detail(session, "demo", item.id, LATER, _weights())
         assert [i["radiograph_id"] for i in case["images"]] == ["img-1"]
         assert case["decision"]["audit_id"] == result.audit_id
+        [document] = case["appeal"]["documents"]
+        assert case["appeal"]["original_audit_id"] == decided.audit_id and document["size_bytes"] == 9
+        assert reviews.appeal_document(session, "demo", item.id, document["document_id"]) == (
+            "letter.pdf", "application/pdf", b"%PDF-1.4\n")
+        with pytest.raises(reviews.ReviewNotFoundError):
+            reviews.appeal_document(session, "other", item.id, document["document_id"])
         stored = session.execute(select(AppealDocumentRow)).scalar_one()
         assert stored.content == b"%PDF-1.4\n"
     with pytest.raises(AppealError, match="waiting for a reviewer"):

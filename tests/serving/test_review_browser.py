@@ -143,3 +143,42 @@ def test_a_reviewer_works_a_case_in_the_browser(live) -> None:
     assert x0 == pytest.approx(0.30 * reading["width_px"], abs=0.03 * reading["width_px"])
     assert y1 == pytest.approx(0.42 * reading["height_px"], abs=0.03 * reading["height_px"])
     assert (artifacts / "review-case.png").stat().st_size > 10_000
+
+
+def test_a_referred_appeal_shows_its_narrative_and_documents(live) -> None:
+    assert CHROMIUM, "Debian's chromium is needed for the browser test (make test installs it: apt-get install chromium)"
+    import base64
+
+    from playwright.sync_api import expect, sync_playwright
+
+    base, service = live
+    adjudicator, reviewer = ({"X-API-Key": service.keys[r]} for r in ("adjudicator", "reviewer"))
+    decided = httpx.post(f"{base}/v1/claims:validate", json=flagged_claim("WEB-2", periapical_image(9)),
+                         headers=adjudicator, timeout=60).json()
+    for item in httpx.get(f"{base}/v1/reviews", headers=reviewer).json()["items"]:
+        httpx.post(f"{base}/v1/reviews/{item['item_id']}/disposition", headers=reviewer,
+                   json={"outcome": "confirm", "reason": "as decided"})
+    appealed = httpx.post(f"{base}/v1/decisions/{decided['audit_id']}/appeals", headers=adjudicator, timeout=60, json={
+        "line_ids": ["1"], "narrative": "Three canals found; see the chart note.",
+        "documents": [{"name": "chart note.pdf", "content_base64": base64.b64encode(b"%PDF-1.4 note").decode()}]}).json()
+    assert appealed["outcome"] == "referred"  # a document only a person reads
+    [item] = [i for i in httpx.get(f"{base}/v1/reviews", headers=reviewer).json()["items"]
+              if i["audit_id"] == appealed["audit_id"]]
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{base}/review")
+        page.get_by_label("API key (reviewer role)").fill(service.keys["reviewer"])
+        page.get_by_role("button", name="Open the queue").click()
+        page.locator(f"#queue-table tbody tr[data-item='{item['item_id']}']").click()
+        expect(page.locator("#appeal")).to_be_visible()
+        expect(page.locator("#appeal-summary")).to_contain_text("Three canals found")
+        with page.expect_download() as download:
+            page.get_by_role("button", name="chart note.pdf (application/pdf, 0.0 KiB)").click()
+        assert download.value.suggested_filename == "chart note.pdf"
+        assert download.value.path().read_bytes() == b"%PDF-1.4 note"
+        assert errors == []
+        browser.close()

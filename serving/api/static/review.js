@@ -123,12 +123,33 @@ function renderCase(data) {
       el("td", {}, line.approved_amount !== undefined && line.approved_amount !== null ? line.approved_amount.toFixed(2) : ""),
       el("td", {}, reasons));
   }));
+  renderAppeal(data);
   $("disposition").reset();
   const closed = item.status !== "open";
   $("submit").disabled = closed;
   $("history-list").replaceChildren(...data.dispositions.map((d) => el("li", {},
     `Line ${d.line_id}: ${d.outcome} → ${d.action}${d.code ? " " + d.code : ""} by ${d.reviewer} (audit #${d.audit_id}): ${d.reason}`)));
   renderCorrections();
+}
+
+function renderAppeal(data) {
+  const appeal = data.appeal;
+  $("appeal").hidden = !appeal;
+  if (!appeal) return;
+  $("appeal-summary").textContent = `Appeal ${appeal.appeal_id} of decision #${appeal.original_audit_id}, `
+    + `submitted ${appeal.submitted_at.slice(0, 10)}` + (appeal.narrative ? `: "${appeal.narrative}"` : "");
+  $("appeal-documents").replaceChildren(...appeal.documents.map((d) => el("li", {},
+    el("button", { type: "button", onclick: () => download(data.item.item_id, d) },
+      `${d.name} (${d.media_type}, ${(d.size_bytes / 1024).toFixed(1)} KiB)`))));
+}
+
+async function download(itemId, doc) {
+  try {
+    const blob = await (await api(`/v1/reviews/${itemId}/documents/${doc.document_id}`)).blob();
+    const link = el("a", { href: URL.createObjectURL(blob), download: doc.name });
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+  } catch (error) { say(`Could not download ${doc.name}: ${error.message}`, true); }
 }
 
 async function renderImages(data) {
