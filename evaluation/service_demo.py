@@ -230,6 +230,46 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def state_url(out: Path) -> str:
+    """The demo service's state store (a fresh SQLite file under ``out``)."""
+    return f"sqlite:///{(out / 'service-state.db').resolve()}"
+
+
+def reviewer_key(url: str, now: dt.datetime) -> str:
+    from serving.store.api_keys import Role, create_key
+    from serving.store.database import Store
+
+    store = Store.open(url)
+    try:
+        with store.transaction() as session:
+            return create_key(session, tenant="demo", role=Role.REVIEWER, label="demo-reviewer", now=now)[1]
+    finally:
+        store.close()
+
+
+def appeal_example(client: Any, adjudicator: str, reviewer: str, claims: list[PreparedClaim],
+                   results: list[tuple[dict, dict[str, dict]]]) -> dict[str, Any]:
+    """The provider of the upcoded claim appeals its downcode with an operative note: the
+    reviewer first disposes of the line if it was queued, then the appeal is submitted.
+    Returns the appeal's decision."""
+    index = next(i for i, c in enumerate(claims) if c.case.label.startswith("upcoded"))
+    decision = results[index][0]
+    line = next(x for x in decision["lines"] if x["action"] == "downcode")
+    if line["needs_review"]:
+        queue = client.get("/v1/reviews", params={"limit": 500}, headers={"X-API-Key": reviewer}).json()["items"]
+        item = next(i for i in queue if i["audit_id"] == decision["audit_id"] and i["line_id"] == line["line_id"])
+        client.post(f"/v1/reviews/{item['item_id']}/disposition", headers={"X-API-Key": reviewer},
+                    json={"outcome": "confirm", "reason": "erupted on the image; simple extraction"})
+    note = b"Operative note (synthetic): flap raised, bone removed distally, tooth sectioned."
+    answer = client.post(f"/v1/decisions/{decision['audit_id']}/appeals", headers={"X-API-Key": adjudicator}, json={
+        "line_ids": [line["line_id"]], "narrative": "Partially bony impacted; surgical removal with sectioning.",
+        "documents": [{"name": "operative-note.txt", "media_type": "text/plain",
+                       "content_base64": base64.b64encode(note).decode("ascii")}]})
+    if answer.status_code != 201:
+        raise DemoError(f"the appeal was answered {answer.status_code}: {answer.text[:300]}")
+    return dict(answer.json())
+
+
 @contextmanager
 def running_service(out: Path, port: int, overrides: tuple[str, ...] = (), ready_timeout_s: float = 420.0,
                     extra_members: int = 0) -> Iterator[tuple[str, str]]:
@@ -239,10 +279,9 @@ def running_service(out: Path, port: int, overrides: tuple[str, ...] = (), ready
 
     console = Console()
     out.mkdir(parents=True, exist_ok=True)
-    state = (out / "service-state.db").resolve()
+    url = state_url(out)
     for suffix in ("", "-wal", "-shm"):
-        Path(f"{state}{suffix}").unlink(missing_ok=True)
-    url = f"sqlite:///{state}"
+        Path(f"{url.removeprefix('sqlite:///')}{suffix}").unlink(missing_ok=True)
     key = prepare_store(url, dt.datetime.now(dt.UTC).replace(tzinfo=None), extra_members)
     console.print(f"starting the service on the local Ray (port {port}) ...")
     settings = [arg for item in (f"state_url={url}", f"http.port={port}", *overrides) for arg in ("--set", item)]
@@ -269,6 +308,9 @@ def run(out: Path, port: int = 8765) -> list[list[str]]:
     with running_service(out, port) as (base_url, key), httpx.Client(base_url=base_url, timeout=120) as client:
         console.print(f"submitting {len(claims)} claims")
         results = submit(client, key, claims)
+        reviewer = reviewer_key(state_url(out), dt.datetime.now(dt.UTC).replace(tzinfo=None))
+        appealed = appeal_example(client, key, reviewer, claims, results)
+        waiting = client.get("/v1/reviews", headers={"X-API-Key": reviewer}).json()["total"]
     rows = decision_rows(claims, results)
     table = Table(title="Decisions (synthetic demo claims)", show_lines=True)
     for name in ("case", "claim", "line", "code", "tooth", "action", "suggested", "approved", "why"):
@@ -278,4 +320,16 @@ def run(out: Path, port: int = 8765) -> list[list[str]]:
     console.print(table)
     write_html(out / "summary.html", claims, results)
     console.print(f"HTML summary with the radiographs and boxes: {out / 'summary.html'}")
+    console.print(f"{waiting} line(s) wait in the review queue (the workbench is at /review while the service runs)")
+    console.print(f"appeal {appealed['appeal_id']} of the upcoded claim's downcode: {appealed['outcome']} "
+                  f"(decision {appealed['audit_id']})")
+    from evaluation.appeal_packet import write_packet
+    from serving.store.database import Store
+
+    store = Store.open(state_url(out))
+    try:
+        write_packet(store, appealed["original_audit_id"], out / "appeal-packet.html")
+    finally:
+        store.close()
+    console.print(f"appeal packet: {out / 'appeal-packet.html'}")
     return rows

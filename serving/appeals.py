@@ -10,8 +10,9 @@ read by the models. Lines not appealed keep their decision.
 
 Outcome per line: ``overturned`` (now passed or paid more, with nothing left to review),
 ``modified`` (better, but still refused in part), ``referred`` (the re-adjudication
-needs a person, or documents came that only a person can read: the line is queued for
-review under the appeal) or ``upheld`` (no better; the original decision stands; an appeal
+needs a person, documents came that only a person can read, or a reviewer had decided
+the line and the re-run would turn that round: the line is queued for review under the
+appeal) or ``upheld`` (no better; the original decision stands; an appeal
 never leaves a line worse than it was). The appeal, its audit record (kind ``appeal``),
 the line's status and ledger, and a webhook event are written in one transaction."""
 
@@ -162,12 +163,16 @@ def _paid(line: LineDecision) -> float:
     return 0.0 if line.action is Action.REJECT else float(line.approved_amount or 0.0)
 
 
-def line_outcome(before: LineDecision, after: LineDecision, with_documents: bool) -> AppealOutcome:
-    """How an appealed line ends (see the module's docstring)."""
+def line_outcome(before: LineDecision, after: LineDecision, with_documents: bool,
+                 reviewer_decided: bool = False) -> AppealOutcome:
+    """How an appealed line ends (see the module's docstring). A line a reviewer decided is
+    never turned round by the rules alone: a better re-run goes back to a person."""
     if after.needs_review:
         return AppealOutcome.REFERRED
     better = after.action.severity < before.action.severity or _paid(after) > _paid(before) + 0.005
     if better:
+        if reviewer_decided:
+            return AppealOutcome.REFERRED
         return AppealOutcome.OVERTURNED if after.action is Action.PASS else AppealOutcome.MODIFIED
     return AppealOutcome.REFERRED if with_documents else AppealOutcome.UPHELD
 
@@ -205,6 +210,7 @@ class Original:
     claim: Claim
     readings: tuple[ImageReading, ...]
     standing: dict[str, LineDecision]  # line id -> the decision it stands on now
+    human: frozenset[str]  # lines that stand on a reviewer's disposition
     files: list[tuple[str, str, bytes]]  # radiograph id, kind, file
 
 
@@ -236,16 +242,24 @@ def load_original(store: Store, tenant: str, audit_id: int, line_ids: tuple[str,
         if record is None:
             raise AppealError(f"decision {audit_id} kept no claim record (it refused nothing)")
         standing = {line.line_id: line for line in decision.lines}
-        # A reviewer's disposition is where a queued line ended; a later appeal where it stands now.
-        for review in session.execute(select(ReviewRow).where(ReviewRow.tenant == tenant, ReviewRow.claim_id ==
-                                                              decision.claim_id, ReviewRow.action.is_not(None))
-                                      .order_by(ReviewRow.id)).scalars():
-            if review.line_id in standing:
-                standing[review.line_id] = _as_disposed(standing[review.line_id], review)
-        for row in session.execute(select(AppealRow).where(AppealRow.original_audit_seq == audit_id)
-                                   .order_by(AppealRow.id)).scalars():
-            for line in json.loads(row.lines):
-                standing[line["line_id"]] = LineDecision.model_validate(line["standing"])
+        human: set[str] = set()
+        # Where each line stands now: its reviewers' dispositions and its appeals, in the order they happened.
+        events: list[tuple[dt.datetime, int, Any]] = [
+            (r.created_at, r.id, r) for r in session.execute(select(ReviewRow).where(
+                ReviewRow.tenant == tenant, ReviewRow.claim_id == decision.claim_id, ReviewRow.action.is_not(None))
+            ).scalars()]
+        events += [(a.created_at, a.id, a) for a in session.execute(
+            select(AppealRow).where(AppealRow.original_audit_seq == audit_id)).scalars()]
+        for _, _, event in sorted(events, key=lambda e: (e[0], isinstance(e[2], ReviewRow), e[1])):
+            if isinstance(event, ReviewRow):
+                if event.line_id in standing:
+                    standing[event.line_id] = _as_disposed(standing[event.line_id], event)
+                    human.add(event.line_id)
+                continue
+            for line in json.loads(event.lines):
+                if line["outcome"] != AppealOutcome.REFERRED.value:  # a referred line stands until its reviewer decides
+                    standing[line["line_id"]] = LineDecision.model_validate(line["standing"])
+                    human.discard(line["line_id"])
         under_review = set(session.execute(select(ReviewItemRow.line_id).where(
             ReviewItemRow.tenant == tenant, ReviewItemRow.claim_id == decision.claim_id,
             ReviewItemRow.status == "open")).scalars())
@@ -261,7 +275,7 @@ def load_original(store: Store, tenant: str, audit_id: int, line_ids: tuple[str,
                               "downcoded line is appealed")
     claim = Claim.model_validate_json(record.claim)
     readings = tuple(ImageReading.from_json(r) for r in json.loads(record.readings))
-    return Original(decision, claim, readings, standing, files)
+    return Original(decision, claim, readings, standing, frozenset(human), files)
 
 
 def _plan_of(plans: Mapping[str, list[Any]], plan_id: str, version: str | None, day: dt.date) -> Any:
@@ -333,7 +347,7 @@ def appeal(store: Store, tables: RuleTables, tenant: str, audit_id: int, appeal_
         lines = []
         for line_id in appeal_in.line_ids:
             before, readjudicated = original.standing[line_id], after[line_id]
-            result = line_outcome(before, readjudicated, with_documents)
+            result = line_outcome(before, readjudicated, with_documents, line_id in original.human)
             standing_line = readjudicated if result in (AppealOutcome.OVERTURNED, AppealOutcome.MODIFIED) else before
             lines.append(AppealedLine(line_id=line_id, outcome=result, before=before, readjudicated=readjudicated,
                                       standing=standing_line))
@@ -387,8 +401,7 @@ def appeal(store: Store, tables: RuleTables, tenant: str, audit_id: int, appeal_
             # A referred line is queued as a flag, whatever its re-run gave: a person decides it.
             queued = tuple(x.readjudicated if x.readjudicated.needs_review else
                            x.readjudicated.model_copy(update={"needs_review": True}) for x in lines if x.line_id in referred)
-            _, _, items = reviews.decision_rows(claim, queued, (), {}, seq, now, review or ReviewPriority())
-            for item in items:
+            for item in reviews.queue_rows(claim, queued, seq, now, review or ReviewPriority()):
                 session.add(ReviewItemRow(**item))
         if webhooks:
             outbox.enqueue(session, webhooks, tenant, "appeal.decided", payload, now)

@@ -302,13 +302,14 @@ def audit_payload(session: Session, seq: int) -> str:
 
 
 def line_consumption(session: Session, tenant: str, claim_id: str, line_ids: list[str]) -> dict[str, dict[str, float]]:
-    """What each line of a claim holds in its ledgers: line id -> bucket -> amount."""
+    """What each line of a claim holds in its ledgers: line id -> bucket -> amount (entries
+    given back, kept at 0, hold nothing)."""
     held: dict[str, dict[str, float]] = {}
     for line_id, bucket, amount in session.execute(
             select(LedgerEntryRow.line_id, LedgerRow.bucket, LedgerEntryRow.amount)
             .join(LedgerRow, LedgerRow.id == LedgerEntryRow.ledger_id)
             .where(LedgerEntryRow.tenant == tenant, LedgerEntryRow.claim_id == claim_id,
-                   LedgerEntryRow.line_id.in_(line_ids))):
+                   LedgerEntryRow.line_id.in_(line_ids), LedgerEntryRow.amount != 0)):
         held.setdefault(line_id, {})[bucket] = held.get(line_id, {}).get(bucket, 0.0) + float(amount)
     return held
 

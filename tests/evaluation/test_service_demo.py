@@ -10,7 +10,17 @@ import html
 import pytest
 from fastapi.testclient import TestClient
 
-from evaluation.service_demo import CASES, build_claims, decision_rows, prepare_store, submit, write_html
+from evaluation.appeal_packet import write_packet
+from evaluation.service_demo import (
+    CASES,
+    appeal_example,
+    build_claims,
+    decision_rows,
+    prepare_store,
+    reviewer_key,
+    submit,
+    write_html,
+)
 from models.inference import DentalReader
 from models.model_card import SHIPPED_DIR
 from serving.adjudication import RuleTables
@@ -31,7 +41,7 @@ def decided(tmp_path_factory):
                      tables=RuleTables.load(), config=load_serving_config(), clock=lambda: NOW)
     claims = build_claims()
     results = submit(TestClient(app), key, claims)
-    yield folder, claims, results
+    yield folder, claims, results, (app, key, url, store)
     store.close()
 
 
@@ -41,7 +51,7 @@ def _lines(results, label: str) -> list[dict]:
 
 
 def test_each_demo_case_is_decided_as_its_label_says(decided) -> None:
-    _, _, results = decided
+    results = decided[2]
     assert all(line["action"] == "pass" for line in _lines(results, "clean"))
     assert any("member notice" in row[8] for row in decision_rows(decided[1], results) if row[0].startswith("over"))
     upcoded = _lines(results, "upcoded")
@@ -57,10 +67,25 @@ def test_each_demo_case_is_decided_as_its_label_says(decided) -> None:
 
 
 def test_the_summary_shows_every_claim_with_its_radiograph_and_no_member_id(decided) -> None:
-    folder, claims, results = decided
+    folder, claims, results, _ = decided
     write_html(folder / "summary.html", claims, results)
     page = (folder / "summary.html").read_text("utf-8")
     assert page.count("data:image/png;base64,") == len(claims)
     assert all(html.escape(case.label) in page for case in CASES)
     assert "MBR-" not in page
     assert len(decision_rows(claims, results)) == sum(len(r[0]["lines"]) for r in results)
+
+
+def test_the_demo_appeal_is_decided_and_its_packet_written(decided) -> None:
+    folder, claims, results, (app, key, url, store) = decided
+    appealed = appeal_example(TestClient(app), key, reviewer_key(url, NOW), claims, results)
+    # the downcode was processed without a reviewer; the appeal's narrative names the surgical tier, which the
+    # evidence matrix accepts for D7240, so the re-run passes the line
+    assert not next(x for x in _lines(results, "upcoded") if x["action"] == "downcode")["needs_review"]
+    assert appealed["lines"][0]["readjudicated"]["action"] == "pass"
+    assert appealed["outcome"] == "overturned"
+    assert [x["line_id"] for x in appealed["lines"]] == [next(
+        x["line_id"] for x in _lines(results, "upcoded") if x["action"] == "downcode")]
+    assert appealed["documents"][0]["name"] == "operative-note.txt"
+    packet = write_packet(store, appealed["original_audit_id"], folder / "appeal-packet.html")
+    assert packet.appeals == 1 and "operative-note.txt" in (folder / "appeal-packet.html").read_text("utf-8")

@@ -150,8 +150,9 @@ def test_a_document_only_a_person_can_read_refers_the_line_to_review(seeded_stor
         _appeal(seeded_store, rule_tables, decided.audit_id, narrative="and another thing")
 
 
-def _history_line(session) -> ClaimLineRow:
-    return session.execute(select(ClaimLineRow).where(ClaimLineRow.claim_id == "AP-1", ClaimLineRow.line_id == "1")).scalar_one()
+def _history_line(session, claim_id: str = "AP-1") -> ClaimLineRow:
+    return session.execute(select(ClaimLineRow).where(ClaimLineRow.claim_id == claim_id, ClaimLineRow.line_id == "1")
+                           ).scalar_one()
 
 
 def _weights():
@@ -192,3 +193,44 @@ def test_line_outcome_at_its_boundaries() -> None:
     assert line_outcome(line(Action.DOWNCODE, 80), line(Action.REJECT, 0), False) is AppealOutcome.UPHELD  # never worse
     assert line_outcome(line(Action.DOWNCODE, 80), line(Action.DOWNCODE, 90), False) is AppealOutcome.MODIFIED
     assert line_outcome(line(Action.REJECT, 0), line(Action.REJECT, 0, review=True), False) is AppealOutcome.REFERRED
+    # a reviewer's decision is turned round only by a person
+    assert line_outcome(line(Action.REJECT, 0), line(Action.PASS, 100), False, True) is AppealOutcome.REFERRED
+    assert line_outcome(line(Action.REJECT, 0), line(Action.REJECT, 0), False, True) is AppealOutcome.UPHELD
+
+
+def test_a_line_a_reviewer_decided_goes_back_to_a_person_and_their_decision_then_stands(seeded_store, rule_tables):
+    from serving.review.dispositions import DispositionIn
+
+    with seeded_store.transaction() as session:
+        table_versions.register_tables(session, rule_tables.parts(), NOW)
+    unclear = reading([44, 45, 46, tooth(47, roots=1, roots_score=0.6), 48], [finding("periapical_lesion", 47, "apex")])
+    decision = adjudicate(_claim("AP-R"), (unclear,), seeded_store, rule_tables, now=NOW, files={"img-1": b"x"})
+    assert decision.line("1").needs_review
+
+    def dispose(audit_seq: int, outcome: str, at: dt.datetime) -> None:
+        with seeded_store.transaction() as session:
+            item = session.execute(select(ReviewItemRow).where(ReviewItemRow.audit_seq == audit_seq,
+                                                               ReviewItemRow.line_id == "1")).scalar_one()
+            reviews.record_disposition(session, "demo", item.id, "key-rev",
+                                       DispositionIn.model_validate({"outcome": outcome, "reason": "looked at it"}), at)
+
+    dispose(decision.audit_id, "confirm", NOW + dt.timedelta(days=1))  # ends as reject: no lower code was suggested
+    result = appeal(seeded_store, rule_tables, "demo", decision.audit_id,
+                    AppealIn(line_ids=("1",), attachments=({"radiograph_id": "img-2", "kind": "periapical"},)),
+                    {"img-2": _two_roots(score=0.97)}, {"img-2": b"y"}, (), actor="key-adj", now=LATER)
+    [line] = result.lines
+    assert line.before.action is Action.REJECT and line.readjudicated.action is Action.PASS
+    assert line.outcome is AppealOutcome.REFERRED and line.standing == line.before
+    with seeded_store.transaction() as session:
+        assert _history_line(session, "AP-R").status == "denied"  # the reviewer's reject stands meanwhile
+    with seeded_store.transaction() as session:
+        assert repository.line_consumption(session, "demo", "AP-R", ["1"]) == {}  # refused: it holds nothing
+    dispose(result.audit_id, "override_pass", LATER + dt.timedelta(hours=1))
+    with seeded_store.transaction() as session:
+        row = _history_line(session, "AP-R")
+        assert (row.status, float(row.approved_amount)) == ("approved", 600.0)
+        # paid by the reviewer: the line now holds its fee in the member's ledgers
+        assert repository.line_consumption(session, "demo", "AP-R", ["1"]) == {
+            "1": {"endodontics": 600.0, "annual_maximum": 600.0}}
+    with pytest.raises(AppealError, match="stands as pass"):
+        _appeal(seeded_store, rule_tables, decision.audit_id, narrative="once more")
