@@ -24,6 +24,7 @@ def register(commands: Any, report_commands: Any) -> None:
     report.add_argument("--at", type=dt.datetime.fromisoformat, default=None,
                         help="end of the window (default: now); the window is monitoring.window_days long")
     report.add_argument("--tenant", default=None)
+    report.add_argument("--weeks", type=int, default=8, help="weeks of trend before --at")
     report.add_argument("--out", type=Path, default=Path("data/reports/drift.html"))
     _common(report)
     report.set_defaults(handler=_report)
@@ -59,7 +60,7 @@ def _report(args: argparse.Namespace) -> int:
     settings = load_serving_config(args.config, tuple(args.overrides)).monitoring
     store = Store.open(args.url)
     try:
-        assessed = write_drift_report(store, args.out, args.at or _now(), settings, args.tenant)
+        assessed = write_drift_report(store, args.out, args.at or _now(), settings, args.tenant, args.weeks)
     finally:
         store.close()
     for a in assessed:

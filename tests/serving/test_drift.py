@@ -129,6 +129,13 @@ def test_dxv_report_drift_writes_the_alerts(seeded_store, tmp_path, capsys) -> N
     figures = json.loads(out.with_suffix(".json").read_text())
     demo = next(f for f in figures if f["model"] == "findings")
     assert sorted(s["kind"] for s in demo["signals"] if s["alert"]) == ["finding_rate", "flag_rate", "score_psi"]
+    # over time: the baseline's weeks, then the shifted last one
+    weeks = {w["week_from"][:10]: w for w in demo["weekly"]}
+    assert len(weeks) == 4 and sum(w["images"] for w in weeks.values()) == 120  # the baseline spans three weeks
+    last = weeks[(NOW - dt.timedelta(weeks=1)).date().isoformat()]
+    assert (last["images"], last["counts"]["caries"], last["flagged"]) == (60, 120, 30)
+    # per model version: the weekly trend and the rates; the findings' alerting score distributions too
+    assert page.count("<img") == 5
 
 
 def test_drift_figures_are_on_the_metrics_endpoint(tmp_path) -> None:
