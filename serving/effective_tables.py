@@ -11,6 +11,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from sqlalchemy.exc import IntegrityError
+
 from serving.adjudication import RuleTables
 from serving.store import table_versions
 from serving.store.database import Store
@@ -24,8 +26,12 @@ class EffectiveTables:
         self.release = release
         self.refresh_s = refresh_s
         self._lock = threading.Lock()
-        with store.transaction() as session:
-            added = table_versions.register_tables(session, release.parts(), now())
+        try:
+            with store.transaction() as session:
+                added = table_versions.register_tables(session, release.parts(), now())
+        except IntegrityError:  # another replica registered the same versions at the same moment: check against theirs
+            with store.transaction() as session:
+                added = table_versions.register_tables(session, release.parts(), now())
         if added:
             log.info("table versions registered: %s", ", ".join(added))
         self._tables = release
