@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from evaluation.evidence_overlay import cited_evidence, evidence_png_base64
 from models.errors import DxvError
+from serving.claims import ClaimLine
 from serving.store.database import Store
 from serving.store.schema import AppealDocumentRow, AppealRow, AuditRow, ClaimImageRow, ClaimRecordRow
 
@@ -56,6 +57,20 @@ def _rename(text: str, names: dict[str, str]) -> str:
     return text
 
 
+def _tooth_text(billed: dict[str, Any]) -> str:
+    """The tooth as billed and, where the claim numbers another way, its FDI number (the
+    reasons speak FDI)."""
+    if not billed.get("tooth"):
+        return ""
+    try:
+        fdi = ClaimLine.model_validate(billed).fdi_tooth
+    except (ValueError, DxvError):
+        return str(billed["tooth"])
+    if fdi is None or str(fdi.fdi) == str(billed["tooth"]):
+        return str(billed["tooth"])
+    return f"{billed['tooth']} (FDI {fdi.fdi})"
+
+
 def _lines_table(decision: dict[str, Any], claim: dict[str, Any], names: dict[str, str]) -> str:
     billed = {x["line_id"]: x for x in claim.get("lines", [])}
     rows = []
@@ -63,7 +78,7 @@ def _lines_table(decision: dict[str, Any], claim: dict[str, Any], names: dict[st
         b = billed.get(line["line_id"], {})
         paid = 0.0 if line["action"] == "reject" else line.get("approved_amount") or 0.0
         rows.append(f"<tr><td>{html.escape(line['line_id'])}</td><td>{html.escape(b.get('code', ''))}</td>"
-                    f"<td>{html.escape(str(b.get('tooth') or ''))}</td><td>{html.escape(b.get('surfaces') or '')}</td>"
+                    f"<td>{html.escape(_tooth_text(b))}</td><td>{html.escape(b.get('surfaces') or '')}</td>"
                     f"<td>{b.get('fee', 0):,.2f}</td><td class='{line['action']}'><b>{line['action']}</b></td>"
                     f"<td>{html.escape(line.get('suggested_code') or '')}</td><td>{paid:,.2f}</td>"
                     f"<td>{_reasons(line, names)}</td></tr>")

@@ -154,6 +154,7 @@ def test_the_appeal_packet_has_the_lines_reasons_evidence_versions_and_the_appea
     for line in decision["lines"]:
         assert f"<td class='{line['action']}'><b>{line['action']}</b></td>" in page
     assert "R2.substitution.tier" in page and "D3330" in page  # the downcode's rule and the billed code
+    assert "<td>5 (FDI 14)</td>" in page  # billed in Universal numbering; the reasons speak FDI
     assert page.count("<img") == 2  # the original radiograph, and the appeal's new one under the appeal
     assert f"Appeal {result['appeal_id']}" in page and result["outcome"] in page and "chart-note.pdf" in page
     assert decision["versions"]["thresholds"] in page and "audit record" in page.lower()
