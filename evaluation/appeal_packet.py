@@ -86,7 +86,9 @@ def _lines_table(decision: dict[str, Any], claim: dict[str, Any], names: dict[st
             "<th>suggested</th><th>approved</th><th>reasons</th></tr>" + "".join(rows) + "</table>")
 
 
-def _images(store: Store, audit_seq: int, decision: dict[str, Any], names: dict[str, str]) -> list[str]:
+def _images(store: Store, audit_seq: int, decision: dict[str, Any], names: dict[str, str],
+            skip: frozenset[str] = frozenset()) -> list[str]:
+    """A figure per radiograph kept with the decision (``skip``: radiograph ids already shown)."""
     with store.transaction() as session:
         record = session.get(ClaimRecordRow, audit_seq)
         files = session.execute(select(ClaimImageRow.radiograph_id, ClaimImageRow.kind, ClaimImageRow.media)
@@ -95,6 +97,8 @@ def _images(store: Store, audit_seq: int, decision: dict[str, Any], names: dict[
     evidence = [e for line in decision["lines"] for e in cited_evidence(line)]
     out = []
     for rid, kind, media in files:
+        if rid in skip:
+            continue
         name = names.setdefault(rid, f"image {len(names) + 1}")
         reading = readings.get(rid)
         models = ", ".join(f"{k} {v}" for k, v in (reading or {}).get("model_versions", {}).items())
@@ -132,7 +136,7 @@ def write_packet(store: Store, decision_id: int, out: Path, tenant: str | None =
     images = _images(store, seq, decision, names)
     sections = []
     for appeal, payload, documents in appeals:
-        new_images = _images(store, appeal.audit_seq, payload["decision"], names)[len(images):]
+        new_images = _images(store, appeal.audit_seq, payload["decision"], names, skip=frozenset(names))
         outcomes = "".join(f"<tr><td>{html.escape(x['line_id'])}</td><td>{x['before']['action']}</td>"
                            f"<td>{x['readjudicated']['action']}</td><td class='{x['outcome']}'><b>{x['outcome']}</b></td>"
                            f"<td>{_reasons(x['readjudicated'], names)}</td></tr>" for x in payload["lines"])

@@ -30,6 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from models.detections import ImageReading
 from models.errors import DxvError
@@ -39,7 +40,7 @@ from serving.claims import Attachment, Claim
 from serving.decisions import RULE_LIBRARY_VERSION, Action, LineDecision, RuleHit
 from serving.effective_tables import tables_at
 from serving.review.queue import ReviewPriority
-from serving.rules.ledger import Balance, plan_buckets
+from serving.rules.ledger import Balance
 from serving.rules.recycled import RECYCLED, ImagePrint
 from serving.service_config import Webhook
 from serving.store import audit, repository, reviews
@@ -278,14 +279,22 @@ def load_original(store: Store, tenant: str, audit_id: int, line_ids: tuple[str,
     return Original(decision, claim, readings, standing, frozenset(human), files)
 
 
-def _plan_of(plans: Mapping[str, list[Any]], plan_id: str, version: str | None, day: dt.date) -> Any:
-    choices = plans.get(plan_id, [])
-    if version is not None:
-        chosen = next((v for v in choices if v.version == version), None)
-        if chosen is None:
-            raise AppealError(f"plan {plan_id} version {version} of the original decision is no longer stored")
-        return chosen
-    return next((v for v in choices if v.in_force(day)), None)  # refused for eligibility: as enrolled now
+def _keep_evidence(session: Session, row: AppealRow, claim: Claim, readings: tuple[ImageReading, ...],
+                   original_files: list[tuple[str, str, bytes]], new_files: Mapping[str, bytes],
+                   documents: list[tuple[DocumentIn, bytes]], refs: tuple[DocumentRef, ...], now: dt.datetime) -> None:
+    """What the review case view and the packet read under the appeal's audit id: the
+    documents, the claim as appealed with every reading, every radiograph."""
+    for (doc, content), ref in zip(documents, refs, strict=True):
+        session.add(AppealDocumentRow(appeal_id=row.id, tenant=row.tenant, name=doc.name, media_type=doc.media_type,
+                                      sha256=ref.sha256, content=content, created_at=now))
+    session.add(ClaimRecordRow(audit_seq=row.audit_seq, tenant=row.tenant, claim_id=claim.claim_id, mode="claim",
+                               claim=reviews.claim_json(claim), readings=json.dumps([r.to_json() for r in readings]),
+                               created_at=now))
+    session.flush()
+    kinds = {r.image_id: r.kind.value for r in readings}
+    for rid, kind, media in (*original_files, *((rid, kinds.get(rid, "unknown"), m) for rid, m in new_files.items())):
+        session.add(ClaimImageRow(audit_seq=row.audit_seq, tenant=row.tenant, radiograph_id=rid, kind=kind, media=media,
+                                  created_at=now))
 
 
 def appeal(store: Store, tables: RuleTables, tenant: str, audit_id: int, appeal_in: AppealIn,
@@ -318,29 +327,25 @@ def appeal(store: Store, tables: RuleTables, tenant: str, audit_id: int, appeal_
                 versions[f"appeal_model:{model}"] = version
 
     with store.transaction() as session, session.no_autoflush:
-        member_id = claim.member.member_id
-        repository.lock_members(session, [member_id])
-        data = repository.load_members(session, [member_id]).get(member_id)
-        member = data.snapshot_on(claim.date_of_service) if data else None
-        plan = _plan_of(repository.all_plan_versions(session), member.plan_id, cited.get(f"plan:{member.plan_id}"),
-                        claim.date_of_service) if member else None
+        try:
+            place = repository.lock_member_ledger(session, claim.member.member_id, claim.date_of_service,
+                                                  next((v for k, v in cited.items() if k.startswith("plan:")), None))
+        except repository.PlanVersionNotStoredError as exc:
+            raise AppealError(f"decision {audit_id} cannot be re-run as it was: {exc.message}") from exc
         consumed: dict[str, dict[str, float]] = {}
-        ledger: dict[str, repository.LedgerState] = {}
-        if member is None or plan is None or data is None:
+        if place is None:
             after = {k: original.standing[k] for k in appealed}  # still not eligible: nothing to re-run
         else:
             # The member as when decided, without this claim's own lines (they are being re-decided).
-            member = dataclasses.replace(member, history=tuple(p for p in member.history if p.claim_id != claim.claim_id))
-            versions[f"plan:{member.plan_id}"] = plan.version
-            year_start = plan.policy_year_start(claim.date_of_service, member.enrolment_start)
-            key = (member.member_id, member.plan_id, year_start)
-            ledger = repository.lock_ledgers(session, {key: plan_buckets(plan)})[key]
+            member = dataclasses.replace(place.member, history=tuple(p for p in place.member.history
+                                                                     if p.claim_id != claim.claim_id))
+            versions[f"plan:{member.plan_id}"] = place.plan.version
             held = repository.line_consumption(session, tenant, claim.claim_id, sorted(appealed))
             balances = {b: Balance(b, float(r.limit), float(r.used) - sum(float(h.get(b, 0)) for h in held.values()))
-                        for b, r in ledger.items()}
+                        for b, r in place.ledger.items()}
             standing = repository.provider_standing(session, claim.provider.provider_id)
-            outcome = decide_lines(claim, validation.lines, member, plan, standing, balances, year_start, then,
-                                   recycled, fixed=fixed)
+            outcome = decide_lines(claim, validation.lines, member, place.plan, standing, balances, place.year_start,
+                                   then, recycled, fixed=fixed)
             after = {d.line_id: d for d in outcome.lines if d.line_id in appealed}
             consumed = outcome.consumed
         with_documents = bool(documents)
@@ -351,8 +356,8 @@ def appeal(store: Store, tables: RuleTables, tenant: str, audit_id: int, appeal_
             standing_line = readjudicated if result in (AppealOutcome.OVERTURNED, AppealOutcome.MODIFIED) else before
             lines.append(AppealedLine(line_id=line_id, outcome=result, before=before, readjudicated=readjudicated,
                                       standing=standing_line))
-            if standing_line is readjudicated and ledger:
-                repository.set_line_consumption(session, ledger, tenant=tenant, claim_id=claim.claim_id, line_id=line_id,
+            if standing_line is readjudicated and place is not None:
+                repository.set_line_consumption(session, place.ledger, tenant=tenant, claim_id=claim.claim_id, line_id=line_id,
                                                 consumed=consumed.get(line_id, {}), now=now)
                 repository.set_line_status(session, tenant, claim.claim_id, line_id, readjudicated)
         chain = audit.ChainWriter(session)
@@ -381,28 +386,12 @@ def appeal(store: Store, tables: RuleTables, tenant: str, audit_id: int, appeal_
                                               .encode("utf-8")).hexdigest(),
                   versions=versions, payload_text=payload, created_at=now.isoformat())
         chain.flush()
-        for (doc, content), ref in zip(documents, refs, strict=True):
-            session.add(AppealDocumentRow(appeal_id=row.id, tenant=tenant, name=doc.name, media_type=doc.media_type,
-                                          sha256=ref.sha256, content=content, created_at=now))
-        # What the review case view and the packet read: the claim as appealed, all readings, all radiographs.
-        session.add(ClaimRecordRow(audit_seq=seq, tenant=tenant, claim_id=claim.claim_id, mode="claim",
-                                   claim=reviews.claim_json(claim), readings=json.dumps([r.to_json() for r in readings]),
-                                   created_at=now))
-        kinds = {r.image_id: r.kind.value for r in readings}
-        session.flush()
-        for rid, kind, media in original.files:
-            session.add(ClaimImageRow(audit_seq=seq, tenant=tenant, radiograph_id=rid, kind=kind, media=media,
-                                      created_at=now))
-        for rid, media in new_files.items():
-            session.add(ClaimImageRow(audit_seq=seq, tenant=tenant, radiograph_id=rid, kind=kinds.get(rid, "unknown"),
-                                      media=media, created_at=now))
-        referred = {x.line_id for x in lines if x.outcome is AppealOutcome.REFERRED}
-        if referred:
-            # A referred line is queued as a flag, whatever its re-run gave: a person decides it.
-            queued = tuple(x.readjudicated if x.readjudicated.needs_review else
-                           x.readjudicated.model_copy(update={"needs_review": True}) for x in lines if x.line_id in referred)
-            for item in reviews.queue_rows(claim, queued, seq, now, review or ReviewPriority()):
-                session.add(ReviewItemRow(**item))
+        _keep_evidence(session, row, claim, readings, original.files, new_files, documents, refs, now)
+        # A referred line is queued, whatever its re-run gave: a person decides it.
+        referred = tuple(x.readjudicated.model_copy(update={"needs_review": True}) for x in lines
+                         if x.outcome is AppealOutcome.REFERRED)
+        for item in reviews.queue_rows(claim, referred, seq, now, review or ReviewPriority()):
+            session.add(ReviewItemRow(**item))
         if webhooks:
             outbox.enqueue(session, webhooks, tenant, "appeal.decided", payload, now)
         session.flush()

@@ -30,6 +30,7 @@ from models.detections import ImageReading
 from models.errors import DxvError
 from models.radiographs import RadiographKind
 from serving.adjudication import ClaimDecision, RuleTables, adjudicate
+from serving.api.admin_routes import add_admin_routes
 from serving.api.appeal_routes import add_appeal_routes
 from serving.api.drift_metrics import DriftCollector
 from serving.api.metrics import ApiMetrics
@@ -194,6 +195,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
 
     add_appeal_routes(app, store=store, config=config, tables=live, now=now, principal=principal, read_all=read_all,
                       decode_base64=b64)
+    add_admin_routes(app, store=store, tables=live, now=now, principal=principal)
 
     @app.post("/v1/claims:validate", response_model=ClaimDecision)
     async def validate(request: Request, x_api_key: str | None = Header(None),

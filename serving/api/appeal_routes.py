@@ -1,14 +1,10 @@
-"""Appeal endpoints (the adjudication system's key) and the thresholds administration
-(admin key).
+"""Appeal endpoints (the adjudication system's key).
 
 - ``POST /v1/decisions/{audit_id}/appeals``: appeal refused lines of a decision with new
   evidence (JSON: ``line_ids``, ``narrative``, ``attachments`` with base64 content,
   ``documents``); answered 201 with the appeal's decision.
 - ``GET /v1/decisions/{audit_id}/appeals``: the appeals of a decision.
-- ``GET /v1/appeals/{appeal_id}``: one appeal.
-- ``GET /v1/admin/thresholds``: the thresholds versions, which is in effect, proposals.
-- ``POST /v1/admin/thresholds/{version}/promote``: put a version in effect (every replica
-  picks it up within the refresh interval)."""
+- ``GET /v1/appeals/{appeal_id}``: one appeal."""
 
 from __future__ import annotations
 
@@ -26,11 +22,9 @@ from serving.appeals import AppealDecision, AppealIn, AppealInputError, appeal, 
 from serving.effective_tables import EffectiveTables
 from serving.rules.recycled import ImagePrint
 from serving.service_config import ServingConfig
-from serving.store import table_versions
-from serving.store.api_keys import Permission, Principal
+from serving.store.api_keys import Permission, PrincipalOf
 from serving.store.database import Store
 
-PrincipalOf = Callable[[str | None, str | None, Permission], Principal]
 ReadAll = Callable[[dict[str, bytes], dict[str, RadiographKind | None]], tuple[dict[str, ImageReading],
                                                                                 tuple[ImagePrint, ...]]]
 
@@ -70,19 +64,3 @@ def add_appeal_routes(app: FastAPI, *, store: Store, config: ServingConfig, tabl
             authorization: str | None = Header(None)) -> JSONResponse:
         who = principal(x_api_key, authorization, Permission.READ_DECISIONS)
         return JSONResponse(appeal_by_id(store, who.tenant, appeal_id).model_dump(mode="json", exclude_none=True))
-
-    @app.get("/v1/admin/thresholds")
-    def thresholds(x_api_key: str | None = Header(None), authorization: str | None = Header(None)) -> dict[str, Any]:
-        principal(x_api_key, authorization, Permission.ADMINISTER)
-        with store.transaction() as session:
-            versions = table_versions.list_versions(session)
-        return {"in_effect": tables.refresh(force=True).validation.thresholds.version, "versions": versions}
-
-    @app.post("/v1/admin/thresholds/{version}/promote")
-    def promote(version: str, x_api_key: str | None = Header(None),
-                authorization: str | None = Header(None)) -> dict[str, Any]:
-        who = principal(x_api_key, authorization, Permission.ADMINISTER)
-        with store.transaction() as session:
-            promoted = table_versions.promote(session, table_versions.THRESHOLDS, version, who.key_id, now())
-        tables.refresh(force=True)
-        return promoted

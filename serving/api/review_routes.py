@@ -29,12 +29,10 @@ from datasets.readers import read_radiograph
 from serving.review.dispositions import DispositionIn
 from serving.service_config import ServingConfig
 from serving.store import reviews
-from serving.store.api_keys import Permission, Principal
+from serving.store.api_keys import Permission, PrincipalOf
 from serving.store.database import Store
 
 STATIC = Path(__file__).parent / "static"
-
-PrincipalOf = Callable[[str | None, str | None, Permission], Principal]
 
 
 def add_review_routes(app: FastAPI, *, store: Store, config: ServingConfig, now: Callable[[], dt.datetime],

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -64,6 +65,10 @@ class Principal:
     def require(self, permission: Permission) -> None:
         if permission not in GRANTS[self.role]:
             raise ForbiddenError(f"a {self.role.value} key may not {permission.value.replace('_', ' ')}")
+
+
+# What the API's routes are given to check a request's key: (X-API-Key, Authorization, permission) -> who.
+PrincipalOf = Callable[[str | None, str | None, Permission], Principal]
 
 
 _TOKEN = re.compile(r"^dxv_([A-Za-z0-9]{8,32})_([A-Za-z0-9_-]{20,128})$")

@@ -26,7 +26,7 @@ from serving.decisions import Action, LineDecision
 from serving.fingerprints import FINGERPRINT_VERSION, Fingerprint, coarse_similarity
 from serving.plans import Condition, Plan, PlanVersion
 from serving.rules.history import BaselineCondition, CurrentLine, MemberSnapshot, PastLine, ProviderStanding, add_months
-from serving.rules.ledger import ANNUAL_MAXIMUM, Balance
+from serving.rules.ledger import ANNUAL_MAXIMUM, Balance, plan_buckets
 from serving.rules.recycled import ImagePrint, StoredPrint
 from serving.store.database import StoreError
 from serving.store.schema import (
@@ -219,6 +219,45 @@ def lock_ledgers(session: Session, wanted: dict[LedgerKey, dict[str, float]]) ->
         session.connection().execute(insert(cast(Table, LedgerRow.__table__)).on_conflict_do_nothing(), values)
         rows = load()
     return rows
+
+
+class PlanVersionNotStoredError(StoreError):
+    code = "store.plan_version_not_stored"
+
+
+@dataclass(frozen=True)
+class MemberLedger:
+    """A member on a date of service, the plan version that applies and that policy year's
+    ledger rows, all locked: what deciding one line again needs (an appeal, a reviewer
+    paying a refused line)."""
+
+    member: MemberSnapshot
+    plan: PlanVersion
+    year_start: dt.date
+    ledger: dict[str, LedgerState]
+
+
+def lock_member_ledger(session: Session, member_id: str, day: dt.date, plan_version: str | None) -> MemberLedger | None:
+    """``plan_version`` is the one a decision cited (``PlanVersionNotStoredError`` if it is
+    gone); None: the version in force on ``day``. None where the member has no enrolment,
+    or the plan no version, on that day."""
+    lock_members(session, [member_id])
+    data = load_members(session, [member_id]).get(member_id)
+    member = data.snapshot_on(day) if data else None
+    if member is None:
+        return None
+    versions = all_plan_versions(session).get(member.plan_id, [])
+    if plan_version is not None:
+        plan = next((v for v in versions if v.version == plan_version), None)
+        if plan is None:
+            raise PlanVersionNotStoredError(f"plan {member.plan_id} version {plan_version} is no longer stored")
+    else:
+        plan = next((v for v in versions if v.in_force(day)), None)
+    if plan is None:
+        return None
+    year_start = plan.policy_year_start(day, member.enrolment_start)
+    key = (member.member_id, member.plan_id, year_start)
+    return MemberLedger(member, plan, year_start, lock_ledgers(session, {key: plan_buckets(plan)})[key])
 
 
 def balances_of(rows: dict[str, LedgerState]) -> dict[str, Balance]:

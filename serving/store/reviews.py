@@ -20,7 +20,7 @@ from serving.decisions import Action, LineDecision
 from serving.review.dispositions import DispositionError, DispositionIn, final_action
 from serving.review.queue import ReviewPriority, priority_now, queue_entries, rank_key
 from serving.rules.history import CurrentLine
-from serving.rules.ledger import apportion, plan_buckets
+from serving.rules.ledger import apportion
 from serving.service_config import Webhook
 from serving.store import audit, repository
 from serving.store.database import StoreError
@@ -198,7 +198,7 @@ def _release_ledger(session: Session, tenant: str, claim_id: str, line_id: str) 
 
 
 def _reserve_ledger(session: Session, tenant: str, claim_id: str, line_id: str, mode: str,
-                    plan_version: str | None, now: dt.datetime) -> dict[str, Any]:
+                    plan_versions: dict[str, str], now: dt.datetime) -> dict[str, Any]:
     """A line a reviewer pays that holds nothing in its ledgers (it was refused when
     decided) is apportioned now, against the plan version of its decision: the reviewer's
     word pays the line, the sub-limits still bound what is paid."""
@@ -208,21 +208,14 @@ def _reserve_ledger(session: Session, tenant: str, claim_id: str, line_id: str, 
     if line is None or mode != "claim" or not line.fee or repository.line_consumption(session, tenant, claim_id,
                                                                                        [line_id]):
         return {}
-    repository.lock_members(session, [line.member_id])
-    data = repository.load_members(session, [line.member_id]).get(line.member_id)
-    member = data.snapshot_on(line.date_of_service) if data else None
-    versions = repository.all_plan_versions(session).get(member.plan_id, []) if member else []
-    plan = next((v for v in versions if v.version == plan_version), None) or \
-        next((v for v in versions if v.in_force(line.date_of_service)), None)
-    if member is None or plan is None:
+    cited = next((v for k, v in plan_versions.items() if k.startswith("plan:")), None)
+    place = repository.lock_member_ledger(session, line.member_id, line.date_of_service, cited)
+    if place is None:
         return {}
-    year_start = plan.policy_year_start(line.date_of_service, member.enrolment_start)
-    key = (member.member_id, member.plan_id, year_start)
-    ledger = repository.lock_ledgers(session, {key: plan_buckets(plan)})[key]
     current = CurrentLine(line_id=line.line_id, code=line.code, concept_id=line.concept_id, category=line.category,
                           fdi=line.fdi, quadrant=line.quadrant, fee=float(line.fee), order=0)
-    share = apportion(current, float(line.fee), repository.balances_of(ledger), plan, year_start)
-    repository.set_line_consumption(session, ledger, tenant=tenant, claim_id=claim_id, line_id=line_id,
+    share = apportion(current, float(line.fee), repository.balances_of(place.ledger), place.plan, place.year_start)
+    repository.set_line_consumption(session, place.ledger, tenant=tenant, claim_id=claim_id, line_id=line_id,
                                     consumed=share.consumed, now=now)
     line.approved_amount = Decimal(str(0.0 if share.hit.action is Action.REJECT else share.approved))
     return {"approved": float(line.approved_amount), "reason": share.hit.reason, "consumed": share.consumed}
@@ -251,9 +244,8 @@ def record_disposition(session: Session, tenant: str, item_id: int, reviewer: st
     session.execute(update(ClaimLineRow).where(ClaimLineRow.tenant == tenant, ClaimLineRow.claim_id == item.claim_id,
                                                ClaimLineRow.line_id == item.line_id,
                                                ClaimLineRow.mode == decision["mode"]).values(**values))
-    plan_version = next((v for k, v in decision.get("versions", {}).items() if k.startswith("plan:")), None)
     reserved = {} if action is Action.REJECT else _reserve_ledger(session, tenant, item.claim_id, item.line_id,
-                                                                  decision["mode"], plan_version, now)
+                                                                  decision["mode"], decision.get("versions", {}), now)
     payload = {"review_item_id": item.id, "decision_audit_id": item.audit_seq, "claim_id": item.claim_id,
                "line_id": item.line_id, "line_action_before": item.action, "outcome": disposition.outcome.value,
                "action": action.value, "code": code, "reason": disposition.reason, "reviewer": reviewer,

@@ -12,7 +12,10 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import create_engine, text
 
+from models.inference import DentalReader
+from models.model_card import SHIPPED_DIR
 from serving.adjudication import RuleTables
+from serving.api.app import ModelReader
 from serving.plans import load_plans
 from serving.store import repository
 from serving.store.database import Store
@@ -24,6 +27,12 @@ NOW = dt.datetime(2026, 5, 1, 9, 0)
 @pytest.fixture(scope="session")
 def rule_tables() -> RuleTables:
     return RuleTables.load()
+
+
+@pytest.fixture(scope="session")
+def models() -> ModelReader:
+    """The shipped ONNX models as the API reads with them (loaded once for all tests)."""
+    return ModelReader(DentalReader.from_directory(SHIPPED_DIR, threads=2))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

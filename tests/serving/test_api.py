@@ -12,11 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from datasets.synth.generator import case_dicom_bytes, generate_case, png_bytes
-from models.inference import DentalReader
-from models.model_card import SHIPPED_DIR
 from models.radiographs import RadiographKind
 from serving.adjudication import RuleTables
-from serving.api.app import ModelReader, create_app
+from serving.api.app import create_app
 from serving.plans import load_plans
 from serving.service_config import load_serving_config
 from serving.store import repository
@@ -24,11 +22,6 @@ from serving.store.api_keys import Role, create_key
 from serving.store.database import Store
 
 NOW = dt.datetime(2026, 5, 1, 9, 0)
-
-
-@pytest.fixture(scope="module")
-def models() -> ModelReader:
-    return ModelReader(DentalReader.from_directory(SHIPPED_DIR, threads=2))
 
 
 @pytest.fixture

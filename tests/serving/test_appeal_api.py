@@ -11,17 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from models.inference import DentalReader
-from models.model_card import SHIPPED_DIR
-from serving.api.app import ModelReader
 from serving.store import table_versions
 from serving.store.schema import AuditRow
 from tests.serving.review_fixtures import NOW, flagged_claim, make_review_service, periapical_image
-
-
-@pytest.fixture(scope="module")
-def models() -> ModelReader:
-    return ModelReader(DentalReader.from_directory(SHIPPED_DIR, threads=2))
 
 
 @pytest.fixture

@@ -138,14 +138,10 @@ def test_dxv_report_drift_writes_the_alerts(seeded_store, tmp_path, capsys) -> N
     assert page.count("<img") == 5
 
 
-def test_drift_figures_are_on_the_metrics_endpoint(tmp_path) -> None:
-    from models.inference import DentalReader
-    from models.model_card import SHIPPED_DIR
-    from serving.api.app import ModelReader
+def test_drift_figures_are_on_the_metrics_endpoint(tmp_path, models) -> None:
     from tests.serving.review_fixtures import make_review_service
 
-    service = make_review_service(tmp_path, ModelReader(DentalReader.from_directory(SHIPPED_DIR, threads=1)),
-                                  overrides=("monitoring.min_images=40",))
+    service = make_review_service(tmp_path, models, overrides=("monitoring.min_images=40",))
     try:
         seed_shift(service.store, "demo", shift=True)
         text = TestClient(service.app).get("/metrics").text

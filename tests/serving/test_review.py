@@ -12,20 +12,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import select
 
-from models.inference import DentalReader
-from models.model_card import SHIPPED_DIR
-from serving.api.app import ModelReader
 from serving.decisions import Action, LineDecision, make_hit
 from serving.review.dispositions import DispositionError, DispositionIn, Outcome, final_action
 from serving.review.queue import ReviewPriority, priority_now, queue_entries, rank_key
 from serving.store import audit
 from serving.store.schema import AuditRow, ClaimLineRow, LedgerEntryRow, LedgerRow
 from tests.serving.review_fixtures import NOW, flagged_claim, make_review_service, periapical_image
-
-
-@pytest.fixture(scope="module")
-def models() -> ModelReader:
-    return ModelReader(DentalReader.from_directory(SHIPPED_DIR, threads=2))
 
 
 @pytest.fixture

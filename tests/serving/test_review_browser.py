@@ -15,10 +15,7 @@ import httpx
 import pytest
 import uvicorn
 
-from models.inference import DentalReader
-from models.model_card import SHIPPED_DIR
 from models.paths import data_dir
-from serving.api.app import ModelReader
 from tests.serving.review_fixtures import ReviewService, flagged_claim, make_review_service, periapical_image
 
 pytestmark = pytest.mark.slow
@@ -33,8 +30,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def live(tmp_path) -> Iterator[tuple[str, ReviewService]]:
-    service = make_review_service(tmp_path, ModelReader(DentalReader.from_directory(SHIPPED_DIR, threads=2)))
+def live(tmp_path, models) -> Iterator[tuple[str, ReviewService]]:
+    service = make_review_service(tmp_path, models)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(service.app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
