@@ -145,6 +145,47 @@ class RandFlipFdid(RandomizableTransform, MapTransform):
         return d
 
 
+class RandBoxPatchd(RandomizableTransform, MapTransform):
+    """A square patch of ``size_px`` cut from the image (zero-padded where the image is
+    smaller). With probability ``focus_prob`` the patch is placed so that one box, chosen
+    at random, lies inside it; otherwise anywhere. Training on such patches shows small
+    findings (a few pixels of caries on a panoramic) far more often per step than whole
+    images do, at a fraction of the cost. Boxes are shifted into the patch's frame;
+    ``ClipBoxToImaged`` afterwards clips those cut by its edge and drops those outside."""
+
+    def __init__(self, size_px: int, focus_prob: float = 0.7, image_key: str = "image", box_key: str = "boxes") -> None:
+        RandomizableTransform.__init__(self, 1.0)
+        MapTransform.__init__(self, keys=[image_key])
+        self.size_px, self.focus_prob = int(size_px), float(focus_prob)
+        self.image_key, self.box_key = image_key, box_key
+
+    def _origin(self, extent: int, lo: float, hi: float | None) -> int:
+        """Patch start along one axis: anywhere, or so that [lo, hi] lies inside."""
+        room = max(extent - self.size_px, 0)
+        if hi is None:
+            return int(self.R.randint(0, room + 1))
+        first, last = max(0.0, hi - self.size_px), min(float(room), lo)
+        return round(self.R.uniform(min(first, last), max(first, last)))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        image = torch.as_tensor(d[self.image_key])
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        boxes = np.asarray(d[self.box_key], np.float32).reshape(-1, 4)  # MONAI order: y0, x0, y1, x1
+        if len(boxes) and self.R.random_sample() < self.focus_prob:
+            y0, x0, y1, x1 = boxes[self.R.randint(len(boxes))]
+            top, left = self._origin(h, float(y0), float(y1)), self._origin(w, float(x0), float(x1))
+        else:
+            top, left = self._origin(h, 0.0, None), self._origin(w, 0.0, None)
+        s = self.size_px
+        patch = torch.zeros((*image.shape[:-2], s, s), dtype=image.dtype)
+        part = image[..., top:top + s, left:left + s]
+        patch[..., :part.shape[-2], :part.shape[-1]] = part
+        d[self.image_key] = patch
+        d[self.box_key] = boxes - np.asarray([top, left, top, left], np.float32)
+        return d
+
+
 class FdiToLabeld(MapTransform):
     """Tooth-detector labels from the (possibly remapped) FDI numbers."""
 
@@ -162,10 +203,13 @@ _BOX_ALIGNED = ["labels", "fdi", "caries_depth", "root_count"]
 
 
 def augmentation_steps(target: Target, *, flip_prob: float = 0.5, zoom: tuple[float, float] = (0.85, 1.15),
-                       intensity: bool = True) -> list[Any]:
-    """Flip with FDI remapping, zoom, clip boxes to the image and vary intensity like
-    exposure, contrast, blur and noise vary between sensors; tooth labels last."""
+                       intensity: bool = True, patch_px: int | None = None, patch_focus_prob: float = 0.7) -> list[Any]:
+    """A patch (when ``patch_px`` is set), flip with FDI remapping, zoom, clip boxes to the
+    image and vary intensity like exposure, contrast, blur and noise vary between sensors;
+    tooth labels last."""
     steps: list[Any] = []
+    if patch_px is not None:
+        steps.append(RandBoxPatchd(patch_px, patch_focus_prob))
     steps.append(RandFlipFdid(prob=flip_prob))
     steps.append(RandZoomBoxd(image_keys="image", box_keys="boxes", box_ref_image_keys="image", prob=0.5,
                               min_zoom=zoom[0], max_zoom=zoom[1], keep_size=True, padding_mode="constant"))

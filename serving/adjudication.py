@@ -147,8 +147,9 @@ def history_hits(current: CurrentLine, earlier: tuple[CurrentLine, ...], everyth
 
 def _input_digest(claim: Claim, readings: tuple[ImageReading, ...]) -> str:
     """SHA-256 over the claim as received (pydantic's JSON, fields in contract order) and
-    the readings the models produced."""
-    text = claim.model_dump_json() + audit.canonical_json([dataclasses.asdict(r) for r in readings])
+    the readings the models produced, in their stored JSON form (so the digest can be
+    recomputed from a stored claim record)."""
+    text = claim.model_dump_json() + audit.canonical_json([r.to_json() for r in readings])
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -81,11 +81,15 @@ def coarse_similarity(query: Fingerprint, others: np.ndarray) -> np.ndarray:
     return others @ query.coarse if len(others) else np.zeros(0, dtype=np.float32)
 
 
+def _windows(image: np.ndarray, side: int) -> np.ndarray:
+    """Every ``side`` x ``side`` window of ``image``, one per row."""
+    return np.lib.stride_tricks.sliding_window_view(image, (side, side)).reshape(-1, side * side)
+
+
 def _best_ncc(image: np.ndarray, templates: np.ndarray, side: int) -> np.ndarray:
     """For each unit template (rows of ``side`` x ``side`` pixels) its highest normalised
     cross-correlation at any position inside ``image``: one matrix product."""
-    windows = np.lib.stride_tricks.sliding_window_view(image, (side, side)).reshape(-1, side * side)
-    return (_unit_rows(windows) @ templates.T).max(axis=0)
+    return (_unit_rows(_windows(image, side)) @ templates.T).max(axis=0)
 
 
 def _best_alignment(a: np.ndarray, b: np.ndarray, size: int, margin: int, scales_y, scales_x,
@@ -111,26 +115,34 @@ def _small(thumb: np.ndarray) -> np.ndarray:
 
 def _gate(query: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The quick search for every candidate at once: each candidate's centre (24x24 copy)
-    against the query rescaled over the scale grid, as one matrix product per scale, on
-    the plain images and on their high-pass versions (panoramics look alike in the plain
-    ones). Returns, per candidate, the lower of the two best NCCs and the (sy, sx) of the
-    plain one."""
+    against the query rescaled over the scale grid, on the plain images and on their
+    high-pass versions (panoramics look alike in the plain ones). The windows of every
+    scale are stacked so that each version is one matrix product for all scales and
+    candidates. Returns, per candidate, the lower of the two best NCCs and the (sy, sx) of
+    the plain one."""
     half, margin = THUMB_PX // 2, MARGIN_PX // 2
     inner = half - 2 * margin
     high = candidates - gaussian_filter(candidates, (0, 1.5, 1.5))
     centre = (slice(None), slice(margin, half - margin), slice(margin, half - margin))
     plain_t = _unit_rows(candidates[centre].reshape(len(candidates), -1))
     high_t = _unit_rows(high[centre].reshape(len(candidates), -1))
-    best_plain, best_high = np.full(len(candidates), -1.0), np.full(len(candidates), -1.0)
-    where = np.ones((len(candidates), 2))
+    plain_windows: list[np.ndarray] = []
+    high_windows: list[np.ndarray] = []
+    starts: list[int] = []
+    grid: list[tuple[float, float]] = []
     for sy in _SCALES:
         for sx in _SCALES:
             scaled = _resize(query, max(inner, round(half * sx)), max(inner, round(half * sy)), Image.Resampling.BILINEAR)
-            plain = _best_ncc(scaled, plain_t, inner)
-            better = plain > best_plain
-            best_plain[better], where[better] = plain[better], (sy, sx)
-            best_high = np.maximum(best_high, _best_ncc(scaled - gaussian_filter(scaled, 1.5), high_t, inner))
-    return np.minimum(best_plain, best_high), where
+            starts.append(sum(int(w.shape[0]) for w in plain_windows))
+            plain_windows.append(_windows(scaled, inner))
+            high_windows.append(_windows(scaled - gaussian_filter(scaled, 1.5), inner))
+            grid.append((sy, sx))
+    # Best NCC per scale (rows) and candidate (columns); the first scale reaching the best wins.
+    plain = np.maximum.reduceat(_unit_rows(np.concatenate(plain_windows)) @ plain_t.T, starts, axis=0)
+    best_high = (_unit_rows(np.concatenate(high_windows)) @ high_t.T).max(axis=0)
+    chosen = plain.argmax(axis=0)
+    best_plain = plain[chosen, np.arange(len(candidates))]
+    return np.minimum(best_plain, best_high), np.asarray(grid, np.float64)[chosen]
 
 
 def similarities(query: Fingerprint, candidates: list[Fingerprint]) -> np.ndarray:

@@ -61,18 +61,22 @@ def model_deployment(config: ServingConfig) -> Any:
             self.batch_sizes: list[int] = []  # the sizes of the last batches (for tests and diagnostics)
 
         def reconfigure(self, user_config: dict[str, Any]) -> None:
-            batched: Any = self.read_batch  # serve.batch adds the setters
+            batched: Any = self.analyze_batch  # serve.batch adds the setters
             batched.set_max_batch_size(int(user_config["max_batch_size"]))
             batched.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
 
         @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-        async def read_batch(self, requests: list[tuple[str, Any, str]]) -> list[Any]:
-            self.batch_sizes = [*self.batch_sizes[-63:], len(requests)]
-            return [self.models.read(image_id, pixels, RadiographKind(kind), operating_point=False)
-                    for image_id, pixels, kind in requests]
+        async def analyze_batch(self, requests: list[tuple[str, bytes, str | None, Any]]) -> list[Any]:
+            from serving.image_analysis import analyze_or_refuse
 
-        async def read(self, image_id: str, pixels: Any, kind: str) -> Any:
-            return await self.read_batch((image_id, pixels, kind))
+            self.batch_sizes = [*self.batch_sizes[-63:], len(requests)]
+            return [analyze_or_refuse(self.models, image_id, data, RadiographKind(kind) if kind else None, limits)
+                    for image_id, data, kind, limits in requests]
+
+        async def analyze(self, image_id: str, data: bytes, kind: str | None, limits: Any) -> Any:
+            """The file as received: decoded, fingerprinted and read here, so only its bytes
+            travel (an ``ImageAnalysis``, or ``ImageAnalysisRefused`` for a bad file)."""
+            return await self.analyze_batch((image_id, data, kind, limits))
 
         def ready(self) -> bool:
             return bool(self.models.ready())
@@ -88,12 +92,14 @@ def build_ingress_app(models: Any, config: ServingConfig) -> Any:
     through ``models``, a handle to the model deployment."""
     from serving.adjudication import RuleTables
     from serving.api.app import create_app
-    from serving.runtime import tune_gc
+    from serving.runtime import limit_blas_threads, tune_gc
     from serving.store.database import Store
 
     class HandleReader:
-        def read(self, image_id: str, pixels: Any, kind: RadiographKind) -> Any:
-            return models.read.remote(image_id, pixels, kind.value).result()
+        def analyze(self, image_id: str, data: bytes, kind: RadiographKind | None, limits: Any) -> Any:
+            from serving.image_analysis import raise_if_refused
+
+            return raise_if_refused(models.analyze.remote(image_id, data, kind.value if kind else None, limits).result())
 
         def ready(self) -> bool:
             try:
@@ -119,6 +125,7 @@ def build_ingress_app(models: Any, config: ServingConfig) -> Any:
     app = create_app(reader=HandleReader(), store=store, tables=RuleTables.from_config(config),
                      config=config)
     tune_gc()  # after start-up: the tables and modules are frozen out of the collector's reach
+    limit_blas_threads()
     return app
 
 

@@ -43,7 +43,10 @@ class RequestLimits(FrozenConfig):
 
 class Batching(FrozenConfig):
     max_batch_size: int = Field(8, ge=1)
-    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    # 0: a batch is whatever is queued when the replica is free. A wait for more requests
+    # costs every lone request that long, and the replica reads a batch's images one by
+    # one, so waiting gains nothing.
+    batch_wait_timeout_s: float = Field(0.0, ge=0)
 
 
 class Autoscaling(FrozenConfig):

@@ -56,6 +56,21 @@ class AugmentConfig(FrozenConfig):
     flip_prob: float = Field(0.5, ge=0, le=1)
     zoom: tuple[float, float] = (0.85, 1.15)
     intensity: bool = True
+    # Detectors: train on square patches of this side (model-input pixels) instead of whole
+    # images; validation and serving still read whole images (the network is convolutional).
+    patch_px: int | None = Field(None, ge=64)
+    patch_focus_prob: float = Field(0.7, ge=0, le=1)  # share of patches placed around a box
+    # Patches per image and epoch, by kind (default 1): panoramics hold most of the small
+    # findings, so a recipe can show them more often.
+    patches_per_image: dict[RadiographKind, int] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _patches(self) -> AugmentConfig:
+        if any(n < 1 for n in self.patches_per_image.values()):
+            raise ValueError("patches_per_image must be at least 1 for every kind named")
+        if self.patches_per_image and self.patch_px is None:
+            raise ValueError("patches_per_image needs patch_px")
+        return self
 
 
 class OptimConfig(FrozenConfig):

@@ -20,6 +20,7 @@ from datasets.transforms import Target, augmentation_steps, target_arrays, to_mo
 from models.config_loading import load_config
 from models.findings import FindingClass
 from models.preprocess import crop_tooth, resize_unit_image, resized_shape
+from models.radiographs import RadiographKind
 from models.teeth import Tooth
 from training.config import AugmentConfig, DataConfig, DiskSource, SyntheticSource, TrainConfig
 
@@ -97,10 +98,22 @@ def detection_item(sample: Sample, target: Target, long_side_px: int | None, con
 
 
 def detection_train_dataset(items: list[dict[str, Any]], target: Target, augment: AugmentConfig, seed: int) -> Dataset:
+    """The training items, augmented on every step; with patches, each image appears
+    ``patches_per_image`` times (the same tensor, a new patch each time)."""
     transform = Compose(augmentation_steps(target, flip_prob=augment.flip_prob, zoom=augment.zoom,
-                                           intensity=augment.intensity))
+                                           intensity=augment.intensity, patch_px=augment.patch_px,
+                                           patch_focus_prob=augment.patch_focus_prob))
     transform.set_random_state(seed=seed)
+    if augment.patch_px is not None:
+        items = [item for item in items for _ in range(augment.patches_per_image.get(RadiographKind(item["kind"]), 1))]
     return Dataset(items, transform=transform)
+
+
+def train_item_shapes(items: list[dict[str, Any]], augment: AugmentConfig) -> list[tuple[int, ...]]:
+    """The input shape of each training item after augmentation, for shape bucketing."""
+    if augment.patch_px is not None:
+        return [(1, augment.patch_px, augment.patch_px)] * len(items)
+    return [tuple(i["image"].shape) for i in items]
 
 
 # ---- root-count crops -----------------------------------------------------------------

@@ -38,6 +38,7 @@ from training.data import (
     load_samples,
     root_count_crops,
     split_samples,
+    train_item_shapes,
 )
 from training.engine import (
     DetectorPredictor,
@@ -231,9 +232,9 @@ class _DetectorTraining:
         self.detector = build_training_detector(self.model, config.detector, config.sampler)
         self.train_items = self._prepare(train_samples, "preparing training images")
         self.val_items = self._prepare(val_samples, "preparing validation images")
-        self.train_shapes = [tuple(i["image"].shape) for i in self.train_items]
         self.ground_truth = {s.image_id: s.annotations for s in val_samples}
         self.dataset = detection_train_dataset(self.train_items, self.target, config.augment, config.seed)
+        self.train_shapes = train_item_shapes(list(self.dataset.data), config.augment)
 
     def _prepare(self, samples, label: str) -> list[dict[str, Any]]:
         items = []

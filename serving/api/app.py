@@ -15,6 +15,7 @@ import binascii
 import datetime as dt
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -25,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from datasets.radiograph import ReaderLimits
-from datasets.readers import read_radiograph
 from models.detections import ImageReading
 from models.errors import DxvError
 from models.radiographs import RadiographKind
@@ -38,7 +38,7 @@ from serving.api.review_routes import add_review_routes
 from serving.appeals import AppealError, AppealInputError
 from serving.claims import Claim, InvalidClaimError, claim_from_json
 from serving.effective_tables import EffectiveTables
-from serving.fingerprints import fingerprint
+from serving.image_analysis import ImageAnalysis, analyze_file
 from serving.review.dispositions import DispositionError
 from serving.rules.recycled import ImagePrint
 from serving.service_config import ServingConfig
@@ -71,9 +71,10 @@ _STATUS = {AuthError: 401, ForbiddenError: 403, TenantMismatchError: 403, NotFou
 
 
 class Reader(Protocol):
-    """What the API needs from the models: one reading per image."""
+    """What the API needs from the models: one file in (as received), its reading and
+    fingerprint out; a file that cannot be read raises its ``DxvError``."""
 
-    def read(self, image_id: str, pixels: Any, kind: RadiographKind) -> ImageReading: ...
+    def analyze(self, image_id: str, data: bytes, kind: RadiographKind | None, limits: ReaderLimits) -> ImageAnalysis: ...
 
     def ready(self) -> bool: ...
 
@@ -142,16 +143,16 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
     add_review_routes(app, store=store, config=config, now=now, principal=principal, limits=limits)
 
     def decode(image_id: str, data: bytes, kind: RadiographKind | None) -> tuple[ImageReading, ImagePrint]:
-        with metrics.stage("decode"):
-            radiograph = read_radiograph(data, limits=limits, kind_hint=kind)
-            pixels = radiograph.pixels_unit
-            chosen = radiograph.kind_or_guess(kind)
-            printed = ImagePrint(image_id, chosen.value, fingerprint(pixels))
-        with metrics.stage("models"):
-            reading = reader.read(image_id, pixels, chosen)
-        for model, version in reading.model_versions:
+        start = time.perf_counter()
+        analysis = reader.analyze(image_id, data, kind, limits)
+        # Decoding and the models run where the models are; what is left of the wall time
+        # is getting the file there and the reading back.
+        metrics.observe("decode", analysis.decode_s)
+        metrics.observe("models", analysis.models_s)
+        metrics.observe("model_transport", max(time.perf_counter() - start - analysis.decode_s - analysis.models_s, 0.0))
+        for model, version in analysis.reading.model_versions:
             metrics.models.labels(model=model, version=version).set(1)
-        return reading, printed
+        return analysis.reading, analysis.printed
 
     def read_all(files: dict[str, bytes], kinds: dict[str, RadiographKind | None]
                  ) -> tuple[dict[str, ImageReading], tuple[ImagePrint, ...]]:
@@ -304,14 +305,14 @@ def _parse_claim_text(text: str) -> Claim:
 
 
 class ModelReader:
-    """The ONNX models as the API reads with them: every detection above the candidate
-    threshold, because the validation layer applies its own score bands."""
+    """The ONNX models in this process (tests, ``dxv validate``-style use): the file is
+    decoded and read here, as the model replica does in the service."""
 
     def __init__(self, models: Any) -> None:  # a models.inference.DentalReader
         self.models = models
 
-    def read(self, image_id: str, pixels: Any, kind: RadiographKind) -> ImageReading:
-        return self.models.read(image_id, pixels, kind, operating_point=False)
+    def analyze(self, image_id: str, data: bytes, kind: RadiographKind | None, limits: ReaderLimits) -> ImageAnalysis:
+        return analyze_file(self.models, image_id, data, kind, limits)
 
     def ready(self) -> bool:
         return bool(self.models.ready())

@@ -32,5 +32,9 @@ class ApiMetrics:
         finally:
             self.latency.labels(stage=name).observe(time.perf_counter() - start)
 
+    def observe(self, name: str, seconds: float) -> None:
+        """A stage timed elsewhere (in the model replica)."""
+        self.latency.labels(stage=name).observe(seconds)
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

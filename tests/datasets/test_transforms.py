@@ -5,6 +5,7 @@ from datasets.coco import read_coco
 from datasets.synth.generator import write_dataset
 from datasets.transforms import (
     TOOTH_LABELS,
+    RandBoxPatchd,
     RandFlipFdid,
     Target,
     detection_dataset,
@@ -53,3 +54,34 @@ def test_training_pipeline_keeps_boxes_aligned(tmp_path):
         boxes = from_monai_boxes(sample["boxes"])
         assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
     assert flipped_seen
+
+
+def _patched(image, boxes_xyxy, size, focus, seed):
+    patch = RandBoxPatchd(size, focus_prob=focus)
+    patch.set_random_state(seed=seed)
+    return patch({"image": image, "boxes": to_monai_boxes(np.asarray(boxes_xyxy, np.float32))})
+
+
+def test_focused_patch_holds_the_box_and_its_pixels():
+    image = torch.zeros((1, 300, 500))
+    image[0, 200:206, 420:425] = 1.0  # a 5x6 px "caries" at x 420..425, y 200..206
+    for seed in range(20):
+        out = _patched(image, [[420, 200, 425, 206]], 64, 1.0, seed)
+        assert tuple(out["image"].shape) == (1, 64, 64)
+        (x0, y0, x1, y1), = from_monai_boxes(out["boxes"])
+        assert x0 >= 0 and x1 <= 64 and y0 >= 0 and y1 <= 64 and (x1 - x0, y1 - y0) == (5, 6)
+        # the box still frames the bright pixels, which all came along
+        assert float(out["image"][0, int(y0):int(y1), int(x0):int(x1)].mean()) == 1.0
+        assert float(out["image"].sum()) == 30.0
+
+
+def test_unfocused_patches_roam_and_small_images_are_padded():
+    image = torch.ones((1, 300, 500))
+    starts = set()
+    for seed in range(12):
+        out = _patched(image, [[420, 200, 425, 206]], 64, 0.0, seed)
+        (x0, _, _, _), = from_monai_boxes(out["boxes"])
+        starts.add(round(420 - float(x0)))  # where the patch began
+    assert len(starts) > 6 and all(0 <= s <= 500 - 64 for s in starts)
+    small = _patched(torch.ones((1, 40, 50)), np.zeros((0, 4)), 64, 0.7, 0)
+    assert tuple(small["image"].shape) == (1, 64, 64) and float(small["image"].sum()) == 40 * 50

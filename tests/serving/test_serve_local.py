@@ -12,10 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 from ray import serve
 
+from datasets.radiograph import ReaderLimits
 from datasets.synth.generator import case_dicom_bytes, generate_case
 from models.model_card import SHIPPED_DIR
 from models.radiographs import RadiographKind
 from serving.adjudication import RuleTables
+from serving.image_analysis import ImageAnalysis, ImageAnalysisRefused
 from serving.plans import load_plans
 from serving.service import build_ingress_app, model_deployment
 from serving.service_config import load_serving_config
@@ -44,13 +46,17 @@ def models_handle():
 def test_the_model_deployment_batches_concurrent_reads(models_handle) -> None:
     handle, _ = models_handle
     assert handle.ready.remote().result()
-    cases = [generate_case(RadiographKind.PERIAPICAL, 31, i) for i in range(4)]
-    pending = [handle.read.remote(c.image_id, c.pixels_unit, "periapical") for c in cases]
-    readings = [p.result() for p in pending]
-    assert [r.image_id for r in readings] == [c.image_id for c in cases]  # each answer to its request
-    assert all(r.teeth for r in readings)
-    # The four reads arrived within the 0.2 s wait: one batch of the configured size (user_config).
+    cases = [generate_case(RadiographKind.PERIAPICAL, 31, i) for i in range(3)]
+    files = [(c.image_id, case_dicom_bytes(c), "periapical") for c in cases] + [("junk", b"not an image at all", None)]
+    pending = [handle.analyze.remote(image_id, data, kind, ReaderLimits()) for image_id, data, kind in files]
+    outcomes = [p.result() for p in pending]
+    # The four files arrived within the 0.2 s wait: one batch of the configured size (user_config).
     assert max(handle.recent_batch_sizes.remote().result()) == 4
+    # Each answer to its request; the bad file is refused on its own and the rest of its batch is read.
+    readings = [o for o in outcomes if isinstance(o, ImageAnalysis)]
+    assert [a.reading.image_id for a in readings] == [c.image_id for c in cases]
+    assert all(a.reading.teeth and a.printed.kind == "periapical" for a in readings)
+    assert isinstance(outcomes[3], ImageAnalysisRefused) and outcomes[3].error.code == "image.not_an_image"
 
 
 def test_the_ingress_app_decides_a_claim_through_the_deployment_handle(models_handle, tmp_path) -> None:
@@ -78,3 +84,8 @@ def test_the_ingress_app_decides_a_claim_through_the_deployment_handle(models_ha
     assert answer.json()["versions"]["model:findings"]
     bad = client.post("/v1/claims:validate", content=b"{not json", headers={"X-API-Key": key})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "request.invalid"
+    # A file the model replica cannot decode comes back as its own error code, not a 500.
+    junk = {**claim, "claim_id": "LOCAL-2",
+            "attachments": [{"radiograph_id": "x", "kind": "periapical", "content": base64.b64encode(b"GIF89a...").decode()}]}
+    refused = client.post("/v1/claims:validate", json=junk, headers={"X-API-Key": key})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "image.not_an_image"

@@ -80,6 +80,25 @@ def test_same_seed_same_losses(tmp_path, mlflow_store):
     assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
 
 
+def test_patch_training_repeats_panoramics_and_batches_equal_patches(tmp_path, mlflow_store):
+    from datasets.transforms import Target
+    from training.data import detection_item, detection_train_dataset, train_item_shapes
+
+    config = _config(tmp_path, "findings", "optim.epochs=1", "tracking.enabled=false", "export_onnx=false",
+                     "augment.patch_px=96", "augment.patches_per_image={panoramic: 3}")
+    samples = load_samples(config.data, DataReport())
+    items = [detection_item(s, Target.FINDINGS, config.long_side_px.get(s.kind), config) for s in samples]
+    dataset = detection_train_dataset(items, Target.FINDINGS, config.augment, config.seed)
+    assert len(dataset) == 4 + 2 * 3  # four periapicals once, two panoramics three times
+    assert set(train_item_shapes(list(dataset.data), config.augment)) == {(1, 96, 96)}
+    assert all(tuple(dataset[i]["image"].shape) == (1, 96, 96) for i in range(len(dataset)))
+    a = main(config, run_dir=tmp_path / "a")
+    b = main(config, run_dir=tmp_path / "b")
+    assert np.isfinite(a.history[0]["train_loss"]) and a.history[0]["train_loss"] == b.history[0]["train_loss"]
+    with pytest.raises(ConfigError, match="needs patch_px"):
+        _config(tmp_path, "findings", "augment.patches_per_image={panoramic: 3}")
+
+
 def test_warm_start_must_fit_the_network(tmp_path, mlflow_store):
     from training.checkpoints import CheckpointError
 
