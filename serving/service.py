@@ -96,10 +96,13 @@ def build_ingress_app(models: Any, config: ServingConfig) -> Any:
     from serving.store.database import Store
 
     class HandleReader:
-        def analyze(self, image_id: str, data: bytes, kind: RadiographKind | None, limits: Any) -> Any:
+        def analyze(self, files: list[tuple[str, bytes, RadiographKind | None]], limits: Any) -> list[Any]:
             from serving.image_analysis import raise_if_refused
 
-            return raise_if_refused(models.analyze.remote(image_id, data, kind.value if kind else None, limits).result())
+            # All sent before any is awaited: the replica takes them as one batch.
+            pending = [models.analyze.remote(image_id, data, kind.value if kind else None, limits)
+                       for image_id, data, kind in files]
+            return [raise_if_refused(p.result()) for p in pending]
 
         def ready(self) -> bool:
             try:

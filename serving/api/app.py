@@ -71,10 +71,12 @@ _STATUS = {AuthError: 401, ForbiddenError: 403, TenantMismatchError: 403, NotFou
 
 
 class Reader(Protocol):
-    """What the API needs from the models: one file in (as received), its reading and
-    fingerprint out; a file that cannot be read raises its ``DxvError``."""
+    """What the API needs from the models: the files of a request in (as received), a
+    reading and fingerprint for each out, in order; a file that cannot be read raises its
+    ``DxvError``."""
 
-    def analyze(self, image_id: str, data: bytes, kind: RadiographKind | None, limits: ReaderLimits) -> ImageAnalysis: ...
+    def analyze(self, files: list[tuple[str, bytes, RadiographKind | None]], limits: ReaderLimits
+                ) -> list[ImageAnalysis]: ...
 
     def ready(self) -> bool: ...
 
@@ -142,22 +144,27 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
 
     add_review_routes(app, store=store, config=config, now=now, principal=principal, limits=limits)
 
-    def decode(image_id: str, data: bytes, kind: RadiographKind | None) -> tuple[ImageReading, ImagePrint]:
+    def read_files(files: list[tuple[str, bytes, RadiographKind | None]]) -> list[ImageAnalysis]:
+        """Every file of a request, sent together (one trip to the model replica)."""
         start = time.perf_counter()
-        analysis = reader.analyze(image_id, data, kind, limits)
+        analyses = reader.analyze(files, limits)
         # Decoding and the models run where the models are; what is left of the wall time
-        # is getting the file there and the reading back.
-        metrics.observe("decode", analysis.decode_s)
-        metrics.observe("models", analysis.models_s)
-        metrics.observe("model_transport", max(time.perf_counter() - start - analysis.decode_s - analysis.models_s, 0.0))
-        for model, version in analysis.reading.model_versions:
-            metrics.models.labels(model=model, version=version).set(1)
-        return analysis.reading, analysis.printed
+        # is getting the files there and the readings back.
+        busy = 0.0
+        for analysis in analyses:
+            metrics.observe("decode", analysis.decode_s)
+            metrics.observe("models", analysis.models_s)
+            busy += analysis.decode_s + analysis.models_s
+            for model, version in analysis.reading.model_versions:
+                metrics.models.labels(model=model, version=version).set(1)
+        if analyses:
+            metrics.observe("model_transport", max(time.perf_counter() - start - busy, 0.0))
+        return analyses
 
     def read_all(files: dict[str, bytes], kinds: dict[str, RadiographKind | None]
                  ) -> tuple[dict[str, ImageReading], tuple[ImagePrint, ...]]:
-        decoded = {rid: decode(rid, data, kinds.get(rid)) for rid, data in files.items()}
-        return {rid: d[0] for rid, d in decoded.items()}, tuple(d[1] for d in decoded.values())
+        analyses = read_files([(rid, data, kinds.get(rid)) for rid, data in files.items()])
+        return {a.reading.image_id: a.reading for a in analyses}, tuple(a.printed for a in analyses)
 
     def b64(image_id: str, text: str) -> bytes:
         try:
@@ -260,8 +267,8 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
                       authorization: str | None = Header(None)) -> dict[str, Any]:
         principal(x_api_key, authorization, Permission.VALIDATE)
         check_count(len(body.images))
-        return {"images": [decode(i.image_id, b64(i.image_id, i.content_base64), i.kind)[0].to_json()
-                           for i in body.images]}
+        analyses = read_files([(i.image_id, b64(i.image_id, i.content_base64), i.kind) for i in body.images])
+        return {"images": [a.reading.to_json() for a in analyses]}
 
     @app.get("/v1/decisions/{audit_id}", response_model=ClaimDecision)
     def decision(audit_id: int, x_api_key: str | None = Header(None),
@@ -311,8 +318,9 @@ class ModelReader:
     def __init__(self, models: Any) -> None:  # a models.inference.DentalReader
         self.models = models
 
-    def analyze(self, image_id: str, data: bytes, kind: RadiographKind | None, limits: ReaderLimits) -> ImageAnalysis:
-        return analyze_file(self.models, image_id, data, kind, limits)
+    def analyze(self, files: list[tuple[str, bytes, RadiographKind | None]], limits: ReaderLimits
+                ) -> list[ImageAnalysis]:
+        return [analyze_file(self.models, image_id, data, kind, limits) for image_id, data, kind in files]
 
     def ready(self) -> bool:
         return bool(self.models.ready())

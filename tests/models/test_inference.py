@@ -5,7 +5,7 @@ import pytest
 
 from datasets.synth.generator import generate_case
 from models.inference import DentalReader
-from models.model_card import ModelCardError
+from models.model_card import SHIPPED_DIR, ModelCardError
 from models.radiographs import RadiographKind
 
 
@@ -61,3 +61,14 @@ def test_a_folder_without_cards_is_refused(tmp_path):
 def test_blank_image_gives_a_reading_not_an_error(reader):
     reading = reader.read("blank", np.zeros((400, 300), np.float32), RadiographKind.PERIAPICAL)
     assert reading.width_px == 300
+
+
+def test_sessions_do_not_busy_wait_unless_asked():
+    from models.inference import make_session
+
+    onnx = SHIPPED_DIR / "root-count.onnx"
+    quiet = make_session(onnx, threads=2).get_session_options()
+    assert quiet.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    spinning = make_session(onnx, threads=2, spin=True).get_session_options()
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # ONNX Runtime's default: spin
+        spinning.get_session_config_entry("session.intra_op.allow_spinning")
