@@ -91,9 +91,9 @@ eval-shipped: $(INSTALLED)
 train-demo-models: $(INSTALLED)
 	$(BIN)/dxv train configs/train/root-count.yaml
 	$(BIN)/dxv train configs/train/tooth-numbering.yaml
-	$(BIN)/dxv train configs/train/findings.yaml
-	$(BIN)/dxv train configs/train/findings.yaml --set init_from=$$(ls -d data/runs/findings-* | tail -1)/best.pt \
-	  --set optim.epochs=4 --set optim.lr=0.0008 --set optim.warmup_iters=50 --set version_label=0.1.1
+	$(BIN)/dxv train configs/train/findings-patches.yaml
+	$(BIN)/dxv train configs/train/findings-patches.yaml --set init_from=$$(ls -d data/runs/findings-* | tail -1)/best.pt \
+	  --set optim.epochs=6 --set optim.lr=0.0008 --set optim.warmup_iters=100 --set version_label=0.2.1
 	for m in root-count tooth-numbering findings; do $(BIN)/dxv models ship $$(ls -d data/runs/$$m-* | tail -1); done
 	$(BIN)/dxv eval models/shipped $(HELD_OUT) --out data/eval/shipped --write-card-metrics --log
 

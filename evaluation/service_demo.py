@@ -56,7 +56,7 @@ class DemoCase:
 
 CASES: tuple[DemoCase, ...] = (
     DemoCase("clean", 17, "MBR-0003", "1962-11-30", "PRV-002", "2026-05-04"),
-    DemoCase("upcoded: surgical extraction of an erupted tooth", 33, "MBR-0004", "1975-02-11", "PRV-002", "2026-05-05"),
+    DemoCase("upcoded: surgical extraction of an erupted tooth", 49, "MBR-0004", "1975-02-11", "PRV-002", "2026-05-05"),
     DemoCase("unsupported: root canal without an indication", 24, "MBR-0005", "1990-08-23", "PRV-001", "2026-05-06"),
     DemoCase("over the endodontics sub-limit", 5, "MBR-0001", "1980-05-17", "PRV-001", "2026-05-07"),
     DemoCase("too frequent: a second set of bitewings this year", 2, "MBR-0001", "1980-05-17", "PRV-001", "2026-05-08",
