@@ -130,15 +130,14 @@ def _gate(query: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.nda
     high_t = _unit_rows(high[centre].reshape(len(candidates), -1))
     plain_windows: list[np.ndarray] = []
     high_windows: list[np.ndarray] = []
-    starts: list[int] = []
     grid: list[tuple[float, float]] = []
     for sy in _SCALES:
         for sx in _SCALES:
             scaled = _resize(query, max(inner, round(half * sx)), max(inner, round(half * sy)), Image.Resampling.BILINEAR)
-            starts.append(sum(int(w.shape[0]) for w in plain_windows))
             plain_windows.append(_windows(scaled, inner))
             high_windows.append(_windows(scaled - gaussian_filter(scaled, 1.5), inner))
             grid.append((sy, sx))
+    starts = np.cumsum([0] + [len(w) for w in plain_windows[:-1]])  # first row of each scale's windows
     # Best NCC per scale (rows) and candidate (columns); the first scale reaching the best wins.
     plain = np.maximum.reduceat(_unit_rows(np.concatenate(plain_windows)) @ plain_t.T, starts, axis=0)
     best_high = (_unit_rows(np.concatenate(high_windows)) @ high_t.T).max(axis=0)

@@ -42,6 +42,8 @@ def model_deployment(config: ServingConfig) -> Any:
     """The deployment holding the ONNX Runtime sessions, with ``@serve.batch`` on reads."""
     from ray import serve
 
+    from serving.image_analysis import analyze_or_refuse
+
     gpu = gpu_available()
 
     # Enough requests in flight per replica for a full batch to form.
@@ -67,8 +69,6 @@ def model_deployment(config: ServingConfig) -> Any:
 
         @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
         async def analyze_batch(self, requests: list[tuple[str, bytes, str | None, Any]]) -> list[Any]:
-            from serving.image_analysis import analyze_or_refuse
-
             self.batch_sizes = [*self.batch_sizes[-63:], len(requests)]
             return [analyze_or_refuse(self.models, image_id, data, RadiographKind(kind) if kind else None, limits)
                     for image_id, data, kind, limits in requests]
@@ -92,13 +92,12 @@ def build_ingress_app(models: Any, config: ServingConfig) -> Any:
     through ``models``, a handle to the model deployment."""
     from serving.adjudication import RuleTables
     from serving.api.app import create_app
+    from serving.image_analysis import raise_if_refused
     from serving.runtime import limit_blas_threads, tune_gc
     from serving.store.database import Store
 
     class HandleReader:
         def analyze(self, files: list[tuple[str, bytes, RadiographKind | None]], limits: Any) -> list[Any]:
-            from serving.image_analysis import raise_if_refused
-
             # All sent before any is awaited: the replica takes them as one batch.
             pending = [models.analyze.remote(image_id, data, kind.value if kind else None, limits)
                        for image_id, data, kind in files]

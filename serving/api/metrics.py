@@ -30,7 +30,7 @@ class ApiMetrics:
         try:
             yield
         finally:
-            self.latency.labels(stage=name).observe(time.perf_counter() - start)
+            self.observe(name, time.perf_counter() - start)
 
     def observe(self, name: str, seconds: float) -> None:
         """A stage timed elsewhere (in the model replica)."""
