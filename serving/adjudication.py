@@ -268,7 +268,7 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
             year_start = plan.policy_year_start(claim.date_of_service, member.enrolment_start)
             places.append((member, plan, year_start))
             wanted[(member.member_id, member.plan_id, year_start)] = plan_buckets(plan)
-        ledgers = repository.lock_ledgers(session, wanted)
+        ledgers = repository.lock_ledgers(session, wanted, {m: d.history for m, d in members.items()})
         writes = repository.PendingWrites()
         chain = audit.ChainWriter(session)
         for index, ((claim, images, validation), place) in enumerate(zip(prepared, places, strict=True)):

@@ -23,6 +23,7 @@ class PastLine:
     approved_amount: float = 0.0
     provider_id: str = ""
     action: str = ""  # the decision's action for the line (pass, flag, downcode, reject)
+    category: str = ""  # the concept's benefit category (a ledger bucket), as stored with the line
 
     @property
     def counts(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any, cast
 
 import numpy as np
 from pydantic import Field
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Float, Table, bindparam, select, type_coerce, update
 from sqlalchemy import insert as insert_rows
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -115,8 +116,10 @@ class MemberData:
 
 _HISTORY_COLUMNS = (ClaimLineRow.member_id, ClaimLineRow.claim_id, ClaimLineRow.line_id, ClaimLineRow.date_of_service,
                     ClaimLineRow.code, ClaimLineRow.concept_id, ClaimLineRow.fdi, ClaimLineRow.quadrant,
-                    ClaimLineRow.status, ClaimLineRow.approved_amount, ClaimLineRow.provider_id, ClaimLineRow.action,
-                    ClaimLineRow.mode)
+                    ClaimLineRow.status,
+                    # Read as a float (what PastLine keeps): no Decimal made and unmade for every history line.
+                    type_coerce(ClaimLineRow.approved_amount, Float), ClaimLineRow.provider_id, ClaimLineRow.action,
+                    ClaimLineRow.mode, ClaimLineRow.category)
 
 
 def load_members(session: Session, member_ids: list[str]) -> dict[str, MemberData]:
@@ -138,10 +141,10 @@ def load_members(session: Session, member_ids: list[str]) -> dict[str, MemberDat
     for member_id, conditions in baselines.items():
         found[member_id].baseline = tuple(conditions)
     for (member_id, claim_id, line_id, day, code, concept_id, fdi, quadrant, status, amount, provider_id, action,
-         mode) in db.execute(select(*_HISTORY_COLUMNS).where(ClaimLineRow.member_id.in_(ids))).all():
+         mode, category) in db.execute(select(*_HISTORY_COLUMNS).where(ClaimLineRow.member_id.in_(ids))).all():
         if member_id in found:
             past = PastLine(claim_id, line_id, day, code, concept_id, fdi, quadrant, status, float(amount), provider_id,
-                            action)
+                            action, category)
             (found[member_id].history if mode == "claim" else found[member_id].preauthorizations).append(past)
     return found
 
@@ -174,11 +177,13 @@ class LedgerState:
     changed: bool = False
 
 
-def lock_ledgers(session: Session, wanted: dict[LedgerKey, dict[str, float]]) -> dict[LedgerKey, dict[str, LedgerState]]:
+def lock_ledgers(session: Session, wanted: dict[LedgerKey, dict[str, float]],
+                 history: Mapping[str, Sequence[PastLine]]) -> dict[LedgerKey, dict[str, LedgerState]]:
     """The ledger rows of many member policy years, created at the plan's limits where
     missing, and locked (FOR UPDATE; SQLite holds the write lock of BEGIN IMMEDIATE). A
-    new ledger starts from what the history already paid in that policy year (lines
-    loaded from another system, or decided before the ledger existed)."""
+    new ledger starts from what ``history`` (each member's claim lines as loaded by
+    ``load_members``, under the member lock) already paid in that policy year: lines
+    loaded from another system, or decided before the ledger existed."""
     members = sorted({k[0] for k in wanted})
 
     def load() -> dict[LedgerKey, dict[str, LedgerState]]:
@@ -194,30 +199,33 @@ def lock_ledgers(session: Session, wanted: dict[LedgerKey, dict[str, float]]) ->
 
     rows = load()
     missing = [(key, bucket) for key, limits in wanted.items() for bucket in limits if bucket not in rows.get(key, {})]
-    if missing:
-        keys = {key for key, _ in missing}
-        first, last = min(k[2] for k in keys), max(add_months(k[2], 12) for k in keys)
-        paid: dict[tuple[LedgerKey, str], Decimal] = {}
-        history = session.connection().execute(select(ClaimLineRow.member_id, ClaimLineRow.category, ClaimLineRow.date_of_service,
-                                         ClaimLineRow.approved_amount)
-                                  .where(ClaimLineRow.member_id.in_(sorted({k[0] for k in keys})),
-                                         ClaimLineRow.mode == "claim", ClaimLineRow.status != "denied",
-                                         ClaimLineRow.date_of_service >= first, ClaimLineRow.date_of_service < last))
-        by_member: dict[str, list[LedgerKey]] = {}
-        for key in keys:
-            by_member.setdefault(key[0], []).append(key)
-        for member_id, category, day, amount in history:
-            for key in by_member.get(member_id, []):
-                if key[2] <= day < add_months(key[2], 12):
-                    for bucket in (category, ANNUAL_MAXIMUM):
-                        paid[(key, bucket)] = paid.get((key, bucket), Decimal("0")) + Decimal(amount)
-        values = [{"member_id": key[0], "plan_id": key[1], "year_start": key[2], "bucket": bucket,
-                   "limit_amount": Decimal(str(wanted[key][bucket])), "used": paid.get((key, bucket), Decimal("0"))}
-                  for key, bucket in missing]
-        # Another transaction may be creating the same rows: the first one wins, we lock it below.
-        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        session.connection().execute(insert(cast(Table, LedgerRow.__table__)).on_conflict_do_nothing(), values)
-        rows = load()
+    if not missing:
+        return rows
+    paid: dict[tuple[LedgerKey, str], Decimal] = {}
+    for key in {key for key, _ in missing}:
+        year_end = add_months(key[2], 12)
+        for line in history.get(key[0], ()):
+            if line.counts and key[2] <= line.date_of_service < year_end:
+                amount = Decimal(str(line.approved_amount))  # a stored two-decimal amount, exact again
+                for bucket in (line.category, ANNUAL_MAXIMUM):
+                    paid[(key, bucket)] = paid.get((key, bucket), Decimal("0")) + amount
+    opening = {(key, bucket): (Decimal(str(wanted[key][bucket])), paid.get((key, bucket), Decimal("0")))
+               for key, bucket in missing}
+    values = [{"member_id": key[0], "plan_id": key[1], "year_start": key[2], "bucket": bucket, "limit_amount": limit,
+               "used": used} for (key, bucket), (limit, used) in opening.items()]
+    # Another transaction may be creating the same rows (PostgreSQL): the first one wins. The
+    # rows this one created come back from RETURNING, already ours; if any were not created
+    # here, everything is read again under lock.
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    created = session.connection().execute(
+        insert(cast(Table, LedgerRow.__table__)).on_conflict_do_nothing()
+        .returning(LedgerRow.id, LedgerRow.member_id, LedgerRow.plan_id, LedgerRow.year_start, LedgerRow.bucket),
+        values).all()
+    if len(created) < len(values):
+        return load()
+    for row_id, member_id, plan_id, year_start, bucket in created:
+        limit, used = opening[((member_id, plan_id, year_start), bucket)]
+        rows.setdefault((member_id, plan_id, year_start), {})[bucket] = LedgerState(row_id, bucket, limit, used)
     return rows
 
 
@@ -244,7 +252,7 @@ def lock_member_ledger(session: Session, member_id: str, day: dt.date, plan_vers
     lock_members(session, [member_id])
     data = load_members(session, [member_id]).get(member_id)
     member = data.snapshot_on(day) if data else None
-    if member is None:
+    if data is None or member is None:
         return None
     versions = all_plan_versions(session).get(member.plan_id, [])
     if plan_version is not None:
@@ -257,7 +265,8 @@ def lock_member_ledger(session: Session, member_id: str, day: dt.date, plan_vers
         return None
     year_start = plan.policy_year_start(day, member.enrolment_start)
     key = (member.member_id, member.plan_id, year_start)
-    return MemberLedger(member, plan, year_start, lock_ledgers(session, {key: plan_buckets(plan)})[key])
+    return MemberLedger(member, plan, year_start,
+                        lock_ledgers(session, {key: plan_buckets(plan)}, {member.member_id: data.history})[key])
 
 
 def balances_of(rows: dict[str, LedgerState]) -> dict[str, Balance]:
@@ -490,7 +499,7 @@ def past_lines(claim: Claim, decisions: tuple[LineDecision, ...], current: dict[
                      code=line.code, concept_id=current[line.line_id].concept_id, fdi=current[line.line_id].fdi,
                      quadrant=current[line.line_id].quadrant, status=LINE_STATUS[decision.action.value],
                      approved_amount=decision.approved_amount or 0.0, provider_id=claim.provider.provider_id,
-                     action=decision.action.value)
+                     action=decision.action.value, category=current[line.line_id].category)
             for line, decision in zip(claim.lines, decisions, strict=True) if line.line_id in current]
 
 
