@@ -2,9 +2,10 @@
 SQLite store holding 1,000,000 historical lines (target: at least 5,000 lines/s).
 
 The store is built once under ``data/bench/`` (100,000 synthetic members with ten lines
-of history each) and reused. Claims carry no radiographs, so the validation layer runs
-its documentation and site rules and the claim-history rules do the rest; each claim is
-decided in full: member lock, snapshot, every rule, ledger, history, audit record.
+of history each) and reused; each run decides on a fresh copy of it, so runs compare.
+Claims carry no radiographs, so the validation layer runs its documentation and site
+rules and the claim-history rules do the rest; each claim is decided in full: member
+lock, snapshot, every rule, ledger, history, audit record.
 
     python -m evaluation.bench_adjudication [--claims 3000] [--batch 500] [--rebuild]
 """
@@ -12,8 +13,11 @@ decided in full: member lock, snapshot, every rule, ledger, history, audit recor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
+import shutil
+import sqlite3
 import time
 from decimal import Decimal
 
@@ -110,7 +114,15 @@ def main() -> None:
         t = time.perf_counter()
         build(url, tables.validation.catalogue)
         print(f"  built in {time.perf_counter() - t:.0f} s")
-    store = Store.open(url)
+    # Every run starts from the same 1,000,000 lines: it decides on a copy, so the claims of
+    # earlier runs (more history per member, more ledgers) never change the figure.
+    run_path = path.with_name("state-1m.run.db")
+    for stale in (run_path, run_path.with_name(run_path.name + "-wal"), run_path.with_name(run_path.name + "-shm")):
+        stale.unlink(missing_ok=True)
+    with contextlib.closing(sqlite3.connect(path)) as connection:  # the WAL folded into the file, then copied
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copyfile(path, run_path)
+    store = Store.open(f"sqlite:///{run_path}")
     tune_gc()  # as a service replica does after start-up
     with store.transaction() as session:
         history = session.execute(select(func.count()).select_from(ClaimLineRow)).scalar_one()
@@ -132,7 +144,7 @@ def main() -> None:
         latencies.append(time.perf_counter() - s)
     store.close()
     ms = np.array(latencies) * 1000
-    print(f"store: {path} ({history:,} claim lines before this run)")
+    print(f"store: a copy of {path} ({history:,} claim lines before this run)")
     print(f"batches of {args.batch}: {len(batch):,} claims, {lines:,} lines in {elapsed:.2f} s = "
           f"{lines / elapsed:,.0f} lines/s on one core (target >= 5,000); actions {actions}")
     print(f"one claim per transaction: p50 {np.percentile(ms, 50):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms "
