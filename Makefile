@@ -12,7 +12,7 @@ INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 DEMO_DIR ?= data/demo
 
-.PHONY: install browser demo test test-fast lint bench bench-models bench-claims bench-adjudication bench-service eval-shipped train-demo-models clean
+.PHONY: install browser demo test test-fast lint bench bench-models bench-claims bench-adjudication bench-service eval-shipped train-demo-models gpu-wheels clean
 
 $(INSTALLED): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -96,6 +96,16 @@ train-demo-models: $(INSTALLED)
 	  --set optim.epochs=6 --set optim.lr=0.0008 --set optim.warmup_iters=100 --set version_label=0.2.1
 	for m in root-count tooth-numbering findings; do $(BIN)/dxv models ship $$(ls -d data/runs/$$m-* | tail -1); done
 	$(BIN)/dxv eval models/shipped $(HELD_OUT) --out data/eval/shipped --write-card-metrics --log
+
+# Wheels for training on a GPU machine with a PyTorch image but no package index (see
+# training/offline-wheels.txt and README "Training on an offline GPU machine").
+GPU_PYTHON ?= 3.12
+gpu-wheels:
+	rm -rf .whl && mkdir -p .whl
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
+	  --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl -r training/offline-wheels.txt
+	du -sh .whl
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -121,6 +121,10 @@ class TrainConfig(FrozenConfig):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # used on GPU only
     threads: int | None = Field(None, ge=1)  # torch CPU threads; None leaves torch's default
+    # Processes that render/read and prepare the images and augment the batches (0: all in
+    # the training process). A GPU machine's cores keep its GPU fed; results do not depend
+    # on the count for rendering and preparing, and are reproducible for a given count.
+    workers: int = Field(0, ge=0)
     output_dir: Path = Path("data/runs")
     # Warm start: the network weights of another run's checkpoint (same architecture); the
     # optimiser, schedule and MLflow run start afresh. Recorded with the run's params.

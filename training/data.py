@@ -51,20 +51,20 @@ class DataReport:
                 "caries_without_depth": self.caries_without_depth}
 
 
-def _source_samples(source: SyntheticSource | DiskSource, report: DataReport) -> list[Sample]:
+def _source_samples(source: SyntheticSource | DiskSource, report: DataReport, workers: int) -> list[Sample]:
     if isinstance(source, SyntheticSource):
         synth = load_config(SynthConfig, source.synth_config) if source.synth_config else SynthConfig()
-        return synthetic_samples(source.counts, source.seed, synth)
+        return synthetic_samples(source.counts, source.seed, synth, workers=workers)
     samples, dataset = disk_samples(source.path, source.format, images_root=source.images_root, kind=source.kind,
                                     category_map=source.category_map)
     report.unmapped_categories.update(dataset.unmapped)
     return samples
 
 
-def load_samples(config: DataConfig, report: DataReport) -> list[Sample]:
+def load_samples(config: DataConfig, report: DataReport, workers: int = 0) -> list[Sample]:
     samples: list[Sample] = []
     for source in config.sources:
-        samples += _source_samples(source, report)
+        samples += _source_samples(source, report, workers)
     for sample in samples:
         report.add(sample)
     return samples

@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import Dataset
+from monai.data.utils import worker_init_fn as monai_worker_init
 from monai.utils import set_determinism
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from datasets.samples import parallel_map
 from datasets.transforms import Target
 from evaluation.evaluate import evaluate, headline_metrics, write_report
 from models.config_loading import dump_config
@@ -128,7 +130,7 @@ def main(config: TrainConfig, resume: str | Path | None = None, run_dir: Path | 
     console.print(f"[bold]dxv train[/] {config.model.value} on {device.type}; run folder {run_dir}")
 
     report = DataReport()
-    samples = load_samples(config.data, report)
+    samples = load_samples(config.data, report, config.workers)
     train_samples, val_samples = split_samples(samples, config.data.val_fraction, config.data.split_seed)
     console.print(f"data: {report.as_dict()}; train {len(train_samples)} / validation {len(val_samples)} images")
     if report.unmapped_categories:
@@ -223,6 +225,26 @@ def main(config: TrainConfig, resume: str | Path | None = None, run_dir: Path | 
 
 
 
+def _prepared_item(job: tuple[Any, Target, int | None, TrainConfig]) -> dict[str, Any]:
+    """One detector item, made where ``parallel_map`` runs it; the image travels back as a
+    plain array (a tensor would cross as a shared-memory handle, one per image)."""
+    sample, target, long_side, config = job
+    item = detection_item(sample, target, long_side, config)
+    item["image"] = item["image"].numpy()
+    item["original_hw"] = (sample.annotations.height_px, sample.annotations.width_px)
+    return item
+
+
+def _loader_workers(config: TrainConfig, epoch: int) -> dict[str, Any]:
+    """DataLoader arguments for ``config.workers`` augmenting processes. Each worker's MONAI
+    transforms get their own random state from a seed drawn from this epoch's generator
+    (MONAI's ``worker_init_fn``), so an epoch is the same again for the same worker count."""
+    if config.workers == 0:
+        return {"num_workers": 0}
+    return {"num_workers": config.workers, "worker_init_fn": monai_worker_init,
+            "generator": torch.Generator().manual_seed(config.seed + epoch), "persistent_workers": False}
+
+
 class _DetectorTraining:
     def __init__(self, config: TrainConfig, device: torch.device, train_samples, val_samples) -> None:
         self.config, self.device = config, device
@@ -238,11 +260,11 @@ class _DetectorTraining:
 
     def _prepare(self, samples, label: str) -> list[dict[str, Any]]:
         items = []
+        jobs = [(s, self.target, self.config.long_side_px.get(s.kind), self.config) for s in samples]
         with _progress() as progress:
             task = progress.add_task(label, total=len(samples), loss="-")
-            for s in samples:
-                item = detection_item(s, self.target, self.config.long_side_px.get(s.kind), self.config)
-                item["original_hw"] = (s.annotations.height_px, s.annotations.width_px)
+            for item in parallel_map(_prepared_item, jobs, self.config.workers):
+                item["image"] = torch.from_numpy(item["image"])
                 items.append(item)
                 progress.advance(task)
         return items
@@ -255,7 +277,7 @@ class _DetectorTraining:
         self.dataset.transform.set_random_state(seed=self.config.seed + epoch)  # same augmentations after --resume
         sampler = ShapeBucketBatchSampler(self.train_shapes, self.config.optim.batch_size, self.config.seed + epoch)
         loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=detection_collate,
-                                             num_workers=0)
+                                             **_loader_workers(self.config, epoch))
         with epoch_progress(epoch, self.steps_per_epoch()) as on_step:
             return train_detector_one_epoch(self.detector, optimizer, scheduler, loader, self.device, epoch, scaler,
                                             self.config.optim.grad_clip, self.config.optim.max_iters_per_epoch, on_step)
@@ -290,7 +312,7 @@ class _ClassifierTraining:
         self.dataset.transform.set_random_state(seed=self.config.seed + epoch)
         generator = torch.Generator().manual_seed(self.config.seed + epoch)
         loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.config.optim.batch_size, shuffle=True,
-                                             generator=generator, num_workers=0)
+                                             generator=generator, **_loader_workers(self.config, epoch))
         with epoch_progress(epoch, self.steps_per_epoch()) as on_step:
             return train_classifier_one_epoch(self.model, optimizer, scheduler, loader, self.device, epoch, scaler,
                                               self.config.optim.grad_clip, self.config.optim.max_iters_per_epoch, on_step)

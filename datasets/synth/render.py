@@ -335,6 +335,12 @@ class _ToothGeometry:
         return u_apex, v_apex
 
 
+def _in_order(surfaces: frozenset[Surface]) -> list[Surface]:
+    """A set of surfaces in the enum's order: iterating the set itself follows string hashes,
+    which change from one Python process to the next, and with them the random draws."""
+    return [s for s in Surface if s in surfaces]
+
+
 def _caries_mask(geo: _ToothGeometry, plan: CariesPlan, rng: np.random.Generator) -> np.ndarray:
     """Union of lesion ellipses, one per surface, reaching the planned depth."""
     tooth = geo.plan
@@ -343,7 +349,7 @@ def _caries_mask(geo: _ToothGeometry, plan: CariesPlan, rng: np.random.Generator
     mask = np.zeros(u.shape, np.float32)
     depth_fraction = {CariesDepth.ENAMEL: rng.uniform(0.45, 0.85), CariesDepth.DENTIN: rng.uniform(1.3, 1.9),
                       CariesDepth.NEAR_PULP: rng.uniform(2.3, 2.7)}[plan.depth]
-    for surface in plan.surfaces:
+    for surface in _in_order(plan.surfaces):
         if surface in (Surface.MESIAL, Surface.DISTAL):
             sign = tooth.mesial if surface is Surface.MESIAL else -tooth.mesial
             v_c = -hc * rng.uniform(0.55, 0.72)  # at the contact area, where proximal caries start
@@ -362,7 +368,7 @@ def _caries_mask(geo: _ToothGeometry, plan: CariesPlan, rng: np.random.Generator
                 geo.enamel_occlusal_px + (depth_fraction - 1.0) / 1.7 * gap)
             rv, ru = max(reach, 2.0) / 2 + 1.0, max(plan.size_px / 2, 2.0)
             u_c = rng.uniform(-0.2, 0.2) * tooth.width_px
-            proximal = [s for s in plan.surfaces if s in (Surface.MESIAL, Surface.DISTAL)]
+            proximal = [s for s in _in_order(plan.surfaces) if s in (Surface.MESIAL, Surface.DISTAL)]
             if proximal:  # one lesion running from the marginal ridge over the proximal face
                 side = tooth.mesial if proximal[0] is Surface.MESIAL else -tooth.mesial
                 u_c = side * 0.3 * tooth.width_px
@@ -382,7 +388,7 @@ def _restoration_mask(geo: _ToothGeometry, plan: RestorationPlan, rng: np.random
     u, v, w, hc = geo.u, geo.v, tooth.width_px, tooth.crown_height_px
     mask = np.zeros(u.shape, bool)
     floor = -hc * rng.uniform(0.5, 0.65)
-    for surface in plan.surfaces:
+    for surface in _in_order(plan.surfaces):
         if surface is Surface.OCCLUSAL_INCISAL:
             mask |= (np.abs(u) <= w * rng.uniform(0.16, 0.24)) & (v <= -hc * rng.uniform(0.6, 0.72))
         elif surface in (Surface.MESIAL, Surface.DISTAL):

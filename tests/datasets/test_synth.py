@@ -1,10 +1,14 @@
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from datasets.annotations import check_box
 from datasets.readers import read_radiograph
+from datasets.samples import synthetic_samples
 from datasets.synth.config import SynthConfig
 from datasets.synth.generator import case_dicom_bytes, generate_case, png_bytes, write_dataset
 from models.findings import FindingClass
@@ -21,6 +25,38 @@ def test_same_seed_same_bytes_other_seed_other_image(kind):
     assert png_bytes(a) == png_bytes(b)
     assert a.truth == b.truth
     assert not np.array_equal(a.stored, generate_case(kind, 8, 3).stored)
+
+
+_DIGEST = """
+import hashlib
+from datasets.synth.generator import generate_case
+from models.radiographs import RadiographKind
+digest = hashlib.sha256()
+for kind in RadiographKind:
+    for index in range(12):
+        case = generate_case(kind, 7, index)
+        boxes = [(t.fdi, t.box_xyxy_px) for t in case.annotations.teeth]
+        boxes += [(f.finding_class.value, f.box_xyxy_px) for f in case.annotations.findings]
+        digest.update(case.stored.tobytes() + repr(boxes).encode())
+print(digest.hexdigest())
+"""
+
+
+def test_a_case_is_the_same_in_every_process():
+    # Python salts string hashes per process: a generator that iterated a set of surfaces
+    # drew its random numbers in another order in each process.
+    digests = {subprocess.run([sys.executable, "-c", _DIGEST], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+    assert len(digests) == 1
+
+
+def test_samples_rendered_in_worker_processes_are_the_same():
+    counts = {RadiographKind.PERIAPICAL: 3, RadiographKind.PANORAMIC: 2}
+    here, there = synthetic_samples(counts, 5), synthetic_samples(counts, 5, workers=2)
+    assert [s.image_id for s in there] == [s.image_id for s in here]
+    for a, b in zip(here, there, strict=True):
+        assert a.kind is b.kind and a.annotations == b.annotations
+        assert np.array_equal(a.load(), b.load())
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -99,6 +99,25 @@ def test_patch_training_repeats_panoramics_and_batches_equal_patches(tmp_path, m
         _config(tmp_path, "findings", "augment.patches_per_image={panoramic: 3}")
 
 
+def test_worker_processes_prepare_the_same_images_and_train_reproducibly(tmp_path, mlflow_store):
+    from datasets.samples import parallel_map
+    from datasets.transforms import Target
+    from training.train import _prepared_item
+
+    config = _config(tmp_path, "findings", "optim.epochs=1", "tracking.enabled=false", "export_onnx=false",
+                     "augment.patch_px=96", "workers=2")
+    samples = load_samples(config.data, DataReport(), workers=2)
+    jobs = [(s, Target.FINDINGS, config.long_side_px.get(s.kind), config) for s in samples]
+    here, there = [_prepared_item(j) for j in jobs], list(parallel_map(_prepared_item, jobs, workers=2))
+    for a, b in zip(here, there, strict=True):
+        assert a["image_id"] == b["image_id"] and np.array_equal(a["image"], b["image"])
+        assert np.array_equal(a["boxes"], b["boxes"]) and np.array_equal(a["labels"], b["labels"])
+    first = main(config, run_dir=tmp_path / "a")
+    again = main(config, run_dir=tmp_path / "b")  # two augmenting processes, the same epoch
+    assert np.isfinite(first.history[0]["train_loss"])
+    assert first.history[0]["train_loss"] == again.history[0]["train_loss"]
+
+
 def test_warm_start_must_fit_the_network(tmp_path, mlflow_store):
     from training.checkpoints import CheckpointError
 
