@@ -24,8 +24,16 @@ class _Contract(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# The longest identifiers and codes the state store keeps (its column widths): a longer one
+# is refused here, with the field named, rather than failing the database write later.
+ID_MAX = 64  # claim, tenant, member, provider, plan; provider specialty and region
+LINE_ID_MAX = 32
+RADIOGRAPH_ID_MAX = 128
+CODE_MAX = 16  # procedure code and code system
+
+
 class Member(_Contract):
-    member_id: str = Field(min_length=1)
+    member_id: str = Field(min_length=1, max_length=ID_MAX)
     birth_date: dt.date
 
     def age_on(self, day: dt.date) -> int:
@@ -35,24 +43,24 @@ class Member(_Contract):
 
 
 class Provider(_Contract):
-    provider_id: str = Field(min_length=1)
-    specialty: str = "general"
-    region: str = ""
+    provider_id: str = Field(min_length=1, max_length=ID_MAX)
+    specialty: str = Field("general", max_length=ID_MAX)
+    region: str = Field("", max_length=ID_MAX)
 
 
 class Attachment(_Contract):
     """One radiograph sent with the claim. ``content`` is base64 (service) or a file name
     under the images folder (``dxv validate``); the validation layer only needs the id and kind."""
 
-    radiograph_id: str = Field(min_length=1)
+    radiograph_id: str = Field(min_length=1, max_length=RADIOGRAPH_ID_MAX)
     kind: RadiographKind | None = None
     content: str | None = None
 
 
 class ClaimLine(_Contract):
-    line_id: str = Field(min_length=1)
-    code: str = Field(min_length=1)
-    code_system: str = "CDT"
+    line_id: str = Field(min_length=1, max_length=LINE_ID_MAX)
+    code: str = Field(min_length=1, max_length=CODE_MAX)
+    code_system: str = Field("CDT", max_length=CODE_MAX)
     tooth: str | None = None
     tooth_system: NumberingSystem = NumberingSystem.UNIVERSAL
     surfaces: str | None = None
@@ -97,11 +105,11 @@ class ClaimLine(_Contract):
 
 
 class Claim(_Contract):
-    claim_id: str = Field(min_length=1)
-    tenant: str = Field("default", min_length=1)
+    claim_id: str = Field(min_length=1, max_length=ID_MAX)
+    tenant: str = Field("default", min_length=1, max_length=ID_MAX)
     member: Member
     provider: Provider
-    plan_id: str = "default"
+    plan_id: str = Field("default", max_length=ID_MAX)
     date_of_service: dt.date
     lines: tuple[ClaimLine, ...] = Field(min_length=1)
     narrative: str = ""

@@ -211,6 +211,21 @@ def test_history_lines_are_written_with_their_status(seeded_store: Store, rule_t
         assert [r.status for r in rows] == ["approved", "denied"]
 
 
+def test_identifiers_at_the_contract_limits_are_stored_and_longer_ones_refused(seeded_store: Store,
+                                                                              rule_tables) -> None:
+    from pydantic import ValidationError
+
+    from serving.claims import ID_MAX, LINE_ID_MAX
+
+    longest = claim("C" * ID_MAX, [{"line_id": "L" * LINE_ID_MAX, "code": "D1110", "fee": 95}])
+    decision = adjudicate(longest, (), seeded_store, rule_tables, now=NOW)  # PostgreSQL checks the column widths
+    assert decision.claim_id == "C" * ID_MAX and decision.lines[0].line_id == "L" * LINE_ID_MAX
+    with pytest.raises(ValidationError, match="claim_id"):
+        claim("C" * (ID_MAX + 1), [{"line_id": "1", "code": "D1110", "fee": 95}])
+    with pytest.raises(ValidationError, match="line_id"):
+        claim("C-8", [{"line_id": "L" * (LINE_ID_MAX + 1), "code": "D1110", "fee": 95}])
+
+
 def test_concurrent_claims_respect_frequency_caps(seeded_store: Store, rule_tables) -> None:
     """Six prophylaxis claims for one child at once on six days: the 2026 plan allows 3 a
     calendar year, and each claim must see the ones decided before it."""
