@@ -145,6 +145,49 @@ def _greedy_match(gt: list[Box], preds: list[Box], iou_threshold: float) -> list
     return hits
 
 
+FALSE_POSITIVE_PLACES = ("localisation", "image_border", "on_other_finding", "elsewhere")
+
+
+def false_positive_places(ground_truth: Sequence[ImageBoxes], predictions: Sequence[ImageBoxes], label: str,
+                          threshold: float, border_fraction: float = 0.02) -> dict[str, int]:
+    """Where the false positives of ``label`` at ``threshold`` lie, each counted once, in
+    this order: ``localisation`` (a box of the class overlaps, IoU 0.1-0.5, or it doubles
+    one already found), ``image_border`` (within ``border_fraction`` of the image's
+    shorter side from an edge: anatomy cut by the edge), ``on_other_finding`` (at least a
+    third of it on a true box of another class), ``elsewhere``. Tells an ML engineer what
+    kind of training data the detector lacks."""
+    by_id = {p.image_id: p for p in predictions}
+    counts = dict.fromkeys(FALSE_POSITIVE_PLACES, 0)
+    for g in ground_truth:
+        found = by_id.get(g.image_id)
+        preds = [b for b in found.boxes if b.label == label and b.score >= threshold] if found else []
+        if not preds:
+            continue
+        same = [b for b in g.boxes if b.label == label]
+        others = np.asarray([b.box_xyxy_px for b in g.boxes if b.label != label], np.float64).reshape(-1, 4)
+        hits = _greedy_match(same, preds, 0.5)
+        margin = max(border_fraction * min(g.width_px, g.height_px), 2.0)
+        for pred, hit in zip(preds, hits, strict=True):
+            if hit:
+                continue
+            x0, y0, x1, y1 = pred.box_xyxy_px
+            near = box_iou(np.asarray([pred.box_xyxy_px]), np.asarray([b.box_xyxy_px for b in same]))[0] if same else []
+            covered = 0.0
+            if len(others):
+                inter_w = np.clip(np.minimum(x1, others[:, 2]) - np.maximum(x0, others[:, 0]), 0, None)
+                inter_h = np.clip(np.minimum(y1, others[:, 3]) - np.maximum(y0, others[:, 1]), 0, None)
+                covered = float((inter_w * inter_h).max() / max((x1 - x0) * (y1 - y0), 1e-9))
+            if len(near) and float(np.max(near)) >= 0.1:
+                counts["localisation"] += 1
+            elif min(x0, y0, g.width_px - x1, g.height_px - y1) <= margin:
+                counts["image_border"] += 1
+            elif covered >= 1 / 3:
+                counts["on_other_finding"] += 1
+            else:
+                counts["elsewhere"] += 1
+    return counts
+
+
 def operating_point(ground_truth: Sequence[ImageBoxes], predictions: Sequence[ImageBoxes], label: str,
                     threshold: float, iou_threshold: float = 0.5) -> OperatingPoint:
     by_id = {p.image_id: p for p in predictions}

@@ -13,10 +13,12 @@ import numpy as np
 
 from datasets.samples import Sample
 from evaluation.detection_metrics import (
+    FALSE_POSITIVE_PLACES,
     Box,
     ImageBoxes,
     coco_ap,
     confusion_matrix,
+    false_positive_places,
     froc,
     match_boxes,
     match_teeth,
@@ -125,6 +127,8 @@ def _findings_section(reader: DentalReader, images: Sequence[Sample], readings: 
                 curves[f"pr_{name}"] = ap.pr_curve_50
         entry: dict[str, Any] = {"images": len(chosen), "classes": per_class}
         if scope == "all":
+            entry["false_positive_places"] = {name: false_positive_places(gt, pred, name, threshold)
+                                              for name in per_class}
             entry["froc"] = {c.value: {str(k): _round(v) for k, v in froc(gt, pred, c.value).items()}
                              for c in LESION_CLASSES}
             curves["froc"] = entry["froc"]
@@ -250,6 +254,14 @@ def markdown_summary(report: dict[str, Any]) -> str:
                     lines.append(f"| {scope} | {name} | {c['gt']} | {_fmt(c['ap'])} | {_fmt(c['ap50'])} | "
                                  f"{_fmt(c['ar100'])} | {_fmt(c['sensitivity'])} | {_fmt(c['ppv'])} |")
         lines += ["", f"Caries depth accuracy (found caries): {_fmt(f.get('caries_depth_accuracy'))}", ""]
+        places = f.get("all", {}).get("false_positive_places", {})
+        if places:
+            lines += ["False positives at the operating threshold, by where they lie:", "",
+                      "| class | " + " | ".join(p.replace("_", " ") for p in FALSE_POSITIVE_PLACES) + " |",
+                      "|---|" + "---|" * len(FALSE_POSITIVE_PLACES)]
+            for name, counts in places.items():
+                lines.append(f"| {name} | " + " | ".join(str(counts[p]) for p in FALSE_POSITIVE_PLACES) + " |")
+            lines.append("")
         froc_all = f.get("all", {}).get("froc", {})
         if froc_all:
             rates = list(next(iter(froc_all.values())).keys())

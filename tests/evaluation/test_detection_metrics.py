@@ -57,3 +57,21 @@ def test_tooth_matching_separates_detection_from_numbering():
 def test_confusion_matrix_rows_are_truth():
     m = confusion_matrix([1, 1, 2, 3], [1, 2, 2, 3], [1, 2, 3])
     np.testing.assert_array_equal(m, [[1, 1, 0], [0, 1, 0], [0, 0, 1]])
+
+
+def test_false_positives_are_placed_once_each_in_order():
+    from evaluation.detection_metrics import false_positive_places
+
+    truth = ImageBoxes("a", 200, 100, (Box((50, 40, 70, 60), "lesion"), Box((120, 30, 160, 70), "crown")))
+    found = ImageBoxes("a", 200, 100, (
+        Box((50, 40, 70, 60), "lesion", 0.9),    # the true lesion: not a false positive
+        Box((51, 41, 71, 61), "lesion", 0.85),   # the same lesion again: localisation
+        Box((60, 50, 80, 70), "lesion", 0.9),    # IoU 0.14 with it: localisation
+        Box((0, 10, 10, 20), "lesion", 0.9),     # touching the left edge
+        Box((125, 35, 140, 50), "lesion", 0.9),  # inside the true crown
+        Box((90, 40, 100, 50), "lesion", 0.9),   # nothing near
+        Box((90, 60, 100, 70), "lesion", 0.3),   # below the threshold: not counted
+        Box((10, 70, 20, 80), "crown", 0.9),     # another class: not counted for lesions
+    ))
+    assert false_positive_places([truth], [found], "lesion", 0.5) == {
+        "localisation": 2, "image_border": 1, "on_other_finding": 1, "elsewhere": 1}
