@@ -81,6 +81,10 @@ class OptimConfig(FrozenConfig):
     warmup_iters: int = Field(100, ge=0)
     grad_clip: float = Field(10.0, gt=0)
     max_iters_per_epoch: int | None = Field(None, ge=1)  # for smoke runs
+    # Batch norm layers keep their running statistics (eval mode) while the rest trains, as
+    # detection fine-tuning usually does; needed to warm-start from an ONNX file, whose batch
+    # norms the exporter folded into the convolutions.
+    freeze_batchnorm: bool = False
 
 
 class SamplerConfig(FrozenConfig):
@@ -126,8 +130,10 @@ class TrainConfig(FrozenConfig):
     # on the count for rendering and preparing, and are reproducible for a given count.
     workers: int = Field(0, ge=0)
     output_dir: Path = Path("data/runs")
-    # Warm start: the network weights of another run's checkpoint (same architecture); the
-    # optimiser, schedule and MLflow run start afresh. Recorded with the run's params.
+    # Warm start: the network weights of another run's checkpoint, or of an exported ONNX
+    # file such as a shipped model (same architecture; an ONNX file needs
+    # optim.freeze_batchnorm); the optimiser, schedule and MLflow run start afresh.
+    # Recorded with the run's params.
     init_from: Path | None = None
     export_onnx: bool = True
 

@@ -88,11 +88,22 @@ class EpochState:
         return out
 
 
+def train_mode(model: nn.Module, freeze_batchnorm: bool) -> None:
+    """Training mode; with ``freeze_batchnorm`` the batch norms keep normalising with their
+    running statistics (and do not update them) while their scale and shift still train."""
+    model.train()
+    if freeze_batchnorm:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def train_detector_one_epoch(detector: RetinaNetDetector, optimizer: torch.optim.Optimizer,
                              scheduler: torch.optim.lr_scheduler.LRScheduler, loader: Iterable[list[dict[str, Any]]],
                              device: torch.device, epoch: int, scaler: torch.amp.GradScaler | None, grad_clip: float,
-                             max_steps: int | None, on_step: Callable[[EpochState], None]) -> dict[str, float]:
-    detector.train()
+                             max_steps: int | None, on_step: Callable[[EpochState], None],
+                             freeze_batchnorm: bool = False) -> dict[str, float]:
+    train_mode(detector, freeze_batchnorm)
     state = EpochState(epoch)
     for step, batch in enumerate(loader):
         if max_steps is not None and step >= max_steps:
@@ -137,8 +148,9 @@ def _backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, params:
 def train_classifier_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
                                scheduler: torch.optim.lr_scheduler.LRScheduler, loader: Iterable[dict[str, Any]],
                                device: torch.device, epoch: int, scaler: torch.amp.GradScaler | None, grad_clip: float,
-                               max_steps: int | None, on_step: Callable[[EpochState], None]) -> dict[str, float]:
-    model.train()
+                               max_steps: int | None, on_step: Callable[[EpochState], None],
+                               freeze_batchnorm: bool = False) -> dict[str, float]:
+    train_mode(model, freeze_batchnorm)
     state = EpochState(epoch)
     criterion = nn.CrossEntropyLoss()
     for step, batch in enumerate(loader):

@@ -20,6 +20,7 @@ from monai.data.utils import worker_init_fn as monai_worker_init
 from monai.utils import set_determinism
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
 
 from datasets.samples import parallel_map
 from datasets.transforms import Target
@@ -27,6 +28,7 @@ from evaluation.evaluate import evaluate, headline_metrics, write_report
 from models.config_loading import dump_config
 from models.inference import DentalReader
 from models.model_card import ModelCard, ModelKey
+from models.networks import DetectorForExport
 from models.onnx_export import finalise_card
 from models.tasks import task_classes
 from training.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
@@ -54,6 +56,7 @@ from training.engine import (
     train_detector_one_epoch,
 )
 from training.export import export_model, network_for, tune_operating_threshold
+from training.onnx_weights import load_onnx_weights
 from training.tracking import tracked_run
 
 log = logging.getLogger("dxv.train")
@@ -148,11 +151,7 @@ def main(config: TrainConfig, resume: str | Path | None = None, run_dir: Path | 
         optimizer, cosine_with_warmup(steps_per_epoch * config.optim.epochs, config.optim.warmup_iters))
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     if config.init_from is not None and checkpoint is None:
-        try:
-            model.load_state_dict(load_checkpoint(config.init_from).model_state)
-        except RuntimeError as exc:  # shapes or names differ: another architecture or model
-            raise CheckpointError(f"init_from {config.init_from} does not fit this network: "
-                                  f"{str(exc).splitlines()[0]}") from exc
+        _warm_start(config, model, device)
         console.print(f"network initialised from {config.init_from}")
     start_epoch, best, best_epoch, history = 0, -1.0, -1, []
     if checkpoint is not None:
@@ -225,6 +224,31 @@ def main(config: TrainConfig, resume: str | Path | None = None, run_dir: Path | 
 
 
 
+def _warm_start(config: TrainConfig, model: nn.Module, device: torch.device) -> None:
+    """The network weights of ``config.init_from``: a checkpoint, or an exported ONNX file
+    (checked to give the file's outputs; its folded batch norms need frozen statistics)."""
+    assert config.init_from is not None
+    if config.init_from.suffix.lower() != ".onnx":
+        try:
+            model.load_state_dict(load_checkpoint(config.init_from).model_state)
+        except RuntimeError as exc:  # shapes or names differ: another architecture or model
+            raise CheckpointError(f"init_from {config.init_from} does not fit this network: "
+                                  f"{str(exc).splitlines()[0]}") from exc
+        return
+    if not config.optim.freeze_batchnorm:
+        raise CheckpointError(f"init_from {config.init_from}: an ONNX file has its batch norms folded into the "
+                              "convolutions; set optim.freeze_batchnorm=true to train from it")
+    if not config.init_from.exists():
+        raise CheckpointError(f"init_from {config.init_from}: no such file")
+    model.cpu()
+    if config.is_detector:
+        load_onnx_weights(model, config.init_from, DetectorForExport(model))  # type: ignore[arg-type]
+    else:
+        crop = config.classifier
+        load_onnx_weights(model, config.init_from, model, torch.rand(2, 1, crop.crop_height_px, crop.crop_width_px))
+    model.to(device)
+
+
 def _prepared_item(job: tuple[Any, Target, int | None, TrainConfig]) -> dict[str, Any]:
     """One detector item, made where ``parallel_map`` runs it; the image travels back as a
     plain array (a tensor would cross as a shared-memory handle, one per image)."""
@@ -280,7 +304,8 @@ class _DetectorTraining:
                                              **_loader_workers(self.config, epoch))
         with epoch_progress(epoch, self.steps_per_epoch()) as on_step:
             return train_detector_one_epoch(self.detector, optimizer, scheduler, loader, self.device, epoch, scaler,
-                                            self.config.optim.grad_clip, self.config.optim.max_iters_per_epoch, on_step)
+                                            self.config.optim.grad_clip, self.config.optim.max_iters_per_epoch, on_step,
+                                            self.config.optim.freeze_batchnorm)
 
     def validate(self) -> dict[str, float]:
         if not self.val_items:
@@ -315,7 +340,8 @@ class _ClassifierTraining:
                                              generator=generator, **_loader_workers(self.config, epoch))
         with epoch_progress(epoch, self.steps_per_epoch()) as on_step:
             return train_classifier_one_epoch(self.model, optimizer, scheduler, loader, self.device, epoch, scaler,
-                                              self.config.optim.grad_clip, self.config.optim.max_iters_per_epoch, on_step)
+                                              self.config.optim.grad_clip, self.config.optim.max_iters_per_epoch, on_step,
+                                              self.config.optim.freeze_batchnorm)
 
     def validate(self) -> dict[str, float]:
         if not self.val:

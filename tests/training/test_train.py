@@ -131,6 +131,60 @@ def test_warm_start_must_fit_the_network(tmp_path, mlflow_store):
         main(wider, run_dir=tmp_path / "wider")
 
 
+def _exported(tmp_path, config, name):
+    """An ONNX file exported from a network whose batch norms hold non-trivial statistics
+    (so that folding them into the convolutions changes the weights)."""
+    from models.onnx_export import export_detector
+    from training.export import network_for
+
+    torch.manual_seed(3)
+    network = network_for(config)
+    for module in network.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    return network, export_detector(network, tmp_path / f"{name}.onnx")
+
+
+def test_warm_start_from_an_exported_onnx_file(tmp_path, mlflow_store):
+    import onnxruntime as ort
+
+    from models.networks import DetectorForExport
+    from training.checkpoints import CheckpointError, load_checkpoint
+    from training.export import network_for
+    from training.onnx_weights import load_onnx_weights
+
+    base = _config(tmp_path, "findings", "optim.epochs=1", "tracking.enabled=false", "export_onnx=false")
+    source, onnx_path = _exported(tmp_path, base, "findings")
+    fresh = network_for(base)
+    assert load_onnx_weights(fresh, onnx_path, DetectorForExport(fresh)) is True  # batch norms were folded
+    image = torch.rand(1, 1, 160, 224)  # another size than the loader's own check
+    with torch.no_grad():
+        ours = DetectorForExport(fresh.eval())(image)
+        original = DetectorForExport(source.eval())(image)
+    theirs = ort.InferenceSession(str(onnx_path)).run(None, {"image": image.numpy()})
+    for a, b, c in zip(ours, original, theirs, strict=True):
+        assert np.abs(a.numpy() - c).max() < 1e-3 and np.abs(a.numpy() - b.numpy()).max() < 1e-3
+
+    with pytest.raises(CheckpointError, match="freeze_batchnorm"):
+        main(base.model_copy(update={"init_from": onnx_path}), run_dir=tmp_path / "unfrozen")
+    frozen = base.model_copy(update={"init_from": onnx_path,
+                                     "optim": base.optim.model_copy(update={"freeze_batchnorm": True})})
+    result = main(frozen, run_dir=tmp_path / "warm")
+    assert np.isfinite(result.history[0]["train_loss"])
+    state = load_checkpoint(result.run_dir / "last.pt").model_state
+    means = [v for k, v in state.items() if k.endswith("running_mean")]
+    assert means and all(torch.count_nonzero(m) == 0 for m in means)  # frozen: still the folded identity
+
+    wider = load_config(TrainConfig, None, [*_args(tmp_path, "findings"), "detector.fpn_channels=32",
+                                            f"init_from={onnx_path}", "optim.freeze_batchnorm=true",
+                                            "tracking.enabled=false", "export_onnx=false"])
+    with pytest.raises(CheckpointError, match=r"does not fit|shape"):
+        main(wider, run_dir=tmp_path / "wider")
+
+
 def test_root_count_classifier_run(tmp_path, mlflow_store):
     config = _config(tmp_path, "root-count", "optim.epochs=1", "classifier.crop_height_px=64",
                      "classifier.crop_width_px=32", "optim.batch_size=8")
