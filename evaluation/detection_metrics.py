@@ -145,6 +145,14 @@ def _greedy_match(gt: list[Box], preds: list[Box], iou_threshold: float) -> list
     return hits
 
 
+def _covered(box: tuple[float, float, float, float], others: np.ndarray) -> float:
+    """The largest share of ``box``'s area that one of ``others`` (N, 4) covers."""
+    x0, y0, x1, y1 = box
+    inter_w = np.clip(np.minimum(x1, others[:, 2]) - np.maximum(x0, others[:, 0]), 0, None)
+    inter_h = np.clip(np.minimum(y1, others[:, 3]) - np.maximum(y0, others[:, 1]), 0, None)
+    return float((inter_w * inter_h).max() / max((x1 - x0) * (y1 - y0), 1e-9))
+
+
 FALSE_POSITIVE_PLACES = ("localisation", "image_border", "on_other_finding", "elsewhere")
 
 
@@ -171,17 +179,11 @@ def false_positive_places(ground_truth: Sequence[ImageBoxes], predictions: Seque
             if hit:
                 continue
             x0, y0, x1, y1 = pred.box_xyxy_px
-            near = box_iou(np.asarray([pred.box_xyxy_px]), np.asarray([b.box_xyxy_px for b in same]))[0] if same else []
-            covered = 0.0
-            if len(others):
-                inter_w = np.clip(np.minimum(x1, others[:, 2]) - np.maximum(x0, others[:, 0]), 0, None)
-                inter_h = np.clip(np.minimum(y1, others[:, 3]) - np.maximum(y0, others[:, 1]), 0, None)
-                covered = float((inter_w * inter_h).max() / max((x1 - x0) * (y1 - y0), 1e-9))
-            if len(near) and float(np.max(near)) >= 0.1:
+            if same and box_iou(np.asarray([pred.box_xyxy_px]), np.asarray([b.box_xyxy_px for b in same])).max() >= 0.1:
                 counts["localisation"] += 1
             elif min(x0, y0, g.width_px - x1, g.height_px - y1) <= margin:
                 counts["image_border"] += 1
-            elif covered >= 1 / 3:
+            elif len(others) and _covered(pred.box_xyxy_px, others) >= 1 / 3:
                 counts["on_other_finding"] += 1
             else:
                 counts["elsewhere"] += 1

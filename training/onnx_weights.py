@@ -6,10 +6,10 @@ The exporter folds each batch norm into the convolution before it (and writes gr
 norms as InstanceNormalization, Mul and Add), so weights are matched by position, not by
 name: every call of the network's convolutions and group norms, in order, against the
 file's operations in graph order (a head shared by the pyramid levels is met once per
-level, with the same weights each time), each shape checked. A folded batch norm comes back as the identity
-(mean 0, variance 1 - eps, scale 1) with the folded bias as its shift, which is exact with
-frozen batch norm statistics (``optim.freeze_batchnorm``). The result is checked by
-running both: the network must give the file's outputs."""
+level, with the same weights each time), each shape checked. A folded batch norm comes
+back as the identity (mean 0, variance 1 - eps, scale 1) with the folded bias as its
+shift, which is exact with frozen batch norm statistics (``optim.freeze_batchnorm``).
+The result is checked by running both: the network must give the file's outputs."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def load_onnx_weights(model: nn.Module, onnx_path: str | Path, forward: nn.Modul
     ``example`` an input for it. Returns whether batch norms were folded in the file (then
     only frozen statistics reproduce it). Raises ``CheckpointError`` where the file does
     not fit or the network does not give the file's outputs afterwards."""
-    import onnxruntime as ort
+    from models.inference import make_session
 
     path = Path(onnx_path)
     forward = forward or model
@@ -106,11 +106,12 @@ def load_onnx_weights(model: nn.Module, onnx_path: str | Path, forward: nn.Modul
         raise CheckpointError(f"{path} does not fit this network: the file runs {len(convs)} convolutions and "
                               f"{len(norms)} group norms, the network {len(torch_convs)} and {len(torch_norms)}")
     folded = False
+    next_conv, next_norm = iter(convs), iter(norms)
     with torch.no_grad():
         shift: np.ndarray | None = None  # the folded bias a batch norm right after a convolution takes
         for name, module in order:
             if isinstance(module, nn.Conv2d):
-                weight, bias = convs.pop(0)
+                weight, bias = next(next_conv)
                 _assign(module.weight, weight, f"{name}.weight")
                 shift = bias
                 if module.bias is not None:  # the convolution's own bias takes it (the norm shifts by 0)
@@ -129,7 +130,7 @@ def load_onnx_weights(model: nn.Module, onnx_path: str | Path, forward: nn.Modul
                 _assign(module.bias, shift, f"{name}.bias")
                 shift = None
             elif isinstance(module, nn.GroupNorm):
-                scale, shift = norms.pop(0)
+                scale, shift = next(next_norm)
                 _assign(module.weight, scale, f"{name}.weight")
                 _assign(module.bias, shift, f"{name}.bias")
         for name, module in model.named_modules():
@@ -145,7 +146,7 @@ def load_onnx_weights(model: nn.Module, onnx_path: str | Path, forward: nn.Modul
         ours = forward(example)
     forward.train(was_training)
     ours = ours if isinstance(ours, tuple | list) else (ours,)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = make_session(path, providers=["CPUExecutionProvider"])
     theirs = session.run(None, {session.get_inputs()[0].name: example.numpy()})
     worst = max(float(np.abs(a.numpy() - b).max()) for a, b in zip(ours, theirs, strict=True))
     if worst > 1e-3:
