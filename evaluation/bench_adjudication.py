@@ -122,7 +122,7 @@ def main() -> None:
     with contextlib.closing(sqlite3.connect(path)) as connection:  # the WAL folded into the file, then copied
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     shutil.copyfile(path, run_path)
-    store = Store.open(f"sqlite:///{run_path}")
+    store = Store.open(f"sqlite:///{run_path}", checkpoint_in_background=True)  # as a service replica does
     tune_gc()  # as a service replica does after start-up
     with store.transaction() as session:
         history = session.execute(select(func.count()).select_from(ClaimLineRow)).scalar_one()

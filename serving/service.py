@@ -109,7 +109,7 @@ def build_ingress_app(models: Any, config: ServingConfig) -> Any:
             except Exception:  # a replica still starting is simply not ready
                 return False
 
-    store = Store.open(config.state_url)
+    store = Store.open(config.state_url, checkpoint_in_background=True)
     if config.webhooks:
         import threading
 

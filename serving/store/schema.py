@@ -78,9 +78,9 @@ class ProviderRow(Base):
 
 class ProviderStatsRow(Base):
     __tablename__ = "provider_stats"
-    __table_args__ = (UniqueConstraint("provider_id", "cycle"),)
+    __table_args__ = (UniqueConstraint("provider_id", "cycle"),)  # also serves lookups by provider
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    provider_id: Mapped[str] = mapped_column(String(64), index=True)
+    provider_id: Mapped[str] = mapped_column(String(64))
     cycle: Mapped[str] = mapped_column(String(32))  # e.g. 2026-03 (the window's last month)
     period_start: Mapped[dt.date] = mapped_column(Date)
     period_end: Mapped[dt.date] = mapped_column(Date)
@@ -100,7 +100,9 @@ class ClaimLineRow(Base):
     line_id: Mapped[str] = mapped_column(String(32))
     mode: Mapped[str] = mapped_column(String(16), default="claim")  # claim or preauthorization
     member_id: Mapped[str] = mapped_column(String(64))
-    provider_id: Mapped[str] = mapped_column(String(64), index=True)
+    # Not indexed: nothing looks lines up by provider (the outlier job reads a date window),
+    # and such an index was an eighth of what deciding a batch wrote.
+    provider_id: Mapped[str] = mapped_column(String(64))
     date_of_service: Mapped[dt.date] = mapped_column(Date)
     code: Mapped[str] = mapped_column(String(16))
     code_system: Mapped[str] = mapped_column(String(16))
@@ -128,9 +130,9 @@ class DecisionRow(Base):
 
 class LedgerRow(Base):
     __tablename__ = "ledgers"
-    __table_args__ = (UniqueConstraint("member_id", "plan_id", "year_start", "bucket"),)
+    __table_args__ = (UniqueConstraint("member_id", "plan_id", "year_start", "bucket"),)  # also by member
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    member_id: Mapped[str] = mapped_column(String(64), index=True)
+    member_id: Mapped[str] = mapped_column(String(64))
     plan_id: Mapped[str] = mapped_column(String(64))
     year_start: Mapped[dt.date] = mapped_column(Date)
     bucket: Mapped[str] = mapped_column(String(32))
@@ -140,9 +142,9 @@ class LedgerRow(Base):
 
 class LedgerEntryRow(Base):
     __tablename__ = "ledger_entries"
-    __table_args__ = (UniqueConstraint("ledger_id", "tenant", "claim_id", "line_id"),)
+    __table_args__ = (UniqueConstraint("ledger_id", "tenant", "claim_id", "line_id"),)  # also by ledger
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    ledger_id: Mapped[int] = mapped_column(ForeignKey("ledgers.id"), index=True)
+    ledger_id: Mapped[int] = mapped_column(ForeignKey("ledgers.id"))
     tenant: Mapped[str] = mapped_column(String(64))
     claim_id: Mapped[str] = mapped_column(String(64))
     line_id: Mapped[str] = mapped_column(String(32))
@@ -191,9 +193,9 @@ class ClaimImageRow(Base):
     (reject, downcode): the file as received, for the case view, appeals and retraining."""
 
     __tablename__ = "claim_images"
-    __table_args__ = (UniqueConstraint("audit_seq", "radiograph_id"),)
+    __table_args__ = (UniqueConstraint("audit_seq", "radiograph_id"),)  # also by record
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    audit_seq: Mapped[int] = mapped_column(ForeignKey("claim_records.audit_seq"), index=True)
+    audit_seq: Mapped[int] = mapped_column(ForeignKey("claim_records.audit_seq"))
     tenant: Mapped[str] = mapped_column(String(64))
     radiograph_id: Mapped[str] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(16))
@@ -207,11 +209,11 @@ class ReviewItemRow(Base):
     equals ordering by priority plus age weight times days waiting, at any moment."""
 
     __tablename__ = "review_items"
-    __table_args__ = (UniqueConstraint("audit_seq", "line_id"),
+    __table_args__ = (UniqueConstraint("audit_seq", "line_id"),  # also by record
                       Index("ix_review_items_queue", "tenant", "status", "rank_key"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant: Mapped[str] = mapped_column(String(64))
-    audit_seq: Mapped[int] = mapped_column(Integer, index=True)
+    audit_seq: Mapped[int] = mapped_column(Integer)
     claim_id: Mapped[str] = mapped_column(String(64))
     line_id: Mapped[str] = mapped_column(String(32))
     code: Mapped[str] = mapped_column(String(16))

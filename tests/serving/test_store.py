@@ -3,6 +3,7 @@ the ledger, idempotent replay, concurrency, and the tamper-evident audit trail."
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 
@@ -14,7 +15,7 @@ from serving.claims import Claim
 from serving.decisions import Action
 from serving.plans import load_plans
 from serving.store import audit, repository
-from serving.store.database import Store, current_revision, upgrade
+from serving.store.database import WAL_BACKSTOP_PAGES, Store, current_revision, upgrade
 from serving.store.schema import AuditRow, ClaimLineRow, LedgerRow, MemberRow
 from tests.serving.conftest import NOW
 
@@ -44,6 +45,49 @@ def test_migrations_apply_on_empty_and_upgrade_from_previous(store_url: str) -> 
     store.close()
 
 
+def test_the_migrated_schema_is_the_models_schema(store_url: str) -> None:
+    """Every table, column and index the models declare is what the migrations build, and
+    nothing more (an index dropped from a model but not by a migration, or the reverse)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from serving.store.schema import Base
+
+    store = Store.open(store_url)
+    try:
+        with store.engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    finally:
+        store.close()
+    assert differences == []
+
+
+def test_migration_0010_drops_the_unused_indexes_and_downgrades(store_url: str) -> None:
+    from sqlalchemy import inspect
+
+    def indexes(table: str) -> set[str]:
+        engine = Store.open(store_url, migrate=False).engine
+        try:
+            return {i["name"] for i in inspect(engine).get_indexes(table)}
+        finally:
+            engine.dispose()
+
+    upgrade(store_url, "0009")
+    assert "ix_claim_lines_provider_id" in indexes("claim_lines")
+    assert "ix_ledger_entries_ledger_id" in indexes("ledger_entries")
+    upgrade(store_url, "0010")
+    assert "ix_claim_lines_provider_id" not in indexes("claim_lines")
+    assert "ix_ledger_entries_ledger_id" not in indexes("ledger_entries")
+    assert "ix_claim_lines_member_day" in indexes("claim_lines")  # the one the history reads use stays
+    from alembic import command
+
+    from serving.store.database import alembic_config
+
+    command.downgrade(alembic_config(store_url), "0009")
+    assert "ix_claim_lines_provider_id" in indexes("claim_lines")
+    assert "ix_review_items_audit_seq" in indexes("review_items")
+
+
 def test_migration_0006_keeps_decisions_readable_and_downgrades_with_their_copies(store_url: str) -> None:
     upgrade(store_url, "0005")
     store = Store(Store.open(store_url, migrate=False).engine)
@@ -67,6 +111,44 @@ def test_migration_0006_keeps_decisions_readable_and_downgrades_with_their_copie
         assert session.execute(text("SELECT decision FROM decisions WHERE audit_seq = 7")).scalar_one() == \
             '{"claim_id":"C-1"}'
     store.close()
+
+
+def test_a_background_checkpointer_moves_committed_pages_into_the_database_file(tmp_path) -> None:
+    """With ``checkpoint_in_background`` a commit's pages reach the database file itself
+    without another write (SQLite's own checkpoint waits for 1,000 pages): a reader of the
+    bare file (``immutable=1`` ignores the log) sees the row."""
+    import sqlite3
+    import time
+
+    def rows_in_file(path) -> int:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as bare:
+            return bare.execute("SELECT count(*) FROM members").fetchone()[0]
+
+    for background in (False, True):
+        path = tmp_path / f"state-{background}.db"
+        store = Store.open(f"sqlite:///{path}", checkpoint_in_background=background)
+        try:
+            with store.engine.connect() as connection:
+                autocheckpoint = connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+            with store.transaction() as session:
+                session.add(MemberRow(member_id="M-1", tenant="t", birth_date=dt.date(1990, 1, 1)))
+            deadline = time.monotonic() + 10
+            while background and rows_in_file(path) == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert rows_in_file(path) == (1 if background else 0)
+            assert autocheckpoint == (WAL_BACKSTOP_PAGES if background else 1000)
+        finally:
+            store.close()
+    assert store.checkpointer is not None and not store.checkpointer._thread.is_alive()  # closed with the store
+
+
+def test_background_checkpoints_apply_only_to_a_sqlite_file(store_url: str) -> None:
+    store = Store.open(store_url, checkpoint_in_background=True)
+    store.close()
+    assert (store.checkpointer is not None) == store_url.startswith("sqlite")
+    in_memory = Store.open("sqlite://", checkpoint_in_background=True)
+    assert in_memory.checkpointer is None
+    in_memory.close()
 
 
 def test_a_stored_plan_version_cannot_change(seeded_store: Store) -> None:
