@@ -88,10 +88,10 @@ def allowed_count(limit: FrequencyLimit, member: MemberSnapshot, age: int, plan:
 
 def check_frequency(line: CurrentLine, earlier_in_claim: tuple[CurrentLine, ...], day: dt.date, age: int,
                     member: MemberSnapshot, plan: PlanVersion, table: FrequencyTable, catalogue: Catalogue) -> RuleHit:
-    for limit in table.limits:
-        concepts = catalogue.concepts_of(limit.codes)
-        if line.concept_id not in concepts or (limit.ages is not None and not limit.ages.holds(age)):
+    for limit in table.limits_for(line.concept_id, catalogue):
+        if limit.ages is not None and not limit.ages.holds(age):
             continue
+        concepts = catalogue.concepts_of(limit.codes)
         candidates: list[PastLine] = [p for p in member.history if p.counts and p.concept_id in concepts
                                       and _same_key(limit, line, p.fdi, p.quadrant)]
         same_claim = [c for c in earlier_in_claim if c.concept_id in concepts and _same_key(limit, line, c.fdi, c.quadrant)]

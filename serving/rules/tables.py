@@ -4,6 +4,7 @@ resolved to catalogue concepts, so that every code system counts alike."""
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Literal, Self
 
@@ -72,6 +73,23 @@ class FrequencyTable(FrozenConfig):
         if len(set(ids)) != len(ids):
             raise ValueError("a limit id is used twice")
         return self
+
+    # The table is immutable: the limits of each concept, worked out once per catalogue version.
+    # (cached_property lives in the instance dict, as in Catalogue.)
+    @cached_property
+    def _by_concept(self) -> dict[str, dict[str, tuple[FrequencyLimit, ...]]]:
+        return {}
+
+    def limits_for(self, concept_id: str, catalogue: Catalogue) -> tuple[FrequencyLimit, ...]:
+        """The limits whose codes name ``concept_id``, in table order."""
+        index = self._by_concept.get(catalogue.version)
+        if index is None:
+            found: dict[str, list[FrequencyLimit]] = {}
+            for limit in self.limits:
+                for concept in catalogue.concepts_of(limit.codes):
+                    found.setdefault(concept, []).append(limit)
+            index = self._by_concept[catalogue.version] = {c: tuple(limits) for c, limits in found.items()}
+        return index.get(concept_id, ())
 
 
 class IncludedBundle(FrozenConfig):

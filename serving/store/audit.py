@@ -13,9 +13,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
+from serving.store.bulk import insert_many
 from serving.store.schema import AuditHeadRow, AuditRow
 
 CHAIN = "main"
@@ -68,7 +69,7 @@ class ChainWriter:
 
     def flush(self) -> None:
         if self.rows:
-            self.session.connection().execute(insert(cast(Table, AuditRow.__table__)), self.rows)
+            insert_many(self.session.connection(), cast(Table, AuditRow.__table__), self.rows)
             self.head.last_seq, self.head.last_hash = self.seq, self.last
             self.rows = []
         self.session.flush()

@@ -14,7 +14,6 @@ from typing import Any, cast
 import numpy as np
 from pydantic import Field
 from sqlalchemy import Float, Table, bindparam, select, type_coerce, update
-from sqlalchemy import insert as insert_rows
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -29,6 +28,7 @@ from serving.plans import Condition, Plan, PlanVersion
 from serving.rules.history import BaselineCondition, CurrentLine, MemberSnapshot, PastLine, ProviderStanding, add_months
 from serving.rules.ledger import ANNUAL_MAXIMUM, Balance, plan_buckets
 from serving.rules.recycled import ImagePrint, StoredPrint
+from serving.store.bulk import insert_many
 from serving.store.database import StoreError
 from serving.store.schema import (
     AppealRow,
@@ -298,8 +298,8 @@ class PendingWrites:
     def flush(self, session: Session) -> None:
         for table, rows in ((ClaimLineRow, self.lines), (LedgerEntryRow, self.entries), (DecisionRow, self.decisions),
                             (ClaimRecordRow, self.records), (ClaimImageRow, self.images), (ReviewItemRow, self.review_items)):
-            if rows:  # Core executemany: the ORM's bulk path costs more and gives nothing here
-                session.connection().execute(insert_rows(cast(Table, table.__table__)), rows)
+            if rows:
+                insert_many(session.connection(), cast(Table, table.__table__), rows)
         if self.ledgers:
             session.connection().execute(
                 update(cast(Table, LedgerRow.__table__)).where(LedgerRow.id == bindparam("ledger_row"))
@@ -613,4 +613,4 @@ def save_fingerprints(session: Session, claim: Claim, prints: tuple[ImagePrint, 
                      "radiograph_id": image.radiograph_id, "member_id": claim.member.member_id,
                      "provider_id": claim.provider.provider_id, "date_of_service": claim.date_of_service,
                      "version": FINGERPRINT_VERSION, "thumb": thumb, "coarse": coarse, "created_at": now})
-    session.connection().execute(insert_rows(cast(Table, FingerprintRow.__table__)), rows)
+    insert_many(session.connection(), cast(Table, FingerprintRow.__table__), rows)

@@ -56,6 +56,15 @@ def freq(line: CurrentLine, day: dt.date, m: MemberSnapshot, plan=V2025, age: in
 # ---- frequency --------------------------------------------------------------------------
 
 
+def test_the_limits_of_a_concept_are_those_naming_it_in_table_order() -> None:
+    assert len(FREQUENCY.limits) > 3
+    for concept_id in CATALOGUE.concepts:
+        expected = tuple(limit for limit in FREQUENCY.limits if concept_id in CATALOGUE.concepts_of(limit.codes))
+        assert FREQUENCY.limits_for(concept_id, CATALOGUE) == expected
+    shared = FREQUENCY.limits_for(concept("D1110"), CATALOGUE)  # prophylaxis shares a limit with D4910
+    assert shared and any(concept("D4910") in CATALOGUE.concepts_of(limit.codes) for limit in shared)
+
+
 def test_rolling_window_boundaries() -> None:
     day = D(2026, 3, 15)
     limit = next(x for x in FREQUENCY.limits if x.id == "bitewings")  # 1 in any 12 months
