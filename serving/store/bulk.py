@@ -41,7 +41,8 @@ def insert_many(connection: Connection, table: Table, rows: Sequence[Mapping[str
             continue
         sql, order, converters = _plan(connection.dialect, table, columns)
         take = operator.itemgetter(*order)  # the row's values in statement order, in C
-        converting = [(index, convert, {}) for index, convert in enumerate(converters) if convert is not None]
+        converting: list[tuple[int, Callable[[Any], Any], dict[Any, Any]]] = [
+            (index, convert, {}) for index, convert in enumerate(converters) if convert is not None]
         values: list[list[Any]] = []
         for row in group:
             converted = list(take(row)) if len(order) > 1 else [take(row)]
