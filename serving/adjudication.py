@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import cast
 
@@ -36,7 +37,7 @@ from serving.plans import PlanVersion
 from serving.review.queue import ReviewPriority
 from serving.rules.frequency import check_duplicate, check_frequency
 from serving.rules.history import CurrentLine, MemberSnapshot, ProviderStanding
-from serving.rules.ledger import Balance, apportion, plan_buckets
+from serving.rules.ledger import Balance, apportion, buckets_drawn_on
 from serving.rules.preauthorization import check_preauthorization
 from serving.rules.preexisting import check_preexisting
 from serving.rules.provider import check_provider
@@ -75,6 +76,10 @@ class RuleTables:
                    load_bundles(rules_dir / "bundles.yaml", validation.catalogue))
 
     def versions(self) -> dict[str, str]:
+        return dict(self._versions)
+
+    @cached_property  # the tables never change: worked out once, copied for every decision
+    def _versions(self) -> dict[str, str]:
         return {**self.validation.versions(), "frequency_table": self.frequency.version,
                 "bundle_library": self.bundles.version}
 
@@ -163,13 +168,16 @@ class Decided:
 def decide_lines(claim: Claim, validated: tuple[LineDecision, ...], member: MemberSnapshot, plan: PlanVersion,
                  standing: ProviderStanding, balances: dict[str, Balance], year_start: dt.date,
                  tables: RuleTables, claim_hits: tuple[RuleHit, ...] = (),
-                 fixed: Mapping[str, LineDecision] | None = None) -> Decided:
+                 fixed: Mapping[str, LineDecision] | None = None,
+                 current: dict[str, CurrentLine] | None = None) -> Decided:
     """The declared order for each line: validation hits (rules 1-2), the claim-wide hits
     (recycled radiographs), then rules 3-6, all combined (most severe wins); a line not
     rejected is apportioned against the ledger (rule 7). Lines in ``fixed`` (an appeal's
     lines not appealed) keep that decision and consume nothing here, but count as earlier
-    lines of the claim for those after them. Pure: ``balances`` is not modified."""
-    current = _current_lines(claim, tables)
+    lines of the claim for those after them. ``current``: the claim's lines as
+    ``_current_lines`` resolves them, where the caller has them already. Pure: ``balances``
+    is not modified."""
+    current = current if current is not None else _current_lines(claim, tables)
     balances = dict(balances)
     accepted: list[CurrentLine] = []
     consumed: dict[str, dict[str, float]] = {}
@@ -254,7 +262,7 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
         plans = repository.all_plan_versions(session)
         standings = repository.provider_standings(session, [c.provider.provider_id for c, _, _ in prepared])
         # Where each claim stands: the member's enrolment and the plan version on its date of service.
-        places: list[tuple[MemberSnapshot, PlanVersion, dt.date] | str] = []
+        places: list[tuple[MemberSnapshot, PlanVersion, dt.date, dict[str, CurrentLine]] | str] = []
         wanted: dict[repository.LedgerKey, dict[str, float]] = {}
         for claim, _, _ in prepared:
             data = members.get(claim.member.member_id)
@@ -266,8 +274,10 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
                               else f"plan {member.plan_id} has no version in force on {claim.date_of_service.isoformat()}")
                 continue
             year_start = plan.policy_year_start(claim.date_of_service, member.enrolment_start)
-            places.append((member, plan, year_start))
-            wanted[(member.member_id, member.plan_id, year_start)] = plan_buckets(plan)
+            current = _current_lines(claim, tables)
+            places.append((member, plan, year_start, current))
+            wanted.setdefault((member.member_id, member.plan_id, year_start), {}).update(
+                buckets_drawn_on([c.category for c in current.values()], plan))
         ledgers = repository.lock_ledgers(session, wanted, {m: d.history for m, d in members.items()})
         writes = repository.PendingWrites()
         chain = audit.ChainWriter(session)
@@ -280,14 +290,15 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
             if isinstance(place, str):
                 decided = _ineligible(claim, place)
             else:
-                _, plan, year_start = place
+                _, plan, year_start, current = place
                 data = members[claim.member.member_id]
                 member = data.snapshot_on(claim.date_of_service)  # with the lines of earlier claims in this batch
                 assert member is not None
                 versions[f"plan:{member.plan_id}"] = plan.version
                 ledger = ledgers[(member.member_id, member.plan_id, year_start)]
                 outcome = decide_lines(claim, validation.lines, member, plan, standings[claim.provider.provider_id],
-                                       repository.balances_of(ledger), year_start, tables, recycled[index])
+                                       repository.balances_of(ledger), year_start, tables, recycled[index],
+                                       current=current)
                 decided = outcome.lines
                 if claim.mode != "preauthorization":
                     for line_id, consumed in outcome.consumed.items():

@@ -96,6 +96,8 @@ def check_frequency(line: CurrentLine, earlier_in_claim: tuple[CurrentLine, ...]
                                       and _same_key(limit, line, p.fdi, p.quadrant)]
         same_claim = [c for c in earlier_in_claim if c.concept_id in concepts and _same_key(limit, line, c.fdi, c.quadrant)]
         allowed, why = allowed_count(limit, member, age, plan)
+        if len(candidates) + len(same_claim) < allowed:
+            continue  # under the count even if every one fell in one window: no window to try
         used, past, start, end = -1, [], day, day
         for lo, hi in windows_around(limit, day, [p.date_of_service for p in candidates]):
             inside = [p for p in candidates if lo <= p.date_of_service <= hi]

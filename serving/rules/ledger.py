@@ -7,6 +7,7 @@ adjudicator reads and writes the balances inside one locked transaction."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from serving.decisions import Action, RuleHit, make_hit
@@ -34,6 +35,14 @@ def plan_buckets(plan: PlanVersion) -> dict[str, float]:
     if plan.annual_maximum is not None:
         buckets[ANNUAL_MAXIMUM] = plan.annual_maximum
     return buckets
+
+
+def buckets_drawn_on(categories: Iterable[str], plan: PlanVersion) -> dict[str, float]:
+    """The limits that lines of these benefit categories draw on: each category's
+    sub-limit where the plan sets one, and the annual maximum. A claim opens (and locks)
+    only these ledger rows; another category's row opens with the first claim that needs it."""
+    every = plan_buckets(plan)
+    return {bucket: every[bucket] for bucket in (*categories, ANNUAL_MAXIMUM) if bucket in every}
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ and passed in: the rules themselves do no I/O and keep no state."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from models.detections import ImageReading
 from models.radiographs import RadiographKind
@@ -24,6 +25,10 @@ class Tables:
     thresholds: Thresholds
 
     def versions(self) -> dict[str, str]:
+        return dict(self._versions)
+
+    @cached_property  # the tables never change: worked out once, copied for every decision
+    def _versions(self) -> dict[str, str]:
         return {"rule_library": RULE_LIBRARY_VERSION, "catalogue": self.catalogue.version,
                 "evidence_matrix": self.matrix.version, "thresholds": self.thresholds.version}
 

@@ -189,6 +189,23 @@ def test_ledger_partial_approval_then_out_of_limit(seeded_store: Store, rule_tab
     assert second.line("1").action is Action.REJECT and "out of limit" in second.line("1").reasons[-1]
 
 
+def test_a_claim_opens_only_the_ledger_rows_its_lines_draw_on(seeded_store: Store, rule_tables) -> None:
+    def buckets() -> dict[str, float]:
+        with seeded_store.transaction() as session:
+            return {b: float(u) for b, u in session.execute(select(LedgerRow.bucket, LedgerRow.used)
+                                                             .where(LedgerRow.member_id == "MBR-0001"))}
+
+    cleaning = adjudicate(claim("C-20", [{"line_id": "1", "code": "D1110", "fee": 95}]), (), seeded_store, rule_tables,
+                          now=NOW)
+    assert cleaning.line("1").approved_amount == 95.0
+    opened = buckets()
+    assert set(opened) == {"annual_maximum"}  # preventive care has no sub-limit of its own
+    # The endodontics row opens with the first endodontic claim, from what the year already paid (800 in February).
+    adjudicate(claim("C-21", [{"line_id": "1", "code": "D3310", "tooth": "8", "fee": 100}]), (), seeded_store,
+               rule_tables, now=NOW)
+    assert buckets() == {"annual_maximum": opened["annual_maximum"] + 100.0, "endodontics": 900.0}
+
+
 def test_replay_returns_the_stored_decision_and_consumes_nothing(seeded_store: Store, rule_tables) -> None:
     request = claim("C-4", [{"line_id": "1", "code": "D3310", "tooth": "8", "fee": 200}])
     first = adjudicate(request, (), seeded_store, rule_tables, now=NOW)
