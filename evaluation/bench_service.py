@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("data/bench/service"))
     parser.add_argument("--images", type=int, nargs="+", default=list(IMAGE_COUNTS), help="radiographs per claim")
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
+    parser.add_argument("--ready-timeout", type=float, default=420.0, help="seconds to wait for the service to start")
     args = parser.parse_args()
     image_counts, concurrencies = tuple(args.images), tuple(args.concurrency)
     images = _images(12)
@@ -159,7 +160,7 @@ def main() -> None:
     direct = {n: direct_model_p50_ms(images, n) for n in image_counts}
     results = []
     with running_service(args.out, args.port, overrides=("autoscaling.max_replicas=1",),
-                         extra_members=MEMBERS) as (base_url, key):
+                         extra_members=MEMBERS, ready_timeout_s=args.ready_timeout) as (base_url, key):
         run_setting(base_url, key, factory, 2, 1, 4)  # warm-up: first requests load lazily
         for n_images in image_counts:
             for concurrency in concurrencies:

@@ -95,3 +95,35 @@ def test_recycled_rule_flags_reuse_and_passes_resubmission(match: ImageMatch, fl
         assert "C-EARLY" in hit.reason and hit.evidence[0].image_id == "pa-9" and hit.evidence[0].score == 0.97
         assert "MBR" not in hit.reason  # another member is never named
     assert not check_recycled(DAY, ()).fired
+
+
+# ---- the quick search's arithmetic ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("width", "height"), [(22, 26), (24, 24), (26, 23)])
+def test_resize_and_blur_matrices_give_pil_and_scipy_results(width: int, height: int) -> None:
+    from scipy.ndimage import gaussian_filter
+
+    from serving.fingerprints import _resize, blur_matrix, resize_matrix
+
+    image = np.random.default_rng(width).random((24, 24)).astype(np.float32) * 255
+    by_pil = _resize(image, width, height, Image.Resampling.BILINEAR)
+    by_matrix = resize_matrix(24, height) @ image @ resize_matrix(24, width).T
+    assert by_matrix.shape == (height, width)
+    np.testing.assert_allclose(by_matrix, by_pil, atol=1e-3)
+    np.testing.assert_allclose(blur_matrix(height, 1.5) @ by_pil @ blur_matrix(width, 1.5).T,
+                               gaussian_filter(by_pil, 1.5), atol=1e-3)
+
+
+def test_window_correlation_equals_centred_unit_rows_and_flat_windows_score_zero() -> None:
+    from serving.fingerprints import _ncc, _unit_rows
+
+    rng = np.random.default_rng(3)
+    windows = rng.random((40, 81)).astype(np.float32) * 200
+    windows[5] = 117.0  # flat: no structure to correlate with
+    templates = _unit_rows(rng.random((3, 81)).astype(np.float32))
+    expected = _unit_rows(windows) @ templates.T
+    found = _ncc(windows, templates)
+    np.testing.assert_allclose(found, expected, atol=1e-5)
+    assert np.all(found[5] == 0.0)
+    assert np.abs(found).max() <= 1.0 + 1e-5
