@@ -24,7 +24,7 @@ def add_admin_routes(app: FastAPI, *, store: Store, tables: EffectiveTables, now
     @app.get("/v1/admin/thresholds")
     def thresholds(x_api_key: str | None = Header(None), authorization: str | None = Header(None)) -> dict[str, Any]:
         principal(x_api_key, authorization, Permission.ADMINISTER)
-        with store.transaction() as session:
+        with store.reading() as session:
             versions = table_versions.list_versions(session)
         return {"in_effect": tables.refresh(force=True).validation.thresholds.version, "versions": versions}
 

@@ -137,7 +137,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
 
     def principal(api_key: str | None, authorization: str | None, permission: Permission) -> Principal:
         token = api_key or (authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None)
-        with store.transaction() as session:
+        with store.reading() as session:  # no write lock: an adjudication in progress never holds up a key check
             who = authenticate(session, token)
         who.require(permission)
         return who
@@ -212,7 +212,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         who = principal(x_api_key, authorization, Permission.VALIDATE)
         body_digest = hashlib.sha256(await request.body()).hexdigest()
         if idempotency_key:
-            with store.transaction() as session:
+            with store.reading() as session:
                 earlier = repository.idempotent_audit_id(session, who.tenant, idempotency_key, body_digest)
                 found = repository.decision_by_audit_id(session, who.tenant, earlier) if earlier is not None else None
             if found is not None:
@@ -274,7 +274,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
     def decision(audit_id: int, x_api_key: str | None = Header(None),
                        authorization: str | None = Header(None)) -> ClaimDecision:
         who = principal(x_api_key, authorization, Permission.READ_DECISIONS)
-        with store.transaction() as session:
+        with store.reading() as session:
             found = repository.claim_decision_by_audit_id(session, who.tenant, audit_id)
         if found is None:  # another tenant's decision is "not found" too
             raise NotFoundError(f"no decision {audit_id} for this tenant")

@@ -32,7 +32,7 @@ class DriftCollector(Collector):
     def signals(self) -> list[Signal]:
         with self._lock:
             if time.monotonic() - self._at >= self.settings.refresh_s:
-                with self.store.transaction() as session:
+                with self.store.reading() as session:
                     assessed = drift.assess(session, self.now(), self.settings)
                 self._signals = [s for a in assessed for s in a.signals]
                 self._at = time.monotonic()

@@ -44,14 +44,14 @@ def add_review_routes(app: FastAPI, *, store: Store, config: ServingConfig, now:
               offset: int = Query(0, ge=0), x_api_key: str | None = Header(None),
               authorization: str | None = Header(None)) -> dict[str, Any]:
         who = principal(x_api_key, authorization, Permission.REVIEW)
-        with store.transaction() as session:
+        with store.reading() as session:
             return reviews.list_queue(session, who.tenant, now(), weights, status=status, limit=limit, offset=offset)
 
     @app.get("/v1/reviews/{item_id}")
     def case(item_id: int, x_api_key: str | None = Header(None),
              authorization: str | None = Header(None)) -> dict[str, Any]:
         who = principal(x_api_key, authorization, Permission.REVIEW)
-        with store.transaction() as session:
+        with store.reading() as session:
             return reviews.case_detail(session, who.tenant, item_id, now(), weights)
 
     @app.get("/v1/reviews/{item_id}/images/{radiograph_id}")
@@ -60,7 +60,7 @@ def add_review_routes(app: FastAPI, *, store: Store, config: ServingConfig, now:
         who = principal(x_api_key, authorization, Permission.REVIEW)
 
         def render() -> bytes:
-            with store.transaction() as session:
+            with store.reading() as session:
                 item = reviews.case_item(session, who.tenant, item_id)
                 _, data = reviews.claim_image(session, who.tenant, item.audit_seq, radiograph_id)
             return png_8bit(read_radiograph(data, limits=limits).pixels_unit)
@@ -72,7 +72,7 @@ def add_review_routes(app: FastAPI, *, store: Store, config: ServingConfig, now:
     def document(item_id: int, document_id: int, x_api_key: str | None = Header(None),
                  authorization: str | None = Header(None)) -> Response:
         who = principal(x_api_key, authorization, Permission.REVIEW)
-        with store.transaction() as session:
+        with store.reading() as session:
             name, media_type, content = reviews.appeal_document(session, who.tenant, item_id, document_id)
         safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:100] or "document"
         # Always a download, never rendered in the page's origin: the file is the provider's, not ours.

@@ -32,6 +32,7 @@ from models.paths import data_dir
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 WAL_BACKSTOP_PAGES = 16_384  # 64 MiB of 4 KiB pages
+READ_ONLY = "dxv_read_only"  # execution option of Store.reading's connections
 log = logging.getLogger("dxv.store")
 
 
@@ -67,7 +68,10 @@ def make_engine(url: str | None = None, *, wal_autocheckpoint_pages: int | None 
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read-only transaction (Store.reading) takes no write lock: in WAL mode it
+            # never waits for a writer.
+            read_only = connection.get_execution_options().get(READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -173,6 +177,19 @@ class Store:
             yield session
         if self.checkpointer is not None:
             self.checkpointer.nudge()  # after the commit: its pages are in the log now
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A transaction that only reads (an API-key check, a lookup). On SQLite it begins
+        without the write lock (a plain BEGIN), so in WAL mode it neither waits for an
+        adjudication that holds the lock nor holds one up. It is rolled back at the end:
+        nothing written in it is kept."""
+        with self.sessions() as session:
+            session.connection(execution_options={READ_ONLY: True})  # begins the transaction
+            try:
+                yield session
+            finally:
+                session.rollback()
 
     def close(self) -> None:
         if self.checkpointer is not None:

@@ -142,6 +142,43 @@ def test_a_background_checkpointer_moves_committed_pages_into_the_database_file(
     assert store.checkpointer is not None and not store.checkpointer._thread.is_alive()  # closed with the store
 
 
+def test_a_reading_transaction_does_not_wait_for_a_writer_and_keeps_nothing(store_url: str) -> None:
+    store = Store.open(store_url)
+    holding, release = threading.Event(), threading.Event()
+
+    def adjudication_in_progress() -> None:  # holds SQLite's write lock (PostgreSQL: an open write)
+        with store.transaction() as session:
+            session.add(MemberRow(member_id="M-W", tenant="t", birth_date=dt.date(1990, 1, 1)))
+            session.flush()
+            holding.set()
+            release.wait(timeout=30)
+
+    writer = threading.Thread(target=adjudication_in_progress)
+    writer.start()
+    try:
+        assert holding.wait(timeout=10)
+        answered = threading.Event()
+
+        def read() -> None:
+            with store.reading() as session:
+                assert session.execute(select(MemberRow).where(MemberRow.member_id == "M-W")).first() is None
+            answered.set()
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        assert answered.wait(timeout=5), "the read waited for the writer's lock"
+        reader.join()
+    finally:
+        release.set()
+        writer.join()
+    with store.reading() as session:
+        session.add(MemberRow(member_id="M-R", tenant="t", birth_date=dt.date(1990, 1, 1)))
+        session.flush()
+    with store.reading() as session:
+        assert {m for (m,) in session.execute(select(MemberRow.member_id))} == {"M-W"}  # the read's row not kept
+    store.close()
+
+
 def test_background_checkpoints_apply_only_to_a_sqlite_file(store_url: str) -> None:
     store = Store.open(store_url, checkpoint_in_background=True)
     store.close()
