@@ -4,6 +4,7 @@ never see a session: this module turns rows into the frozen snapshots they read.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from serving.plans import Condition, Plan, PlanVersion
 from serving.rules.history import BaselineCondition, CurrentLine, MemberSnapshot, PastLine, ProviderStanding, add_months
 from serving.rules.ledger import ANNUAL_MAXIMUM, Balance, plan_buckets
 from serving.rules.recycled import ImagePrint, StoredPrint
+from serving.store import audit
 from serving.store.bulk import insert_many
 from serving.store.database import StoreError
 from serving.store.schema import (
@@ -58,25 +60,46 @@ class PlanVersionChangedError(StoreError):
 # ---- plans --------------------------------------------------------------------------
 
 
-def save_plans(session: Session, plans: dict[str, Plan], now: dt.datetime) -> int:
-    """Store every plan version not yet stored. A stored version is immutable: loading a
-    different document under the same label is refused (past decisions cite it)."""
+def save_plans(session: Session, plans: dict[str, Plan], now: dt.datetime, *, actor: str = "system") -> int:
+    """Store every plan version not yet stored; returns how many were added. A stored
+    version is immutable (past decisions cite it): loading a different document under the
+    same label is refused, with one exception, ending it. An open-ended version may be
+    given an end date, from today on, when its successor arrives; every other term must be
+    unchanged. The end goes into the audit trail."""
     added = 0
     for plan in plans.values():
         for version in plan.versions:
             document = version.model_dump_json()
             row = session.execute(select(PlanVersionRow).where(PlanVersionRow.plan_id == plan.plan_id,
                                                                PlanVersionRow.version == version.version)).scalar_one_or_none()
-            if row is not None:
-                if json.loads(row.document) != json.loads(document):
-                    raise PlanVersionChangedError(
-                        f"plan {plan.plan_id} version {version.version} is already stored with different terms; "
-                        "give the changed terms a new version label")
+            if row is None:
+                session.add(PlanVersionRow(plan_id=plan.plan_id, version=version.version,
+                                           effective_from=version.effective_from, effective_to=version.effective_to,
+                                           document=document, loaded_at=now))
+                added += 1
                 continue
-            session.add(PlanVersionRow(plan_id=plan.plan_id, version=version.version,
-                                       effective_from=version.effective_from, effective_to=version.effective_to,
-                                       document=document, loaded_at=now))
-            added += 1
+            stored, given = json.loads(row.document), json.loads(document)
+            if stored == given:
+                continue
+            label = f"plan {plan.plan_id} version {version.version}"
+            ending = stored.get("effective_to") is None and given.get("effective_to") is not None and \
+                {k: v for k, v in stored.items() if k != "effective_to"} == \
+                {k: v for k, v in given.items() if k != "effective_to"}
+            if not ending:
+                raise PlanVersionChangedError(f"{label} is already stored with different terms; give the changed terms "
+                                              "a new version label (only an open-ended version may be given an end date)")
+            assert version.effective_to is not None
+            if version.effective_to < now.date():
+                raise PlanVersionChangedError(f"{label} cannot end on {version.effective_to.isoformat()}, in the past: "
+                                              "claims of the days since may have been decided under it")
+            row.effective_to, row.document = version.effective_to, document
+            chain = audit.ChainWriter(session)
+            chain.add(tenant="*", kind="plan_version_ended", subject=f"{plan.plan_id}@{version.version}", actor=actor,
+                      input_digest=hashlib.sha256(document.encode("utf-8")).hexdigest(),
+                      versions={f"plan:{plan.plan_id}": version.version},
+                      payload={"plan_id": plan.plan_id, "version": version.version,
+                               "effective_to": version.effective_to.isoformat()}, created_at=now.isoformat())
+            chain.flush()
     session.flush()
     return added
 

@@ -13,7 +13,7 @@ from sqlalchemy import delete, select, text, update
 from serving.adjudication import adjudicate
 from serving.claims import Claim
 from serving.decisions import Action
-from serving.plans import load_plans
+from serving.plans import PlanVersion, load_plans
 from serving.store import audit, repository
 from serving.store.database import WAL_BACKSTOP_PAGES, Store, current_revision, upgrade
 from serving.store.schema import AuditRow, ClaimLineRow, LedgerRow, MemberRow
@@ -195,6 +195,33 @@ def test_a_stored_plan_version_cannot_change(seeded_store: Store) -> None:
                                                    *plan.versions[1:])})
     with pytest.raises(repository.PlanVersionChangedError), seeded_store.transaction() as session:
         repository.save_plans(session, {"standard-dental": changed}, NOW)
+
+
+def test_an_open_ended_plan_version_can_be_ended_once_from_today_and_the_end_is_audited(seeded_store: Store) -> None:
+    plan = load_plans()["standard-dental"]
+    current = plan.versions[1]
+    assert current.effective_to is None
+
+    def load(*versions) -> int:
+        with seeded_store.transaction() as session:
+            return repository.save_plans(session, {"standard-dental": plan.model_copy(update={"versions": versions})},
+                                         NOW, actor="plan-admin")
+
+    with pytest.raises(repository.PlanVersionChangedError, match="in the past"):
+        load(plan.versions[0], current.model_copy(update={"effective_to": NOW.date() - dt.timedelta(days=1)}))
+    with pytest.raises(repository.PlanVersionChangedError, match="different terms"):  # ending and changing a term
+        load(plan.versions[0], current.model_copy(update={"effective_to": dt.date(2026, 12, 31), "annual_maximum": 1.0}))
+    assert load(plan.versions[0], current.model_copy(update={"effective_to": dt.date(2026, 12, 31)})) == 0
+    with seeded_store.transaction() as session:
+        stored = session.execute(select(repository.PlanVersionRow).where(
+            repository.PlanVersionRow.version == "2026.1")).scalar_one()
+        assert stored.effective_to == dt.date(2026, 12, 31)
+        assert PlanVersion.model_validate_json(stored.document).effective_to == dt.date(2026, 12, 31)
+        record = session.execute(select(AuditRow).where(AuditRow.kind == "plan_version_ended")).scalar_one()
+        assert (record.subject, record.actor) == ("standard-dental@2026.1", "plan-admin")
+        assert audit.verify(session).ok
+    with pytest.raises(repository.PlanVersionChangedError):  # an end, once set, is a term like any other
+        load(plan.versions[0], current.model_copy(update={"effective_to": dt.date(2027, 6, 30)}))
 
 
 def test_adjudication_uses_history_plan_in_force_and_ledger(seeded_store: Store, rule_tables) -> None:
@@ -417,8 +444,6 @@ def test_a_batch_decides_in_order_and_later_claims_see_earlier_ones(seeded_store
 
 
 def test_a_new_plan_version_never_changes_past_decisions(seeded_store: Store, rule_tables) -> None:
-    from serving.plans import PlanVersion
-
     request = claim("V-1", [{"line_id": "1", "code": "D3310", "tooth": "8", "fee": 700}])
     before = adjudicate(request, (), seeded_store, rule_tables, now=NOW)
     plans = load_plans()
@@ -428,9 +453,7 @@ def test_a_new_plan_version_never_changes_past_decisions(seeded_store: Store, ru
     richer = PlanVersion.model_validate({**current.model_dump(), "version": "2027.1", "effective_from": "2027-01-01",
                                          "effective_to": None, "sub_limits": {"endodontics": 5000}})
     with seeded_store.transaction() as session:
-        # 2026.1 is stored without an end; the new terms come as a new version from 2027.
-        session.execute(update(repository.PlanVersionRow).where(repository.PlanVersionRow.version == "2026.1")
-                        .values(effective_to=dt.date(2026, 12, 31), document=ended.model_dump_json()))
+        # 2026.1 is stored without an end: it ends where the new terms, version 2027.1, begin.
         repository.save_plans(session, {"standard-dental": plan.model_copy(update={"versions": (plan.versions[0], ended,
                                                                                                 richer)})}, NOW)
     again = adjudicate(request, (), seeded_store, rule_tables, now=NOW + dt.timedelta(days=30))
