@@ -146,7 +146,7 @@ def history_hits(current: CurrentLine, earlier: tuple[CurrentLine, ...], everyth
         check_unbundling(current, everything, day, member, plan, tables.bundles, catalogue),
         check_provider(standing),
         check_preexisting(current, day, member, plan),
-        check_preauthorization(current, day, member, claim.mode),
+        check_preauthorization(current, day, member, plan, claim.mode),
     )
 
 

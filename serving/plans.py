@@ -56,6 +56,8 @@ class PlanVersion(FrozenConfig):
     waiting_periods: tuple[WaitingPeriod, ...] = ()
     frequency_overrides: dict[str, FrequencyOverride] = Field(default_factory=dict)
     bundle_options: dict[str, bool] = Field(default_factory=dict)
+    # How long a pre-authorisation answers for, counted from its request (a year unless the plan says otherwise).
+    preauthorization_valid_days: int = Field(365, ge=1)
 
     @model_validator(mode="after")
     def _dates(self) -> Self:

@@ -78,13 +78,14 @@ def save_plans(session: Session, plans: dict[str, Plan], now: dt.datetime, *, ac
                                            document=document, loaded_at=now))
                 added += 1
                 continue
-            stored, given = json.loads(row.document), json.loads(document)
-            if stored == given:
+            # Compared as plan terms, not text: a term added to the schema later, with its default,
+            # is not a change of a stored version.
+            stored = PlanVersion.model_validate_json(row.document)
+            if stored == version:
                 continue
             label = f"plan {plan.plan_id} version {version.version}"
-            ending = stored.get("effective_to") is None and given.get("effective_to") is not None and \
-                {k: v for k, v in stored.items() if k != "effective_to"} == \
-                {k: v for k, v in given.items() if k != "effective_to"}
+            ending = stored.effective_to is None and version.effective_to is not None and \
+                stored.model_copy(update={"effective_to": version.effective_to}) == version
             if not ending:
                 raise PlanVersionChangedError(f"{label} is already stored with different terms; give the changed terms "
                                               "a new version label (only an open-ended version may be given an end date)")

@@ -239,19 +239,24 @@ def test_a_late_claim_is_checked_against_services_dated_after_it() -> None:
 # ---- pre-authorisation -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("days_after", "cited"), [(0, True), (365, True), (366, False), (-1, False)])
-def test_preauthorization_is_cited_within_its_validity_window(days_after: int, cited: bool) -> None:
+@pytest.mark.parametrize(("valid_days", "days_after", "cited"),
+                         [(365, 0, True), (365, 365, True), (365, 366, False), (365, -1, False),
+                          (180, 180, True), (180, 181, False)])
+def test_preauthorization_is_cited_within_the_plans_validity_window(valid_days: int, days_after: int,
+                                                                     cited: bool) -> None:
+    assert V2026.preauthorization_valid_days == 365  # the default: a year
+    plan = V2026.model_copy(update={"preauthorization_valid_days": valid_days})
     planned = dataclasses.replace(past("D2740", D(2026, 1, 10), fdi=36, claim="P-1"), action="pass")
     m = dataclasses.replace(member(), preauthorizations=(planned,))
-    hit = check_preauthorization(current("D2740", 36), D(2026, 1, 10) + dt.timedelta(days=days_after), m, "claim")
+    hit = check_preauthorization(current("D2740", 36), D(2026, 1, 10) + dt.timedelta(days=days_after), m, plan, "claim")
     assert not hit.fired and bool(hit.evidence) is cited
-    other_tooth = check_preauthorization(current("D2740", 37), D(2026, 1, 10), m, "claim")
+    other_tooth = check_preauthorization(current("D2740", 37), D(2026, 1, 10), m, plan, "claim")
     assert not other_tooth.evidence
 
 
 def test_a_refused_preauthorization_billed_anyway_is_flagged_and_a_request_never_cites() -> None:
     refused = dataclasses.replace(past("D2740", D(2026, 1, 10), fdi=36, claim="P-1"), action="reject")
     m = dataclasses.replace(member(), preauthorizations=(refused,))
-    hit = check_preauthorization(current("D2740", 36), D(2026, 2, 1), m, "claim")
+    hit = check_preauthorization(current("D2740", 36), D(2026, 2, 1), m, V2026, "claim")
     assert hit.fired and hit.action is Action.FLAG and "answered 'reject'" in hit.reason
-    assert not check_preauthorization(current("D2740", 36), D(2026, 2, 1), m, "preauthorization").fired
+    assert not check_preauthorization(current("D2740", 36), D(2026, 2, 1), m, V2026, "preauthorization").fired

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import threading
 
 import pytest
@@ -195,6 +196,19 @@ def test_a_stored_plan_version_cannot_change(seeded_store: Store) -> None:
                                                    *plan.versions[1:])})
     with pytest.raises(repository.PlanVersionChangedError), seeded_store.transaction() as session:
         repository.save_plans(session, {"standard-dental": changed}, NOW)
+
+
+def test_a_plan_version_stored_before_a_term_existed_reloads_unchanged(seeded_store: Store) -> None:
+    """A version stored by an earlier release lacks later terms (their defaults apply):
+    reloading the same plan file is not a change of it."""
+    with seeded_store.transaction() as session:
+        row = session.execute(select(repository.PlanVersionRow).where(
+            repository.PlanVersionRow.version == "2026.1")).scalar_one()
+        older = json.loads(row.document)
+        del older["preauthorization_valid_days"]
+        row.document = json.dumps(older)
+    with seeded_store.transaction() as session:
+        assert repository.save_plans(session, load_plans(), NOW) == 0
 
 
 def test_an_open_ended_plan_version_can_be_ended_once_from_today_and_the_end_is_audited(seeded_store: Store) -> None:
