@@ -22,6 +22,7 @@ from models.config_loading import FrozenConfig
 
 BINS = 10
 TOOTH = "tooth"  # the "class" of the tooth-numbering model's detections
+MONITORED = ("findings", "tooth-numbering")  # the models whose detections are monitored
 
 
 class DriftBounds(FrozenConfig):
@@ -70,15 +71,43 @@ def _bin(score: float) -> int:
     return min(int(score * BINS), BINS - 1)
 
 
-def add_reading(stats: WindowStats, model: str, reading: Mapping[str, Any], finding_score: float) -> None:
-    """Count one radiograph's detections by ``model`` (a reading as stored, ``to_json``)."""
-    stats.images += 1
-    detections = ([(TOOTH, t["score"]) for t in reading.get("teeth", [])] if model == "tooth-numbering"
-                  else [(f["class"], f["score"]) for f in reading.get("findings", [])])
-    for cls, score in detections:
-        stats.histograms.setdefault(cls, [0] * BINS)[_bin(score)] += 1
-        if score >= finding_score:
-            stats.counts[cls] = stats.counts.get(cls, 0) + 1
+def _detections(model: str, reading: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """(class, score) of every detection ``model`` made in a reading as stored (``to_json``)."""
+    if model == "tooth-numbering":
+        return [(TOOTH, t["score"]) for t in reading.get("teeth", [])]
+    return [(f["class"], f["score"]) for f in reading.get("findings", [])]
+
+
+def score_summary(readings: Iterable[Mapping[str, Any]], lines: int) -> dict[str, Any]:
+    """What drift needs of one decided claim, kept beside its readings so that a window is
+    summed from a few hundred bytes per claim instead of every detection's box and
+    attributes: the billed line count and, per monitored model version, how many
+    radiographs it read and every detection score by class (scores, not counts, so that
+    any reporting score can be applied later)."""
+    models: dict[tuple[str, str], dict[str, Any]] = {}
+    for reading in readings:
+        versions = reading.get("model_versions", {})
+        for model in MONITORED:
+            if model not in versions:
+                continue
+            entry = models.setdefault((model, versions[model]), {"model": model, "version": versions[model],
+                                                                 "images": 0, "scores": {}})
+            entry["images"] += 1
+            for cls, score in _detections(model, reading):
+                entry["scores"].setdefault(cls, []).append(score)
+    return {"lines": lines, "models": list(models.values())}
+
+
+def add_summary(stats: WindowStats, entry: Mapping[str, Any], finding_score: float) -> None:
+    """Count one claim's radiographs read by one model version (an entry of ``score_summary``)."""
+    stats.images += entry["images"]
+    for cls, scores in entry["scores"].items():
+        histogram = stats.histograms.setdefault(cls, [0] * BINS)
+        for score in scores:
+            histogram[_bin(score)] += 1
+        above = sum(1 for score in scores if score >= finding_score)
+        if above:
+            stats.counts[cls] = stats.counts.get(cls, 0) + above
 
 
 def psi(expected: list[int], actual: list[int]) -> float:

@@ -13,47 +13,47 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from serving.drift import MonitoringSettings, Signal, WindowStats, add_reading, compare
+from serving.drift import MonitoringSettings, Signal, WindowStats, add_summary, compare
 from serving.store.database import StoreError
 from serving.store.schema import AppealRow, ClaimRecordRow, ModelBaselineRow, ReviewItemRow
 
-MODELS = ("findings", "tooth-numbering")  # the models whose detections are monitored
 Key = tuple[str, str, str]  # tenant, model, version
 
 
-def _records(session: Session, start: dt.datetime, end: dt.datetime,
-             tenant: str | None) -> Iterator[tuple[int, str, str, str]]:
-    """(audit seq, tenant, claim JSON, readings JSON) of decided claims in [start, end);
-    an appeal's record is left out (its readings repeat the original's)."""
-    query = select(ClaimRecordRow.audit_seq, ClaimRecordRow.tenant, ClaimRecordRow.claim, ClaimRecordRow.readings) \
+def _summaries(session: Session, start: dt.datetime, end: dt.datetime,
+               tenant: str | None) -> Iterator[tuple[int, str, str]]:
+    """(audit seq, tenant, drift summary JSON) of decided claims in [start, end); an
+    appeal's record is left out (its readings repeat the original's)."""
+    query = select(ClaimRecordRow.audit_seq, ClaimRecordRow.tenant, ClaimRecordRow.summary) \
         .where(ClaimRecordRow.created_at >= start, ClaimRecordRow.created_at < end,
                ~select(AppealRow.id).where(AppealRow.audit_seq == ClaimRecordRow.audit_seq).exists())
     if tenant is not None:
         query = query.where(ClaimRecordRow.tenant == tenant)
-    # Streamed: a window can hold many claims; each record is parsed and dropped.
-    for row in session.execute(query.order_by(ClaimRecordRow.audit_seq).execution_options(yield_per=500)):
-        yield row[0], row[1], row[2], row[3]
+    # Streamed: a window can hold many claims; each summary is parsed and dropped.
+    for row in session.execute(query.order_by(ClaimRecordRow.audit_seq).execution_options(yield_per=1000)):
+        yield row[0], row[1], row[2]
 
 
 def window_stats(session: Session, start: dt.datetime, end: dt.datetime, settings: MonitoringSettings,
                  tenant: str | None = None) -> dict[Key, WindowStats]:
+    """Per (tenant, model, version): the window's radiographs and detections, billed lines
+    and lines sent to review, from the claims' drift summaries (written with each record)."""
     found: dict[Key, WindowStats] = {}
     per_record: dict[int, tuple[int, set[Key]]] = {}
-    for seq, record_tenant, claim, readings in _records(session, start, end, tenant):
+    for seq, record_tenant, text in _summaries(session, start, end, tenant):
+        summary = json.loads(text)
         keys: set[Key] = set()
-        for reading in json.loads(readings):
-            versions = reading.get("model_versions", {})
-            for model in MODELS:
-                if model in versions:
-                    key = (record_tenant, model, versions[model])
-                    add_reading(found.setdefault(key, WindowStats()), model, reading, settings.finding_score)
-                    keys.add(key)
+        for entry in summary["models"]:
+            key = (record_tenant, entry["model"], entry["version"])
+            add_summary(found.setdefault(key, WindowStats()), entry, settings.finding_score)
+            keys.add(key)
         if keys:
-            per_record[seq] = (len(json.loads(claim).get("lines", [])), keys)
+            per_record[seq] = (summary["lines"], keys)
     flagged: dict[int, int] = {}
-    if per_record:
+    seqs = list(per_record)
+    for first in range(0, len(seqs), 10_000):  # bounded IN lists (SQLite and PostgreSQL limits)
         for seq, n in session.execute(select(ReviewItemRow.audit_seq, func.count()).where(
-                ReviewItemRow.audit_seq.in_(list(per_record))).group_by(ReviewItemRow.audit_seq)):
+                ReviewItemRow.audit_seq.in_(seqs[first:first + 10_000])).group_by(ReviewItemRow.audit_seq)):
             flagged[seq] = n
     for seq, (lines, keys) in per_record.items():
         for key in keys:
@@ -64,11 +64,11 @@ def window_stats(session: Session, start: dt.datetime, end: dt.datetime, setting
 
 def _first_seen(session: Session, key: Key) -> dt.datetime | None:
     tenant, model, version = key
-    # A text prefilter on the readings (the version's string), confirmed on the parsed JSON.
-    query = select(ClaimRecordRow.created_at, ClaimRecordRow.readings).where(
-        ClaimRecordRow.tenant == tenant, ClaimRecordRow.readings.like(f'%"{version}"%')).order_by(ClaimRecordRow.created_at)
-    for created_at, readings in session.execute(query):
-        if any(r.get("model_versions", {}).get(model) == version for r in json.loads(readings)):
+    # A text prefilter on the summaries (the version's string), confirmed on the parsed JSON.
+    query = select(ClaimRecordRow.created_at, ClaimRecordRow.summary).where(
+        ClaimRecordRow.tenant == tenant, ClaimRecordRow.summary.like(f'%"{version}"%')).order_by(ClaimRecordRow.created_at)
+    for created_at, summary in session.execute(query):
+        if any(e["model"] == model and e["version"] == version for e in json.loads(summary)["models"]):
             return created_at
     return None
 

@@ -17,6 +17,7 @@ from models.detections import ImageReading
 from serving import outbox
 from serving.claims import Claim
 from serving.decisions import Action, LineDecision
+from serving.drift import score_summary
 from serving.review.dispositions import DispositionError, DispositionIn, final_action
 from serving.review.queue import ReviewPriority, priority_now, queue_entries, rank_key
 from serving.rules.history import CurrentLine
@@ -53,6 +54,14 @@ def claim_json(claim: Claim) -> str:
     return claim.model_dump_json(exclude={"attachments": {"__all__": {"content"}}}, exclude_none=True)
 
 
+def record_row(claim: Claim, readings: tuple[ImageReading, ...], audit_seq: int, now: dt.datetime) -> dict[str, Any]:
+    """The claim record: the claim as decided, its readings and their drift summary."""
+    stored = [r.to_json() for r in readings]
+    return {"audit_seq": audit_seq, "tenant": claim.tenant, "claim_id": claim.claim_id, "mode": claim.mode,
+            "claim": claim_json(claim), "readings": json.dumps(stored),
+            "summary": json.dumps(score_summary(stored, len(claim.lines))), "created_at": now}
+
+
 def decision_rows(claim: Claim, decided: tuple[LineDecision, ...], readings: tuple[ImageReading, ...],
                   files: Mapping[str, bytes], audit_seq: int, now: dt.datetime,
                   weights: ReviewPriority) -> tuple[list[dict], list[dict], list[dict]]:
@@ -62,8 +71,7 @@ def decision_rows(claim: Claim, decided: tuple[LineDecision, ...], readings: tup
     not_passed = any(d.action is not Action.PASS for d in decided)
     if not readings and not not_passed:
         return [], [], []
-    record = [{"audit_seq": audit_seq, "tenant": claim.tenant, "claim_id": claim.claim_id, "mode": claim.mode,
-               "claim": claim_json(claim), "readings": json.dumps([r.to_json() for r in readings]), "created_at": now}]
+    record = [record_row(claim, readings, audit_seq, now)]
     kinds = {r.image_id: r.kind.value for r in readings}
     images = [{"audit_seq": audit_seq, "tenant": claim.tenant, "radiograph_id": rid, "kind": kinds.get(rid, "unknown"),
                "media": data, "created_at": now} for rid, data in files.items()] if not_passed else []

@@ -178,7 +178,8 @@ class ClaimRecordRow(Base):
 
     __tablename__ = "claim_records"
     __table_args__ = (Index("ix_claim_records_tenant_claim", "tenant", "claim_id"),
-                      Index("ix_claim_records_tenant_created", "tenant", "created_at"))
+                      Index("ix_claim_records_tenant_created", "tenant", "created_at"),
+                      Index("ix_claim_records_created", "created_at"))  # drift windows of every tenant
     audit_seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     tenant: Mapped[str] = mapped_column(String(64))
     claim_id: Mapped[str] = mapped_column(String(64))
@@ -186,6 +187,7 @@ class ClaimRecordRow(Base):
     claim: Mapped[str] = mapped_column(Text)  # JSON
     readings: Mapped[str] = mapped_column(Text)  # JSON: one object per radiograph
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    summary: Mapped[str] = mapped_column(Text)  # JSON: serving.drift.score_summary, what drift windows read
 
 
 class ClaimImageRow(Base):

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from serving.drift import BINS, MonitoringSettings, WindowStats, compare, psi
+from serving.drift import BINS, MonitoringSettings, WindowStats, add_summary, compare, psi, score_summary
 from serving.store import drift
 from serving.store.schema import ClaimRecordRow, ModelBaselineRow, ReviewItemRow
 from tests.serving.builders import finding, reading
@@ -56,7 +56,8 @@ def _record(session, seq: int, tenant: str, at: dt.datetime, caries_scores: list
     stored = {**image.to_json(), "model_versions": {"tooth-numbering": "t1", "findings": version}}
     claim = {"claim_id": f"D-{seq}", "lines": [{"line_id": "1"}, {"line_id": "2"}]}
     session.add(ClaimRecordRow(audit_seq=seq, tenant=tenant, claim_id=f"D-{seq}", mode="claim", claim=json.dumps(claim),
-                               readings=json.dumps([stored]), created_at=at))
+                               readings=json.dumps([stored]), created_at=at,
+                               summary=json.dumps(score_summary([stored], len(claim["lines"])))))
     if flagged:
         session.add(ReviewItemRow(tenant=tenant, audit_seq=seq, claim_id=f"D-{seq}", line_id="1", code="D2391",
                                   fee=Decimal("100"), action="flag", severity=1.0, rules="[]", rank_key=0.0,
@@ -174,3 +175,45 @@ def test_the_false_positive_report_carries_the_drift_alerts(seeded_store, tmp_pa
     assert "Model drift at the end of the period" in out.read_text()
     alerts = json.loads(out.with_suffix(".json").read_text())["drift_alerts"]
     assert any(a.startswith("caries: 2.000 per radiograph") for a in alerts)
+
+
+def test_a_claims_summary_keeps_every_score_by_model_version_and_counts_at_any_reporting_score() -> None:
+    first = {**reading([44, 45], [finding("caries", 44, "occlusal", 0.7), finding("caries", 45, "mesial", 0.3)]).to_json(),
+             "model_versions": {"tooth-numbering": "t1", "findings": "f1"}}
+    second = {**reading([46], [finding("caries", 46, "occlusal", 0.5)]).to_json(),
+              "model_versions": {"tooth-numbering": "t1", "findings": "f2"}}
+    summary = score_summary([first, second], lines=3)
+    assert summary["lines"] == 3
+    entries = {(e["model"], e["version"]): e for e in summary["models"]}
+    assert set(entries) == {("findings", "f1"), ("findings", "f2"), ("tooth-numbering", "t1")}
+    assert entries[("findings", "f1")]["images"] == 1 and sorted(entries[("findings", "f1")]["scores"]["caries"]) == [0.3, 0.7]
+    assert entries[("tooth-numbering", "t1")]["images"] == 2 and len(entries[("tooth-numbering", "t1")]["scores"]["tooth"]) == 3
+    for reporting, expected in ((0.5, 1), (0.25, 2), (0.8, 0)):
+        stats = WindowStats()
+        add_summary(stats, json.loads(json.dumps(entries[("findings", "f1")])), reporting)  # as stored and read back
+        assert stats.images == 1 and stats.counts.get("caries", 0) == expected
+        assert stats.histograms["caries"][3] == 1 and stats.histograms["caries"][7] == 1
+
+
+def test_migration_0011_summarises_the_records_already_stored(store_url: str) -> None:
+    from sqlalchemy import text
+
+    from serving.store.database import Store, upgrade
+
+    upgrade(store_url, "0010")
+    stored = {**reading([44], [finding("caries", 44, "occlusal", 0.9)]).to_json(),
+              "model_versions": {"tooth-numbering": "t1", "findings": "f1"}}
+    engine = Store.open(store_url, migrate=False).engine
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO claim_records (audit_seq, tenant, claim_id, mode, claim, readings, created_at) "
+                                "VALUES (7, 'demo', 'C-7', 'claim', :claim, :readings, '2026-11-01 10:00:00')"),
+                           {"claim": json.dumps({"claim_id": "C-7", "lines": [{}, {}]}), "readings": json.dumps([stored])})
+    engine.dispose()
+    upgrade(store_url)
+    store = Store.open(store_url)
+    try:
+        with store.reading() as session:
+            summary = session.execute(select(ClaimRecordRow.summary).where(ClaimRecordRow.audit_seq == 7)).scalar_one()
+        assert json.loads(summary) == score_summary([stored], 2)
+    finally:
+        store.close()
