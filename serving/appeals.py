@@ -356,7 +356,7 @@ def appeal(store: Store, tables: RuleTables, tenant: str, audit_id: int, appeal_
                                       standing=standing_line))
             if standing_line is readjudicated and place is not None:
                 repository.set_line_consumption(session, place.ledger, tenant=tenant, claim_id=claim.claim_id, line_id=line_id,
-                                                consumed=consumed.get(line_id, {}), now=now)
+                                                consumed=consumed.get(line_id, {}), reason="appeal", now=now)
                 repository.set_line_status(session, tenant, claim.claim_id, line_id, readjudicated)
         chain = audit.ChainWriter(session)
         seq = chain.next_seq

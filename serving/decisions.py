@@ -93,6 +93,14 @@ def _plain_hit(rule_id: str, action: Action, reason: str, fired: bool) -> RuleHi
     return _build_hit(rule_id, action, reason, None, None, (), 1.0, fired)
 
 
+def claim_evidence(description: str) -> EvidenceRef:
+    """An evidence reference to a fact of the claim, built without re-validation (every
+    field is given here with its type), as rule hits are."""
+    return assemble(EvidenceRef, {"source": "claim", "description": description, "image_id": None,
+                                  "box_xyxy_px": None, "score": None, "model": None, "finding_class": None,
+                                  "tooth_fdi": None})
+
+
 _Model = TypeVar("_Model", bound=BaseModel)
 
 

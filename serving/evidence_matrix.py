@@ -5,6 +5,7 @@ finding class, narrative signal, depth or catalogue entry is refused with its pl
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -36,6 +37,10 @@ class FindingAtom(FrozenConfig):
         return self
 
     def text(self) -> str:
+        return self._text
+
+    @cached_property  # the atom is immutable; its words are read for every line it is checked on
+    def _text(self) -> str:
         words = self.finding.value.replace("_", " ")
         if self.min_depth is not None:
             words += f" reaching {self.min_depth.value.replace('_', ' ')}"

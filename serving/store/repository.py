@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import numpy as np
 from pydantic import Field
-from sqlalchemy import Float, Table, bindparam, select, type_coerce, update
+from sqlalchemy import Float, Table, bindparam, func, select, type_coerce, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -113,6 +113,8 @@ def lock_members(session: Session, member_ids: list[str]) -> None:
     order so that two batches cannot deadlock; SQLite already holds the write lock), so
     that claims of one member are decided one after the other and each sees the history
     the one before wrote."""
+    if session.get_bind().dialect.name == "sqlite":
+        return  # BEGIN IMMEDIATE took the database's write lock: nothing finer to lock
     session.execute(select(MemberRow.member_id).where(MemberRow.member_id.in_(sorted(set(member_ids))))
                     .order_by(MemberRow.member_id).with_for_update()).all()
 
@@ -317,7 +319,7 @@ class PendingWrites:
             row.changed = True
             self.ledgers[row.id] = row
             self.entries.append({"ledger_id": row.id, "tenant": tenant, "claim_id": claim_id, "line_id": line_id,
-                                 "amount": Decimal(str(amount)), "created_at": now})
+                                 "amount": Decimal(str(amount)), "reason": "decision", "created_at": now})
 
     def flush(self, session: Session) -> None:
         for table, rows in ((ClaimLineRow, self.lines), (LedgerEntryRow, self.entries), (DecisionRow, self.decisions),
@@ -374,37 +376,37 @@ def audit_payload(session: Session, seq: int) -> str:
 
 
 def line_consumption(session: Session, tenant: str, claim_id: str, line_ids: list[str]) -> dict[str, dict[str, float]]:
-    """What each line of a claim holds in its ledgers: line id -> bucket -> amount (entries
-    given back, kept at 0, hold nothing)."""
+    """What each line of a claim holds in its ledgers: line id -> bucket -> the sum of the
+    line's entries there (a bucket the line gave everything back to is left out)."""
     held: dict[str, dict[str, float]] = {}
     for line_id, bucket, amount in session.execute(
-            select(LedgerEntryRow.line_id, LedgerRow.bucket, LedgerEntryRow.amount)
+            select(LedgerEntryRow.line_id, LedgerRow.bucket, func.sum(LedgerEntryRow.amount))
             .join(LedgerRow, LedgerRow.id == LedgerEntryRow.ledger_id)
             .where(LedgerEntryRow.tenant == tenant, LedgerEntryRow.claim_id == claim_id,
-                   LedgerEntryRow.line_id.in_(line_ids), LedgerEntryRow.amount != 0)):
-        held.setdefault(line_id, {})[bucket] = held.get(line_id, {}).get(bucket, 0.0) + float(amount)
+                   LedgerEntryRow.line_id.in_(line_ids))
+            .group_by(LedgerEntryRow.line_id, LedgerRow.bucket)):
+        if amount:
+            held.setdefault(line_id, {})[bucket] = float(amount)
     return held
 
 
 def set_line_consumption(session: Session, ledger: dict[str, LedgerState], *, tenant: str, claim_id: str, line_id: str,
-                         consumed: dict[str, float], now: dt.datetime) -> None:
-    """Make a line hold ``consumed`` in the (locked) ledger rows: its entries set to the new
-    amounts, each ledger's ``used`` moved by the difference."""
+                         consumed: dict[str, float], reason: str, now: dt.datetime) -> dict[str, float]:
+    """Make a line hold ``consumed`` in the (locked) ledger rows: for each bucket where that
+    differs from what it holds, an entry with the difference and ``reason`` (appeal,
+    review), and the ledger's ``used`` moved by it. Returns the differences."""
+    held = line_consumption(session, tenant, claim_id, [line_id]).get(line_id, {})
+    moved: dict[str, float] = {}
     for bucket, row in ledger.items():
-        new = Decimal(str(consumed.get(bucket, 0.0)))
-        entry = session.execute(select(LedgerEntryRow).where(
-            LedgerEntryRow.ledger_id == row.id, LedgerEntryRow.tenant == tenant, LedgerEntryRow.claim_id == claim_id,
-            LedgerEntryRow.line_id == line_id)).scalar_one_or_none()
-        old = entry.amount if entry is not None else Decimal("0")
-        if new == old:
+        difference = Decimal(str(consumed.get(bucket, 0.0))) - Decimal(str(held.get(bucket, 0.0)))
+        if not difference:
             continue
-        if entry is None:
-            session.add(LedgerEntryRow(ledger_id=row.id, tenant=tenant, claim_id=claim_id, line_id=line_id, amount=new,
-                                       created_at=now))
-        else:
-            entry.amount = new
-        row.used += new - old
+        session.add(LedgerEntryRow(ledger_id=row.id, tenant=tenant, claim_id=claim_id, line_id=line_id,
+                                   amount=difference, reason=reason, created_at=now))
+        row.used += difference
         session.execute(update(LedgerRow).where(LedgerRow.id == row.id).values(used=row.used))
+        moved[bucket] = float(difference)
+    return moved
 
 
 def set_line_status(session: Session, tenant: str, claim_id: str, line_id: str, decision: LineDecision) -> None:

@@ -190,19 +190,23 @@ def claim_image(session: Session, tenant: str, audit_seq: int, radiograph_id: st
 # ---- dispositions -----------------------------------------------------------------------------
 
 
-def _release_ledger(session: Session, tenant: str, claim_id: str, line_id: str) -> dict[str, float]:
-    """Give back what a line reserved in its ledgers (a line ending as reject pays nothing).
-    The entry keeps its row with amount 0; the review's audit record says what was released."""
-    released: dict[str, float] = {}
-    entries = session.execute(select(LedgerEntryRow, LedgerRow).join(LedgerRow, LedgerRow.id == LedgerEntryRow.ledger_id)
-                              .where(LedgerEntryRow.tenant == tenant, LedgerEntryRow.claim_id == claim_id,
-                                     LedgerEntryRow.line_id == line_id).with_for_update()).all()
-    for entry, ledger in entries:
-        if entry.amount:
-            released[ledger.bucket] = float(entry.amount)
-            ledger.used = ledger.used - entry.amount
-            entry.amount = Decimal("0")
-    return released
+def _release_ledger(session: Session, tenant: str, claim_id: str, line_id: str, now: dt.datetime) -> dict[str, float]:
+    """Give back what a line holds in its ledgers (a line ending as reject pays nothing):
+    an entry of the opposite amount per bucket, reason ``review``. Returns what was given
+    back, per bucket; the review's audit record says so too."""
+    held = repository.line_consumption(session, tenant, claim_id, [line_id]).get(line_id, {})
+    if not held:
+        return {}
+    ledgers = {row.bucket: row for row in session.execute(
+        select(LedgerRow).join(LedgerEntryRow, LedgerEntryRow.ledger_id == LedgerRow.id)
+        .where(LedgerEntryRow.tenant == tenant, LedgerEntryRow.claim_id == claim_id, LedgerEntryRow.line_id == line_id)
+        .with_for_update()).scalars()}
+    for bucket, amount in held.items():
+        ledger = ledgers[bucket]
+        session.add(LedgerEntryRow(ledger_id=ledger.id, tenant=tenant, claim_id=claim_id, line_id=line_id,
+                                   amount=-Decimal(str(amount)), reason="review", created_at=now))
+        ledger.used = ledger.used - Decimal(str(amount))
+    return dict(held)
 
 
 def _reserve_ledger(session: Session, tenant: str, claim_id: str, line_id: str, mode: str,
@@ -224,7 +228,7 @@ def _reserve_ledger(session: Session, tenant: str, claim_id: str, line_id: str, 
                           fdi=line.fdi, quadrant=line.quadrant, fee=float(line.fee), order=0)
     share = apportion(current, float(line.fee), repository.balances_of(place.ledger), place.plan, place.year_start)
     repository.set_line_consumption(session, place.ledger, tenant=tenant, claim_id=claim_id, line_id=line_id,
-                                    consumed=share.consumed, now=now)
+                                    consumed=share.consumed, reason="review", now=now)
     line.approved_amount = Decimal(str(0.0 if share.hit.action is Action.REJECT else share.approved))
     return {"approved": float(line.approved_amount), "reason": share.hit.reason, "consumed": share.consumed}
 
@@ -245,7 +249,7 @@ def record_disposition(session: Session, tenant: str, item_id: int, reviewer: st
     for correction in disposition.corrections:
         if correction.image_id not in known:
             raise DispositionError(f"correction names image {correction.image_id!r}, which this claim did not carry")
-    released = _release_ledger(session, tenant, item.claim_id, item.line_id) if action is Action.REJECT else {}
+    released = _release_ledger(session, tenant, item.claim_id, item.line_id, now) if action is Action.REJECT else {}
     values: dict[str, Any] = {"status": repository.LINE_STATUS[action.value], "action": action.value}
     if action is Action.REJECT:
         values["approved_amount"] = Decimal("0")

@@ -141,14 +141,19 @@ class LedgerRow(Base):
 
 
 class LedgerEntryRow(Base):
+    """One movement of a ledger, only ever added: what a line took when decided, or a later
+    change to what it holds (an appeal, a reviewer's disposition), as the difference,
+    negative when given back. A line holds the sum of its entries."""
+
     __tablename__ = "ledger_entries"
-    __table_args__ = (UniqueConstraint("ledger_id", "tenant", "claim_id", "line_id"),)  # also by ledger
+    __table_args__ = (Index("ix_ledger_entries_line", "tenant", "claim_id", "line_id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    ledger_id: Mapped[int] = mapped_column(ForeignKey("ledgers.id"))
+    ledger_id: Mapped[int] = mapped_column(ForeignKey("ledgers.id"))  # not indexed: ledgers are never deleted
     tenant: Mapped[str] = mapped_column(String(64))
     claim_id: Mapped[str] = mapped_column(String(64))
     line_id: Mapped[str] = mapped_column(String(32))
     amount: Mapped[Decimal] = mapped_column(Money)
+    reason: Mapped[str] = mapped_column(String(16), server_default="decision")  # decision, appeal, review
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 

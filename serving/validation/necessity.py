@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from models.teeth import Tooth
 from serving.catalogue import RadiographNeed, Site
-from serving.decisions import Action, EvidenceRef, RuleHit, make_hit
+from serving.decisions import Action, EvidenceRef, RuleHit, claim_evidence, make_hit
 from serving.tooth_evidence import Presence, State, read_condition
 from serving.validation.context import LineContext
 
@@ -33,8 +33,8 @@ def check_documentation(ctx: LineContext) -> RuleHit:
     if concept.radiograph is not RadiographNeed.REQUIRED:
         return _hit(DOCUMENTATION, Action.PASS, "no radiograph is required for this procedure", fired=False)
     documenting = ctx.images_of(concept.documents)
-    claim_ref = EvidenceRef(source="claim", description=f"{len(ctx.readings)} radiograph(s) attached: "
-                            + (", ".join(f"{r.image_id} ({r.kind.value})" for r in ctx.readings) or "none"))
+    claim_ref = claim_evidence(f"{len(ctx.readings)} radiograph(s) attached: "
+                               + (", ".join(f"{r.image_id} ({r.kind.value})" for r in ctx.readings) or "none"))
     if not documenting:
         return _hit(DOCUMENTATION, Action.FLAG,
                     f"missing documentation: {ctx.code_text()} requires a {_kinds_text(ctx)} radiograph, and none is attached",

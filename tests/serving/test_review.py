@@ -220,6 +220,12 @@ def test_a_line_confirmed_as_reject_gives_its_ledger_reservation_back(service) -
         line = session.execute(select(ClaimLineRow).where(ClaimLineRow.claim_id == "L-1", ClaimLineRow.line_id == "4")
                                ).scalar_one()
         assert (line.status, float(line.approved_amount)) == ("denied", 0.0)
+        # The ledger keeps every movement: what the decision took, and the review giving it back.
+        movements = sorted((e.reason, float(e.amount)) for e in session.execute(
+            select(LedgerEntryRow).where(LedgerEntryRow.claim_id == "L-1", LedgerEntryRow.line_id == "4")).scalars())
+    assert [r for r, _ in movements].count("decision") == [r for r, _ in movements].count("review") >= 1
+    assert sum(a for r, a in movements if r == "decision") == pytest.approx(entry_before)
+    assert sum(a for r, a in movements if r == "review") == pytest.approx(-entry_before)
 
 
 @pytest.mark.parametrize(("body", "code"), [

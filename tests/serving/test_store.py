@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import json
 import threading
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import delete, select, text, update
@@ -87,6 +88,38 @@ def test_migration_0010_drops_the_unused_indexes_and_downgrades(store_url: str) 
     command.downgrade(alembic_config(store_url), "0009")
     assert "ix_claim_lines_provider_id" in indexes("claim_lines")
     assert "ix_review_items_audit_seq" in indexes("review_items")
+
+
+def test_migration_0012_keeps_ledger_entries_as_decision_movements_and_allows_more_per_line(store_url: str) -> None:
+    upgrade(store_url, "0011")
+    store = Store(Store.open(store_url, migrate=False).engine)
+    with store.transaction() as session:
+        session.add(MemberRow(member_id="M-1", tenant="t", birth_date=dt.date(1990, 1, 1)))
+        session.execute(text("INSERT INTO ledgers (id, member_id, plan_id, year_start, bucket, limit_amount, used) "
+                             "VALUES (1, 'M-1', 'p', '2026-01-01', 'endodontics', 1000, 300)"))
+        session.execute(text("INSERT INTO ledger_entries (id, ledger_id, tenant, claim_id, line_id, amount, created_at) "
+                             "VALUES (5, 1, 't', 'C-1', '1', 300, '2026-02-01 10:00:00')"))
+    upgrade(store_url)
+    with store.transaction() as session:
+        assert repository.line_consumption(session, "t", "C-1", ["1"]) == {"1": {"endodontics": 300.0}}
+        ledger = {"endodontics": repository.LedgerState(1, "endodontics", Decimal("1000"), Decimal("300"))}
+        moved = repository.set_line_consumption(session, ledger, tenant="t", claim_id="C-1", line_id="1",
+                                                consumed={"endodontics": 120.0}, reason="appeal", now=NOW)
+        assert moved == {"endodontics": -180.0}
+    with store.transaction() as session:
+        rows = session.execute(text("SELECT id, reason, amount FROM ledger_entries ORDER BY id")).all()
+        assert [(r[0], r[1], float(r[2])) for r in rows] == [(5, "decision", 300.0), (6, "appeal", -180.0)]
+        assert repository.line_consumption(session, "t", "C-1", ["1"]) == {"1": {"endodontics": 120.0}}
+        assert float(session.execute(text("SELECT used FROM ledgers WHERE id = 1")).scalar_one()) == 120.0
+    from alembic import command
+
+    from serving.store.database import alembic_config
+
+    command.downgrade(alembic_config(store_url), "0011")  # one entry per line again, the movements summed
+    with store.transaction() as session:
+        rows = session.execute(text("SELECT id, amount FROM ledger_entries")).all()
+        assert [(r[0], float(r[1])) for r in rows] == [(5, 120.0)]
+    store.close()
 
 
 def test_migration_0006_keeps_decisions_readable_and_downgrades_with_their_copies(store_url: str) -> None:
