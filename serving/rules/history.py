@@ -5,7 +5,7 @@ frozen data, so a rule is a pure function of them."""
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from serving.plans import Condition
 
@@ -29,6 +29,18 @@ class PastLine:
     def counts(self) -> bool:
         """Denied lines do not count against limits; approved and pending ones do."""
         return self.status != "denied"
+
+    @classmethod
+    def of_row(cls, values: tuple) -> PastLine:
+        """``PastLine(*values)``, every field given in order, for the thousands of history
+        lines a batch loads: the same object without the frozen dataclass's per-field
+        ``object.__setattr__``."""
+        line = object.__new__(cls)
+        line.__dict__.update(zip(_PAST_LINE_FIELDS, values, strict=True))
+        return line
+
+
+_PAST_LINE_FIELDS = tuple(f.name for f in fields(PastLine))
 
 
 @dataclass(frozen=True)

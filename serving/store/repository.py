@@ -169,8 +169,8 @@ def load_members(session: Session, member_ids: list[str]) -> dict[str, MemberDat
     for (member_id, claim_id, line_id, day, code, concept_id, fdi, quadrant, status, amount, provider_id, action,
          mode, category) in db.execute(select(*_HISTORY_COLUMNS).where(ClaimLineRow.member_id.in_(ids))).all():
         if member_id in found:
-            past = PastLine(claim_id, line_id, day, code, concept_id, fdi, quadrant, status, float(amount), provider_id,
-                            action, category)
+            past = PastLine.of_row((claim_id, line_id, day, code, concept_id, fdi, quadrant, status, float(amount),
+                                    provider_id, action, category))
             (found[member_id].history if mode == "claim" else found[member_id].preauthorizations).append(past)
     return found
 

@@ -260,3 +260,13 @@ def test_a_refused_preauthorization_billed_anyway_is_flagged_and_a_request_never
     hit = check_preauthorization(current("D2740", 36), D(2026, 2, 1), m, V2026, "claim")
     assert hit.fired and hit.action is Action.FLAG and "answered 'reject'" in hit.reason
     assert not check_preauthorization(current("D2740", 36), D(2026, 2, 1), m, V2026, "preauthorization").fired
+
+
+def test_a_history_line_built_from_a_row_is_the_same_frozen_line() -> None:
+    values = ("C-1", "2", D(2026, 1, 5), "D2391", concept("D2391"), 36, 3, "approved", 150.0, "P-1", "pass", "basic")
+    fast, plain = PastLine.of_row(values), PastLine(*values)
+    assert fast == plain and hash(fast) == hash(plain) and repr(fast) == repr(plain)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.status = "denied"  # type: ignore[misc]
+    with pytest.raises(ValueError):  # every field, in order
+        PastLine.of_row(values[:-1])
