@@ -25,9 +25,26 @@ RECORDS = sa.table("claim_records", sa.column("audit_seq", sa.Integer), sa.colum
                    sa.column("readings", sa.Text), sa.column("summary", sa.Text))
 
 
-def upgrade() -> None:
-    from serving.drift import score_summary
+def _summary(readings: list[dict], lines: int) -> dict:
+    """serving.drift.score_summary as it was at this revision (a migration must not change
+    when the application's code does)."""
+    models: dict[tuple[str, str], dict] = {}
+    for reading in readings:
+        versions = reading.get("model_versions", {})
+        for model in ("findings", "tooth-numbering"):
+            if model not in versions:
+                continue
+            entry = models.setdefault((model, versions[model]), {"model": model, "version": versions[model],
+                                                                 "images": 0, "scores": {}})
+            entry["images"] += 1
+            found = ([("tooth", t["score"]) for t in reading.get("teeth", [])] if model == "tooth-numbering"
+                     else [(f["class"], f["score"]) for f in reading.get("findings", [])])
+            for cls, score in found:
+                entry["scores"].setdefault(cls, []).append(score)
+    return {"lines": lines, "models": list(models.values())}
 
+
+def upgrade() -> None:
     op.add_column("claim_records", sa.Column("summary", sa.Text(), nullable=True))
     connection = op.get_bind()
     last = -1
@@ -38,8 +55,8 @@ def upgrade() -> None:
             break
         connection.execute(RECORDS.update().where(RECORDS.c.audit_seq == sa.bindparam("seq"))
                            .values(summary=sa.bindparam("text")),
-                           [{"seq": seq, "text": json.dumps(score_summary(json.loads(readings),
-                                                                           len(json.loads(claim).get("lines", []))))}
+                           [{"seq": seq, "text": json.dumps(_summary(json.loads(readings),
+                                                                      len(json.loads(claim).get("lines", []))))}
                             for seq, claim, readings in page])
         last = page[-1][0]
     with op.batch_alter_table("claim_records") as batch:
