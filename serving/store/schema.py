@@ -307,7 +307,9 @@ class FingerprintRow(Base):
 
     __tablename__ = "image_fingerprints"
     __table_args__ = (Index("ix_image_fingerprints_member", "tenant", "kind", "member_id"),
-                      Index("ix_image_fingerprints_provider", "tenant", "kind", "provider_id"))
+                      Index("ix_image_fingerprints_provider", "tenant", "kind", "provider_id"),
+                      # The tenant's latest of a kind (the likeness pool), read newest first without a sort.
+                      Index("ix_image_fingerprints_recent", "tenant", "kind", "id"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))
