@@ -308,8 +308,9 @@ class FingerprintRow(Base):
     __tablename__ = "image_fingerprints"
     __table_args__ = (Index("ix_image_fingerprints_member", "tenant", "kind", "member_id"),
                       Index("ix_image_fingerprints_provider", "tenant", "kind", "provider_id"),
-                      # The tenant's latest of a kind (the likeness pool), read newest first without a sort.
-                      Index("ix_image_fingerprints_recent", "tenant", "kind", "id"))
+                      # The tenant's latest of a kind (the likeness pool), read newest first from the index
+                      # alone: no sort, no visit to the rows (with their thumbnails).
+                      Index("ix_image_fingerprints_recent", "tenant", "kind", "id", "claim_id", "mode", "coarse"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))
