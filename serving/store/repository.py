@@ -292,7 +292,7 @@ def lock_member_ledger(session: Session, member_id: str, day: dt.date, plan_vers
     year_start = plan.policy_year_start(day, member.enrolment_start)
     key = (member.member_id, member.plan_id, year_start)
     return MemberLedger(member, plan, year_start,
-                        lock_ledgers(session, {key: plan_buckets(plan)}, {member.member_id: data.history})[key])
+                        lock_ledgers(session, {key: plan_buckets(plan)}, {member.member_id: data.history}).get(key, {}))
 
 
 def balances_of(rows: dict[str, LedgerState]) -> dict[str, Balance]:

@@ -317,6 +317,21 @@ def test_a_claim_opens_only_the_ledger_rows_its_lines_draw_on(seeded_store: Stor
     assert buckets() == {"annual_maximum": opened["annual_maximum"] + 100.0, "endodontics": 900.0}
 
 
+def test_a_claim_under_a_plan_without_any_limit_it_draws_on_is_paid_in_full(seeded_store: Store, rule_tables) -> None:
+    plan = load_plans()["standard-dental"]
+    unlimited = plan.model_copy(update={"plan_id": "no-maximum", "versions": tuple(
+        v.model_copy(update={"annual_maximum": None}) for v in plan.versions)})
+    with seeded_store.transaction() as session:
+        repository.save_plans(session, {"no-maximum": unlimited}, NOW)
+        repository.seed(session, repository.SeedFile.model_validate({"tenant": "demo", "members": [
+            {"member_id": "MBR-NOMAX", "birth_date": "1980-05-17",
+             "enrolments": [{"plan_id": "no-maximum", "start": "2024-01-01"}]}]}), rule_tables.validation.catalogue, NOW)
+    decision = adjudicate(claim("C-NOMAX", [{"line_id": "1", "code": "D1110", "fee": 95}], member="MBR-NOMAX"), (),
+                          seeded_store, rule_tables, now=NOW)
+    assert decision.line("1").approved_amount == 95.0
+    assert any(h.rule_id == "R7.sublimit" and "no limit applies" in h.reason for h in decision.line("1").rule_hits)
+
+
 def test_replay_returns_the_stored_decision_and_consumes_nothing(seeded_store: Store, rule_tables) -> None:
     request = claim("C-4", [{"line_id": "1", "code": "D3310", "tooth": "8", "fee": 200}])
     first = adjudicate(request, (), seeded_store, rule_tables, now=NOW)
