@@ -295,8 +295,7 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
                 member = data.snapshot_on(claim.date_of_service)  # with the lines of earlier claims in this batch
                 assert member is not None
                 versions[f"plan:{member.plan_id}"] = plan.version
-                # No row where no line of the claim draws on a limit (a plan without an annual maximum).
-                ledger = ledgers.get((member.member_id, member.plan_id, year_start), {})
+                ledger = ledgers[(member.member_id, member.plan_id, year_start)]
                 outcome = decide_lines(claim, validation.lines, member, plan, standings[claim.provider.provider_id],
                                        repository.balances_of(ledger), year_start, tables, recycled[index],
                                        current=current)

@@ -16,17 +16,18 @@ from sqlalchemy import Connection, Dialect, Table, insert
 Converter = Callable[[Any], Any] | None
 
 
+Plan = tuple[str, tuple[str, ...], tuple[Converter, ...]]  # statement, its columns in order, their converters
+
+
 @functools.lru_cache(maxsize=256)
-def _plan(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[str, ...], tuple[Converter, ...]]:
+def _plan(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> Plan | None:
+    """None where a column left out has a Python-side default: SQLAlchemy's path fills it in."""
+    if any(c.default is not None and c.key not in columns and not c.primary_key for c in table.c):
+        return None
     compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
     order = tuple(compiled.positiontup or ()) if dialect.positional else columns
     converters = tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in order)
     return str(compiled), order, converters
-
-
-def _needs_defaults(table: Table, columns: tuple[str, ...]) -> bool:
-    """A column left out that has a Python-side default: SQLAlchemy's path fills it in."""
-    return any(c.default is not None and c.key not in columns and not c.primary_key for c in table.c)
 
 
 def insert_many(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -36,10 +37,11 @@ def insert_many(connection: Connection, table: Table, rows: Sequence[Mapping[str
     for row in rows:
         groups.setdefault(tuple(row), []).append(row)
     for columns, group in groups.items():
-        if _needs_defaults(table, columns):
+        plan = _plan(connection.dialect, table, columns)
+        if plan is None:
             connection.execute(insert(table), list(group))
             continue
-        sql, order, converters = _plan(connection.dialect, table, columns)
+        sql, order, converters = plan
         take = operator.itemgetter(*order)  # the row's values in statement order, in C
         converting: list[tuple[int, Callable[[Any], Any], dict[Any, Any]]] = [
             (index, convert, {}) for index, convert in enumerate(converters) if convert is not None]

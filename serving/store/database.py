@@ -113,7 +113,6 @@ class WalCheckpointer:
     def __init__(self, path: str, *, min_interval_s: float = 0.2) -> None:
         self.path = path
         self.min_interval_s = min_interval_s
-        self.checkpoints = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
@@ -132,7 +131,6 @@ class WalCheckpointer:
                     break
                 try:
                     connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    self.checkpoints += 1
                 except sqlite3.Error as exc:  # busy or I/O: the next commit tries again (the backstop remains)
                     log.warning("background checkpoint failed: %s", exc)
                 time.sleep(self.min_interval_s)

@@ -213,7 +213,7 @@ def lock_ledgers(session: Session, wanted: dict[LedgerKey, dict[str, float]],
     members = sorted({k[0] for k in wanted})
 
     def load() -> dict[LedgerKey, dict[str, LedgerState]]:
-        found: dict[LedgerKey, dict[str, LedgerState]] = {}
+        found: dict[LedgerKey, dict[str, LedgerState]] = {key: {} for key in wanted}  # none where no limit is drawn on
         for row_id, member_id, plan_id, year_start, bucket, limit, used in session.connection().execute(
                 select(LedgerRow.id, LedgerRow.member_id, LedgerRow.plan_id, LedgerRow.year_start, LedgerRow.bucket,
                        LedgerRow.limit_amount, LedgerRow.used)
@@ -224,7 +224,7 @@ def lock_ledgers(session: Session, wanted: dict[LedgerKey, dict[str, float]],
         return found
 
     rows = load()
-    missing = [(key, bucket) for key, limits in wanted.items() for bucket in limits if bucket not in rows.get(key, {})]
+    missing = [(key, bucket) for key, limits in wanted.items() for bucket in limits if bucket not in rows[key]]
     if not missing:
         return rows
     paid: dict[tuple[LedgerKey, str], Decimal] = {}
@@ -251,7 +251,7 @@ def lock_ledgers(session: Session, wanted: dict[LedgerKey, dict[str, float]],
         return load()
     for row_id, member_id, plan_id, year_start, bucket in created:
         limit, used = opening[((member_id, plan_id, year_start), bucket)]
-        rows.setdefault((member_id, plan_id, year_start), {})[bucket] = LedgerState(row_id, bucket, limit, used)
+        rows[(member_id, plan_id, year_start)][bucket] = LedgerState(row_id, bucket, limit, used)
     return rows
 
 
@@ -292,7 +292,7 @@ def lock_member_ledger(session: Session, member_id: str, day: dt.date, plan_vers
     year_start = plan.policy_year_start(day, member.enrolment_start)
     key = (member.member_id, member.plan_id, year_start)
     return MemberLedger(member, plan, year_start,
-                        lock_ledgers(session, {key: plan_buckets(plan)}, {member.member_id: data.history}).get(key, {}))
+                        lock_ledgers(session, {key: plan_buckets(plan)}, {member.member_id: data.history})[key])
 
 
 def balances_of(rows: dict[str, LedgerState]) -> dict[str, Balance]:

@@ -192,21 +192,16 @@ def claim_image(session: Session, tenant: str, audit_seq: int, radiograph_id: st
 
 def _release_ledger(session: Session, tenant: str, claim_id: str, line_id: str, now: dt.datetime) -> dict[str, float]:
     """Give back what a line holds in its ledgers (a line ending as reject pays nothing):
-    an entry of the opposite amount per bucket, reason ``review``. Returns what was given
-    back, per bucket; the review's audit record says so too."""
-    held = repository.line_consumption(session, tenant, claim_id, [line_id]).get(line_id, {})
-    if not held:
-        return {}
-    ledgers = {row.bucket: row for row in session.execute(
-        select(LedgerRow).join(LedgerEntryRow, LedgerEntryRow.ledger_id == LedgerRow.id)
-        .where(LedgerEntryRow.tenant == tenant, LedgerEntryRow.claim_id == claim_id, LedgerEntryRow.line_id == line_id)
-        .with_for_update()).scalars()}
-    for bucket, amount in held.items():
-        ledger = ledgers[bucket]
-        session.add(LedgerEntryRow(ledger_id=ledger.id, tenant=tenant, claim_id=claim_id, line_id=line_id,
-                                   amount=-Decimal(str(amount)), reason="review", created_at=now))
-        ledger.used = ledger.used - Decimal(str(amount))
-    return dict(held)
+    the line is set to hold nothing, an entry of the opposite amount per bucket, reason
+    ``review``. Returns what was given back, per bucket; the review's audit record says so too."""
+    ledger = {row.bucket: repository.LedgerState(row.id, row.bucket, row.limit_amount, row.used)
+              for row in session.execute(
+                  select(LedgerRow).join(LedgerEntryRow, LedgerEntryRow.ledger_id == LedgerRow.id)
+                  .where(LedgerEntryRow.tenant == tenant, LedgerEntryRow.claim_id == claim_id,
+                         LedgerEntryRow.line_id == line_id).with_for_update()).scalars()}
+    moved = repository.set_line_consumption(session, ledger, tenant=tenant, claim_id=claim_id, line_id=line_id,
+                                            consumed={}, reason="review", now=now)
+    return {bucket: -amount for bucket, amount in moved.items()}
 
 
 def _reserve_ledger(session: Session, tenant: str, claim_id: str, line_id: str, mode: str,
