@@ -31,7 +31,7 @@ from models.detections import ImageReading
 from serving import outbox
 from serving.catalogue import Catalogue, UnknownCodeError
 from serving.claims import Claim
-from serving.decisions import Action, LineDecision, RuleHit, combine_hits, make_hit
+from serving.decisions import Action, LineDecision, RuleHit, assemble, combine_hits, make_hit
 from serving.evidence_matrix import EvidenceMatrix, Thresholds
 from serving.plans import PlanVersion
 from serving.review.queue import ReviewPriority
@@ -150,11 +150,15 @@ def history_hits(current: CurrentLine, earlier: tuple[CurrentLine, ...], everyth
     )
 
 
-def _input_digest(claim: Claim, readings: tuple[ImageReading, ...]) -> str:
-    """SHA-256 over the claim as received (pydantic's JSON, fields in contract order) and
-    the readings the models produced, in their stored JSON form (so the digest can be
-    recomputed from a stored claim record)."""
-    text = claim.model_dump_json() + audit.canonical_json([r.to_json() for r in readings])
+def input_digest(claim_text: str, readings: tuple[ImageReading, ...], files: Mapping[str, bytes]) -> str:
+    """SHA-256 over the claim as stored (``reviews.claim_json``: pydantic's JSON, fields in
+    contract order, the attachments without their contents), the SHA-256 of each attached
+    file as received, and the readings the models produced in their stored JSON form: it
+    can be recomputed from a claim record and its files. The files are hashed as bytes, not
+    as the base64 text of a JSON request, so the same claim sent as JSON or multipart has
+    the same digest, and a megabyte of base64 is not serialised again to be hashed."""
+    files_digest = {rid: hashlib.sha256(data).hexdigest() for rid, data in files.items()}
+    text = claim_text + audit.canonical_json([r.to_json() for r in readings]) + audit.canonical_json(files_digest)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -312,15 +316,17 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
             # The audit record holds the decision as returned, in its compact JSON (null fields left
             # out; it reads back to the same object), hashed as stored; it is the only stored copy.
             seq = chain.next_seq
-            result = ClaimDecision(claim_id=claim.claim_id, tenant=claim.tenant, mode=claim.mode, lines=decided,
-                                   decision_time=now.isoformat(), versions=versions, audit_id=seq)
+            # Built without re-validation: every field is produced here with its type.
+            result = assemble(ClaimDecision, {"claim_id": claim.claim_id, "tenant": claim.tenant, "mode": claim.mode,
+                                              "lines": decided, "decision_time": now.isoformat(), "versions": versions,
+                                              "audit_id": seq, "replayed": False})
             as_json = result.model_dump_json(exclude_none=True)
+            claim_text, received = reviews.claim_json(claim), files[index] if files else {}
             chain.add(tenant=claim.tenant, kind=claim.mode, subject=claim.claim_id, actor=actor,
-                      input_digest=_input_digest(claim, images), versions=versions, payload_text=as_json,
+                      input_digest=input_digest(claim_text, images, received), versions=versions, payload_text=as_json,
                       created_at=now.isoformat())
             writes.decisions.append(repository.decision_row(claim, seq, now))
-            record, kept, queued = reviews.decision_rows(claim, decided, images, files[index] if files else {}, seq, now,
-                                                         weights)
+            record, kept, queued = reviews.decision_rows(claim, decided, images, received, seq, now, weights, claim_text)
             writes.records += record
             writes.images += kept
             writes.review_items += queued

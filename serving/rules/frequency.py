@@ -92,7 +92,7 @@ def check_frequency(line: CurrentLine, earlier_in_claim: tuple[CurrentLine, ...]
         if limit.ages is not None and not limit.ages.holds(age):
             continue
         concepts = catalogue.concepts_of(limit.codes)
-        candidates: list[PastLine] = [p for p in member.history if p.counts and p.concept_id in concepts
+        candidates: list[PastLine] = [p for p in member.history if p.concept_id in concepts and p.counts
                                       and _same_key(limit, line, p.fdi, p.quadrant)]
         same_claim = [c for c in earlier_in_claim if c.concept_id in concepts and _same_key(limit, line, c.fdi, c.quadrant)]
         allowed, why = allowed_count(limit, member, age, plan)
@@ -121,8 +121,8 @@ def check_frequency(line: CurrentLine, earlier_in_claim: tuple[CurrentLine, ...]
 
 def check_duplicate(line: CurrentLine, earlier_in_claim: tuple[CurrentLine, ...], day: dt.date,
                     member: MemberSnapshot, claim_id: str) -> RuleHit:
-    for p in member.history:
-        if p.counts and p.concept_id == line.concept_id and p.fdi == line.fdi and p.date_of_service == day \
+    for p in member.history:  # the date first: it rules out nearly every past line
+        if p.date_of_service == day and p.concept_id == line.concept_id and p.fdi == line.fdi and p.counts \
                 and p.claim_id != claim_id:
             site = "on the same tooth and date of service" if line.fdi is not None else "on the same date of service"
             return _hit(DUPLICATE, Action.REJECT, f"exact duplicate of claim {p.claim_id} line {p.line_id}: the same "

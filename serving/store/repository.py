@@ -521,12 +521,15 @@ LINE_STATUS = {"pass": "approved", "downcode": "approved", "flag": "pending", "r
 
 def past_lines(claim: Claim, decisions: tuple[LineDecision, ...], current: dict[str, CurrentLine]) -> list[PastLine]:
     """A decided claim's lines as history, for the next claim of the member in a batch."""
-    return [PastLine(claim_id=claim.claim_id, line_id=line.line_id, date_of_service=claim.date_of_service,
-                     code=line.code, concept_id=current[line.line_id].concept_id, fdi=current[line.line_id].fdi,
-                     quadrant=current[line.line_id].quadrant, status=LINE_STATUS[decision.action.value],
-                     approved_amount=decision.approved_amount or 0.0, provider_id=claim.provider.provider_id,
-                     action=decision.action.value, category=current[line.line_id].category)
-            for line, decision in zip(claim.lines, decisions, strict=True) if line.line_id in current]
+    out = []
+    for line, decision in zip(claim.lines, decisions, strict=True):
+        this = current.get(line.line_id)
+        if this is not None:
+            action = decision.action.value
+            out.append(PastLine.of_row((claim.claim_id, line.line_id, claim.date_of_service, line.code, this.concept_id,
+                                        this.fdi, this.quadrant, LINE_STATUS[action], decision.approved_amount or 0.0,
+                                        claim.provider.provider_id, action, this.category)))
+    return out
 
 
 def line_rows(claim: Claim, decisions: tuple[LineDecision, ...], current: dict[str, CurrentLine],
@@ -537,13 +540,14 @@ def line_rows(claim: Claim, decisions: tuple[LineDecision, ...], current: dict[s
         this = current.get(line.line_id)
         if this is None:
             continue
+        action = decision.action.value
         rows.append({"tenant": claim.tenant, "claim_id": claim.claim_id, "line_id": line.line_id, "mode": claim.mode,
                      "member_id": claim.member.member_id, "provider_id": claim.provider.provider_id,
                      "date_of_service": claim.date_of_service, "code": line.code, "code_system": line.code_system,
                      "concept_id": this.concept_id, "category": this.category, "fdi": this.fdi,
                      "quadrant": this.quadrant, "fee": Decimal(str(line.fee)),
                      "approved_amount": Decimal(str(decision.approved_amount or 0.0)),
-                     "status": LINE_STATUS[decision.action.value], "action": decision.action.value, "decided_at": now})
+                     "status": LINE_STATUS[action], "action": action, "decided_at": now})
     return rows
 
 

@@ -3,8 +3,11 @@ and passed in: the rules themselves do no I/O and keep no state."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Hashable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from models.detections import ImageReading
 from models.radiographs import RadiographKind
@@ -14,6 +17,33 @@ from serving.decisions import RULE_LIBRARY_VERSION
 from serving.evidence_matrix import EvidenceMatrix, MatrixEntry, Thresholds
 from serving.narrative import NarrativeSignals
 from serving.tooth_evidence import ReadingContext, ToothEvidence
+
+if TYPE_CHECKING:
+    from serving.decisions import LineDecision
+
+
+class DecisionMemo:
+    """Decisions of a pure function kept by their inputs: the line decisions of lines sent
+    without radiographs, which depend on nothing but the line, the member's age, the
+    narrative and these tables (most of a payer's volume: exams, cleanings, fluoride).
+    Bounded: the oldest entry goes first. Shared by the threads of a replica."""
+
+    def __init__(self, max_entries: int = 50_000) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[Hashable, LineDecision] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> LineDecision | None:
+        return self._entries.get(key)
+
+    def put(self, key: Hashable, decision: LineDecision) -> None:
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                del self._entries[next(iter(self._entries))]
+            self._entries[key] = decision
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 @dataclass(frozen=True)
@@ -26,6 +56,10 @@ class Tables:
 
     def versions(self) -> dict[str, str]:
         return dict(self._versions)
+
+    @cached_property  # the tables never change: a decision made from them once holds
+    def no_image_decisions(self) -> DecisionMemo:
+        return DecisionMemo()
 
     @cached_property  # the tables never change: worked out once, copied for every decision
     def _versions(self) -> dict[str, str]:

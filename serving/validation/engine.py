@@ -57,7 +57,7 @@ def quadrant_teeth(quadrant: int, readings: tuple[ImageReading, ...], thresholds
     return tuple(sorted(seen))
 
 
-def _line_context(claim: Claim, line: ClaimLine, readings: tuple[ImageReading, ...], narrative: NarrativeSignals,
+def _line_context(line: ClaimLine, age_years: int, readings: tuple[ImageReading, ...], narrative: NarrativeSignals,
                   tables: Tables) -> LineContext:
     resolved = tables.catalogue.resolve(line)
     tooth: Tooth | None = line.fdi_tooth
@@ -68,12 +68,29 @@ def _line_context(claim: Claim, line: ClaimLine, readings: tuple[ImageReading, .
     in_quadrant = None
     if resolved.concept.site is Site.QUADRANT and quadrant is not None:
         in_quadrant = quadrant_teeth(quadrant, readings, tables.thresholds)
-    return LineContext(resolved=resolved, age_years=claim.member.age_on(claim.date_of_service), readings=readings,
+    return LineContext(resolved=resolved, age_years=age_years, readings=readings,
                        narrative=narrative, tables=tables, tooth_evidence=evidence, quadrant_teeth=in_quadrant)
 
 
 def validate_line(ctx: LineContext, rules: tuple[Rule, ...] = RULES) -> LineDecision:
     return combine_hits(ctx.line.line_id, tuple(rule(ctx) for rule in rules))
+
+
+# What a line's validation reads of the line: every field but the fee.
+_LINE_FIELDS = tuple(name for name in ClaimLine.model_fields if name != "fee")
+
+
+def _decide_line(line: ClaimLine, age_years: int, images: tuple[ImageReading, ...],
+                 narrative: NarrativeSignals, tables: Tables) -> LineDecision:
+    try:
+        ctx = _line_context(line, age_years, images, narrative, tables)
+    except UnknownCodeError as exc:
+        hit = RuleHit(rule_id=CATALOGUE_RULE, rule_version=RULE_LIBRARY_VERSION, action=Action.FLAG,
+                      reason=f"{exc.message}; a reviewer must check it",
+                      evidence=(EvidenceRef(source="claim", description=f"line {line.line_id}: {line.code_system} "
+                                            f"{line.code}"),))
+        return combine_hits(line.line_id, (hit,))
+    return validate_line(ctx)
 
 
 def validate_claim(claim: Claim, readings: Mapping[str, ImageReading] | tuple[ImageReading, ...], tables: Tables,
@@ -82,18 +99,21 @@ def validate_claim(claim: Claim, readings: Mapping[str, ImageReading] | tuple[Im
     radiograph id, or a tuple of readings). Pure: no I/O, no clock."""
     images = tuple(readings.values()) if isinstance(readings, Mapping) else tuple(readings)
     narrative = parse_narrative(claim.narrative)
+    age = claim.member.age_on(claim.date_of_service)
+    # Without radiographs a line's decision depends only on the line, the age, the narrative
+    # and the tables: decided once, reused for every line like it (the rules are pure).
+    memo = None if images else tables.no_image_decisions
     decisions = []
     for line in claim.lines:
-        try:
-            ctx = _line_context(claim, line, images, narrative, tables)
-        except UnknownCodeError as exc:
-            hit = RuleHit(rule_id=CATALOGUE_RULE, rule_version=RULE_LIBRARY_VERSION, action=Action.FLAG,
-                          reason=f"{exc.message}; a reviewer must check it",
-                          evidence=(EvidenceRef(source="claim", description=f"line {line.line_id}: {line.code_system} "
-                                                f"{line.code}"),))
-            decisions.append(combine_hits(line.line_id, (hit,)))
+        if memo is None:
+            decisions.append(_decide_line(line, age, images, narrative, tables))
             continue
-        decisions.append(validate_line(ctx))
+        key = (tuple(getattr(line, name) for name in _LINE_FIELDS), age, claim.narrative)
+        decision = memo.get(key)
+        if decision is None:
+            decision = _decide_line(line, age, images, narrative, tables)
+            memo.put(key, decision)
+        decisions.append(decision)
     versions = dict(tables.versions())
     for reading in images:
         versions.update({f"model:{k}": v for k, v in reading.model_versions})

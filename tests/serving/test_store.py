@@ -523,3 +523,31 @@ def test_a_new_plan_version_never_changes_past_decisions(seeded_store: Store, ru
     later = adjudicate(claim("V-2", [{"line_id": "1", "code": "D3310", "tooth": "9", "fee": 700}], day="2027-02-01"),
                        (), seeded_store, rule_tables, now=NOW)
     assert later.versions["plan:standard-dental"] == "2027.1" and later.lines[0].approved_amount == 700.0
+
+
+def test_the_input_digest_is_recomputed_from_the_claim_record_and_its_stored_files(seeded_store: Store,
+                                                                                   rule_tables) -> None:
+    from models.detections import ImageReading
+    from serving.adjudication import input_digest
+    from serving.store.schema import ClaimImageRow, ClaimRecordRow
+    from tests.serving.builders import reading
+
+    image = reading([36, 37], image_id="pa-1")
+    request = Claim.model_validate({**json.loads(claim("C-DIGEST", [{"line_id": "1", "code": "D2391", "tooth": "19",
+                                                                    "surfaces": "O", "fee": 150}]).model_dump_json()),
+                                    "attachments": [{"radiograph_id": image.image_id, "kind": "periapical"}]})
+    files = {image.image_id: b"the file as received"}
+    decided = adjudicate(request, (image,), seeded_store, rule_tables, now=NOW, files=files)
+    assert decided.line("1").action is not Action.PASS  # kept for a person: record and file stored
+    with seeded_store.transaction() as session:
+        stored = session.get(AuditRow, decided.audit_id)
+        record = session.get(ClaimRecordRow, decided.audit_id)
+        kept = dict(session.execute(select(ClaimImageRow.radiograph_id, ClaimImageRow.media)
+                                    .where(ClaimImageRow.audit_seq == decided.audit_id)).all())
+    assert stored is not None and record is not None and kept == files
+    readings = tuple(ImageReading.from_json(r) for r in json.loads(record.readings))
+    assert input_digest(record.claim, readings, kept) == stored.input_digest
+    # Any change to the file, the claim or the readings changes it.
+    assert input_digest(record.claim, readings, {image.image_id: b"another file"}) != stored.input_digest
+    assert input_digest(record.claim.replace("C-DIGEST", "C-OTHER"), readings, kept) != stored.input_digest
+    assert input_digest(record.claim, (), kept) != stored.input_digest

@@ -141,3 +141,55 @@ def test_a_weakly_detected_impacted_tooth_still_carries_its_impaction() -> None:
     teeth = [44, 45, 46, 47, tooth(48, score=0.3)]  # the tooth model barely sees the tooth lying in bone
     decision = _decide([line("D7240", 48)], [reading(teeth, [impaction])]).lines[0]
     assert decision.action is Action.PASS, [h.reason for h in _fired(decision)]
+
+
+def _no_image_lines() -> list:
+    return [line("D1110"), line("D2391", 36, "O", line_id="2"), line("D3330", 46, line_id="3"),
+            line("D7240", 38, line_id="4"), line("D0274", line_id="5"), line("D4341", quadrant=1, line_id="6"),
+            line("D1120", line_id="7"), line("XX999", line_id="8")]
+
+
+def test_decisions_of_lines_without_radiographs_are_reused_and_equal_fresh_ones() -> None:
+    tables = load_tables()  # its own, empty memo
+    for age in (8, 40):
+        for narrative in ("", "deep caries on tooth 46 with periapical radiolucency"):
+            first = validate_claim(claim(_no_image_lines(), [], narrative=narrative, age=age), (), tables)
+            fresh = validate_claim(claim(_no_image_lines(), [], narrative=narrative, age=age), (), load_tables())
+            again = validate_claim(claim(_no_image_lines(), [], narrative=narrative, age=age), (), tables)
+            assert first.lines == fresh.lines == again.lines
+            assert all(a is b for a, b in zip(first.lines, again.lines, strict=True))  # the same decisions, reused
+    # One entry per distinct (line, age, narrative): 8 lines x 2 ages x 2 narratives.
+    assert len(tables.no_image_decisions) == 32
+
+
+def test_a_reused_no_image_decision_is_that_of_its_own_line_id_age_and_narrative() -> None:
+    tables = load_tables()
+    child = validate_claim(claim([line("D1120")], [], age=8), (), tables).lines[0]
+    adult = validate_claim(claim([line("D1120")], [], age=40), (), tables).lines[0]
+    assert child.action is Action.PASS and adult.action is Action.FLAG  # child prophylaxis: an age band
+    validate_claim(claim([line("D4341", quadrant=1)], [], age=40), (), tables)
+    moved = validate_claim(claim([line("D4341", quadrant=1, line_id="9")], [], age=40), (), tables).lines[0]
+    assert moved.line_id == "9"
+    # The fee is not read by the validation layer: a line differing only in fee shares the decision.
+    cheap = line("D1110").model_copy(update={"fee": 1.0})
+    assert validate_claim(claim([cheap], [], age=40), (), tables).lines[0] is \
+        validate_claim(claim([line("D1110")], [], age=40), (), tables).lines[0]
+
+
+def test_lines_with_radiographs_are_never_taken_from_the_memo() -> None:
+    tables = load_tables()
+    seen = [reading([36, 37], [finding("caries", 36, "occlusal", score=0.9)])]
+    without = validate_claim(claim([line("D2391", 36, "O")], []), (), tables).lines[0]
+    with_image = validate_claim(claim([line("D2391", 36, "O")], seen), seen, tables).lines[0]
+    assert without.action is Action.FLAG and with_image.action is Action.PASS
+    assert len(tables.no_image_decisions) == 1
+
+
+def test_the_memo_keeps_at_most_its_bound_and_drops_the_oldest_first() -> None:
+    from serving.validation.context import DecisionMemo
+
+    memo = DecisionMemo(max_entries=2)
+    decided = validate_claim(claim([line("D1110")], []), (), load_tables()).lines[0]
+    for key in ("a", "b", "c"):
+        memo.put(key, decided)
+    assert len(memo) == 2 and memo.get("a") is None and memo.get("c") is decided
