@@ -7,7 +7,7 @@ Claims carry no radiographs, so the validation layer runs its documentation and 
 rules and the claim-history rules do the rest; each claim is decided in full: member
 lock, snapshot, every rule, ledger, history, audit record.
 
-    python -m evaluation.bench_adjudication [--claims 3000] [--batch 500] [--repeat 3] [--rebuild]
+    python -m evaluation.bench_adjudication [--claims 3000] [--batch 500] [--repeat 3] [--warmup 500] [--rebuild]
 """
 
 from __future__ import annotations
@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs (fresh claims each); the median is reported")
     parser.add_argument("--single", type=int, default=200, help="claims decided one transaction each, for latency")
+    parser.add_argument("--warmup", type=int, default=500,
+                        help="claims decided before the timed runs (a replica is long-running: caches warm, code paths hot)")
     parser.add_argument("--rebuild", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -128,6 +130,8 @@ def main() -> None:
     with store.transaction() as session:
         history = session.execute(select(func.count()).select_from(ClaimLineRow)).scalar_one()
     run_seed = int(time.time())  # fresh claim ids on every run: nothing is replayed
+    if args.warmup:
+        adjudicate_batch([(c, ()) for c in claims(args.warmup, run_seed - 1)], store, tables, now=NOW)
     rates, cpus, lines, actions = [], [], 0, {}
     for repetition in range(args.repeat):  # this machine's speed drifts: the median of a few runs
         batch = claims(args.claims, run_seed + 1000 * repetition)

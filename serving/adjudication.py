@@ -195,10 +195,12 @@ def decide_lines(claim: Claim, validated: tuple[LineDecision, ...], member: Memb
             if this is not None and kept.action is not Action.REJECT:
                 accepted.append(this)
             continue
-        hits = validated_line.rule_hits + claim_hits
-        if this is not None:
-            hits += history_hits(this, tuple(accepted), everything, claim, member, plan, tables, standing)
-        if this is None or any(h.fired and h.action is Action.REJECT for h in hits):
+        later = claim_hits + (history_hits(this, tuple(accepted), everything, claim, member, plan, tables, standing)
+                              if this is not None else ())
+        hits = validated_line.rule_hits + later
+        # The validation layer's own action is a reject exactly when one of its hits rejects (the most severe wins).
+        if this is None or validated_line.action is Action.REJECT \
+                or any(h.fired and h.action is Action.REJECT for h in later):
             decisions.append(combine_hits(line.line_id, hits, approved_amount=0.0))
             continue
         share = apportion(this, line.fee, balances, plan, year_start)
@@ -266,21 +268,21 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
         plans = repository.all_plan_versions(session)
         standings = repository.provider_standings(session, [c.provider.provider_id for c, _, _ in prepared])
         # Where each claim stands: the member's enrolment and the plan version on its date of service.
-        places: list[tuple[MemberSnapshot, PlanVersion, dt.date, dict[str, CurrentLine]] | str] = []
+        places: list[tuple[PlanVersion, dt.date, dict[str, CurrentLine]] | str] = []
         wanted: dict[repository.LedgerKey, dict[str, float]] = {}
         for claim, _, _ in prepared:
             data = members.get(claim.member.member_id)
-            member = data.snapshot_on(claim.date_of_service) if data else None
-            plan = next((v for v in plans.get(member.plan_id, []) if v.in_force(claim.date_of_service)), None) \
-                if member else None
-            if member is None or plan is None:
-                places.append("the member has no enrolment in force on the date of service" if member is None
-                              else f"plan {member.plan_id} has no version in force on {claim.date_of_service.isoformat()}")
+            enrolment = data.enrolment_on(claim.date_of_service) if data else None
+            plan = next((v for v in plans.get(enrolment[0], []) if v.in_force(claim.date_of_service)), None) \
+                if enrolment else None
+            if enrolment is None or plan is None:
+                places.append("the member has no enrolment in force on the date of service" if enrolment is None
+                              else f"plan {enrolment[0]} has no version in force on {claim.date_of_service.isoformat()}")
                 continue
-            year_start = plan.policy_year_start(claim.date_of_service, member.enrolment_start)
+            year_start = plan.policy_year_start(claim.date_of_service, enrolment[1])
             current = _current_lines(claim, tables)
-            places.append((member, plan, year_start, current))
-            wanted.setdefault((member.member_id, member.plan_id, year_start), {}).update(
+            places.append((plan, year_start, current))
+            wanted.setdefault((claim.member.member_id, enrolment[0], year_start), {}).update(
                 buckets_drawn_on([c.category for c in current.values()], plan))
         ledgers = repository.lock_ledgers(session, wanted, {m: d.history for m, d in members.items()})
         writes = repository.PendingWrites()
@@ -294,7 +296,7 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
             if isinstance(place, str):
                 decided = _ineligible(claim, place)
             else:
-                _, plan, year_start, current = place
+                plan, year_start, current = place
                 data = members[claim.member.member_id]
                 member = data.snapshot_on(claim.date_of_service)  # with the lines of earlier claims in this batch
                 assert member is not None

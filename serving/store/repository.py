@@ -130,9 +130,13 @@ class MemberData:
     history: list[PastLine]
     preauthorizations: list[PastLine] = field(default_factory=list)
 
+    def enrolment_on(self, day: dt.date) -> tuple[str, dt.date] | None:
+        """(plan id, enrolment start) of the enrolment in force on ``day``."""
+        return next(((plan, start) for plan, start, end in self.enrolments if start <= day and (end is None or day <= end)),
+                    None)
+
     def snapshot_on(self, day: dt.date) -> MemberSnapshot | None:
-        enrolment = next(((plan, start) for plan, start, end in self.enrolments
-                          if start <= day and (end is None or day <= end)), None)
+        enrolment = self.enrolment_on(day)
         if enrolment is None:
             return None
         return MemberSnapshot(member_id=self.member_id, birth_date=self.birth_date, plan_id=enrolment[0],
