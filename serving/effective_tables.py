@@ -43,7 +43,7 @@ class EffectiveTables:
         if not force and time.monotonic() - self._checked < self.refresh_s:
             return self._tables
         with self._lock:
-            with self.store.transaction() as session:
+            with self.store.reading() as session:  # a look only: never waits for an adjudication's write lock
                 version = table_versions.effective_thresholds_version(session)
                 if version is not None and version != self._tables.validation.thresholds.version:
                     thresholds = table_versions.load_table(session, table_versions.THRESHOLDS, version)

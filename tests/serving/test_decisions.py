@@ -28,3 +28,11 @@ def test_combine_hits_most_severe_wins_and_a_flag_means_review() -> None:
     assert LineDecision.model_validate_json(line.model_dump_json()) == line
     clean = combine_hits("2", (quiet,))
     assert (clean.action, clean.needs_review, clean.approved_amount, clean.reasons) == (Action.PASS, False, None, ())
+
+
+def test_an_action_reads_and_serialises_as_its_plain_value() -> None:
+    for action in Action:
+        assert type(action.value) is str and action.value == str(action) and Action(action.value) is action
+    decided = combine_hits("1", (make_hit("R3.frequency", Action.REJECT, "over the cap"),))
+    assert '"action":"reject"' in decided.model_dump_json()
+    assert LineDecision.model_validate_json(decided.model_dump_json()) == decided
