@@ -221,10 +221,11 @@ Readings = Mapping[str, ImageReading] | tuple[ImageReading, ...]
 
 def recycled_hits(store: Store, claims: list[Claim], prints: list[tuple[ImagePrint, ...]]) -> list[tuple[RuleHit, ...]]:
     """The recycled-radiograph hit of each claim that has radiographs (none for one
-    without): candidates read in one short transaction, compared outside it."""
+    without): candidates read in one short read-only transaction (it neither takes nor
+    waits for the write lock), compared outside it."""
     if not any(prints):
         return [() for _ in claims]
-    with store.transaction() as session:
+    with store.reading() as session:
         candidates = [repository.fingerprint_candidates(session, c, p) if p else () for c, p in zip(claims, prints,
                                                                                                  strict=True)]
     return [(check_recycled(c.date_of_service, find_matches(p, found)),) if p else ()

@@ -47,6 +47,7 @@ class ChainWriter:
         self.head = session.execute(select(AuditHeadRow).where(AuditHeadRow.chain == CHAIN).with_for_update()).scalar_one()
         self.seq, self.last = self.head.last_seq, self.head.last_hash
         self.rows: list[dict[str, Any]] = []
+        self._versions_text: dict[tuple[tuple[str, str], ...], str] = {}  # a batch's records share a few
 
     @property
     def next_seq(self) -> int:
@@ -57,7 +58,10 @@ class ChainWriter:
         """Append a record; ``payload_text`` is JSON already serialised (stored and hashed as
         given), else ``payload`` is serialised canonically."""
         self.seq += 1
-        versions_text = canonical_json(versions)
+        key = tuple(versions.items())
+        versions_text = self._versions_text.get(key)
+        if versions_text is None:
+            versions_text = self._versions_text[key] = canonical_json(versions)
         payload_text = payload_text if payload_text is not None else canonical_json(payload)
         row_hash = record_hash(self.last, self.seq, tenant, kind, subject, actor, input_digest, versions_text,
                                payload_text, created_at)
