@@ -88,7 +88,10 @@ def claims(n: int, seed: int) -> list[Claim]:
                   "surfaces": CLAIM_CODES[p][2], "fee": CLAIM_CODES[p][3]} for j, p in enumerate(picks)]
         out.append(Claim.model_validate({
             "claim_id": f"B{seed}-{i:06d}", "tenant": "bench",
-            "member": {"member_id": f"M{member:06d}", "birth_date": "1980-01-01"},
+            # Members of every adult age (16 to 76): lines without radiographs are validated once per
+            # (line, age, narrative) and reused, so one shared birth date would flatter the figure.
+            "member": {"member_id": f"M{member:06d}",
+                       "birth_date": (dt.date(1950, 1, 1) + dt.timedelta(days=member * 7919 % (365 * 60))).isoformat()},
             "provider": {"provider_id": f"P{int(rng.integers(0, 200)):04d}"},
             "date_of_service": (dt.date(2026, 6, 1) + dt.timedelta(days=int(rng.integers(0, 20)))).isoformat(),
             "lines": lines}))
