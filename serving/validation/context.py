@@ -70,6 +70,11 @@ class Tables:
 
 @dataclass(frozen=True)
 class LineContext:
+    """What every validation rule reads for one line. Without radiographs it is built from
+    the line, the member's age, the narrative and the tables alone, which is what
+    ``engine.validate_claim`` keys its reused decisions on: a field read from anywhere
+    else must join that key."""
+
     resolved: ResolvedLine
     age_years: int
     readings: tuple[ImageReading, ...]
