@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from models.architecture import SIZE_DIVISIBLE, ClassifierArchitecture, DetectorArchitecture
 from models.config_loading import FrozenConfig
 from models.errors import DxvError
-from models.networks import SIZE_DIVISIBLE, ClassifierArchitecture, DetectorArchitecture
 from models.postprocess import DecodeSettings
 from models.radiographs import RadiographKind
 

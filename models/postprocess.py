@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.networks import LEVEL_STRIDES, DetectorArchitecture
+from models.architecture import LEVEL_STRIDES, DetectorArchitecture
 
 _BOX_CLIP = math.log(1000.0 / 16)  # MONAI's and torchvision's clamp on the log size deltas
 

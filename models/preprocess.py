@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from models.networks import SIZE_DIVISIBLE
+from models.architecture import SIZE_DIVISIBLE
 from models.radiographs import RadiographKind
 
 

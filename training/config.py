@@ -8,10 +8,10 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from models.architecture import ClassifierArchitecture, DetectorArchitecture
 from models.config_loading import FrozenConfig
 from models.findings import CariesDepth
 from models.model_card import DecodeConfig, ModelKey
-from models.networks import ClassifierArchitecture, DetectorArchitecture
 from models.radiographs import RadiographKind
 from models.tasks import DetectorTask
 
