@@ -324,7 +324,8 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
                                               "lines": decided, "decision_time": now.isoformat(), "versions": versions,
                                               "audit_id": seq, "replayed": False})
             as_json = result.model_dump_json(exclude_none=True)
-            claim_text, received = reviews.claim_json(claim), files[index] if files else {}
+            claim_text = reviews.claim_json(claim)  # stored with the record, and what the digest covers
+            received = files[index] if files else {}
             chain.add(tenant=claim.tenant, kind=claim.mode, subject=claim.claim_id, actor=actor,
                       input_digest=input_digest(claim_text, images, received), versions=versions, payload_text=as_json,
                       created_at=now.isoformat())

@@ -274,13 +274,13 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
 
     @app.get("/v1/decisions/{audit_id}", response_model=ClaimDecision)
     def decision(audit_id: int, x_api_key: str | None = Header(None),
-                       authorization: str | None = Header(None)) -> ClaimDecision:
+                       authorization: str | None = Header(None)) -> Response:
         who = principal(x_api_key, authorization, Permission.READ_DECISIONS)
         with store.reading() as session:
             found = repository.claim_decision_by_audit_id(session, who.tenant, audit_id)
         if found is None:  # another tenant's decision is "not found" too
             raise NotFoundError(f"no decision {audit_id} for this tenant")
-        return ClaimDecision.model_validate_json(found)
+        return _decision_response(ClaimDecision.model_validate_json(found))
 
     @app.get("/metrics")
     def prometheus() -> Response:

@@ -4,6 +4,7 @@ fired or not, with the rule-library and table versions)."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def validate_line(ctx: LineContext, rules: tuple[Rule, ...] = RULES) -> LineDeci
 
 
 # What a line's validation reads of the line: every field but the fee.
-_LINE_FIELDS = tuple(name for name in ClaimLine.model_fields if name != "fee")
+_line_key = operator.attrgetter(*(name for name in ClaimLine.model_fields if name != "fee"))
 
 
 def _decide_line(line: ClaimLine, age_years: int, images: tuple[ImageReading, ...],
@@ -108,7 +109,7 @@ def validate_claim(claim: Claim, readings: Mapping[str, ImageReading] | tuple[Im
         if memo is None:
             decisions.append(_decide_line(line, age, images, narrative, tables))
             continue
-        key = (tuple(getattr(line, name) for name in _LINE_FIELDS), age, claim.narrative)
+        key = (_line_key(line), age, claim.narrative)
         decision = memo.get(key)
         if decision is None:
             decision = _decide_line(line, age, images, narrative, tables)
