@@ -151,13 +151,23 @@ class RandBoxPatchd(RandomizableTransform, MapTransform):
     at random, lies inside it; otherwise anywhere. Training on such patches shows small
     findings (a few pixels of caries on a panoramic) far more often per step than whole
     images do, at a fraction of the cost. Boxes are shifted into the patch's frame;
-    ``ClipBoxToImaged`` afterwards clips those cut by its edge and drops those outside."""
+    ``ClipBoxToImaged`` afterwards clips those cut by its edge and drops those outside.
+    ``label_weights`` (one weight per class index) makes the focused box a weighted draw,
+    so hard classes (caries) are centred more often than easy ones (crowns)."""
 
-    def __init__(self, size_px: int, focus_prob: float = 0.7, image_key: str = "image", box_key: str = "boxes") -> None:
+    def __init__(self, size_px: int, focus_prob: float = 0.7, image_key: str = "image", box_key: str = "boxes",
+                 label_key: str = "labels", label_weights: np.ndarray | None = None) -> None:
         RandomizableTransform.__init__(self, 1.0)
         MapTransform.__init__(self, keys=[image_key])
         self.size_px, self.focus_prob = int(size_px), float(focus_prob)
-        self.image_key, self.box_key = image_key, box_key
+        self.image_key, self.box_key, self.label_key = image_key, box_key, label_key
+        self.label_weights = None if label_weights is None else np.asarray(label_weights, np.float64)
+
+    def _focus_box(self, boxes: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        if self.label_weights is None or labels is None:
+            return boxes[self.R.randint(len(boxes))]
+        weights = self.label_weights[np.asarray(labels, np.int64)]
+        return boxes[self.R.choice(len(boxes), p=weights / weights.sum())]
 
     def _origin(self, extent: int, lo: float, hi: float | None) -> int:
         """Patch start along one axis: anywhere, or so that [lo, hi] lies inside."""
@@ -173,7 +183,7 @@ class RandBoxPatchd(RandomizableTransform, MapTransform):
         h, w = int(image.shape[-2]), int(image.shape[-1])
         boxes = np.asarray(d[self.box_key], np.float32).reshape(-1, 4)  # MONAI order: y0, x0, y1, x1
         if len(boxes) and self.R.random_sample() < self.focus_prob:
-            y0, x0, y1, x1 = boxes[self.R.randint(len(boxes))]
+            y0, x0, y1, x1 = self._focus_box(boxes, d.get(self.label_key))
             top, left = self._origin(h, float(y0), float(y1)), self._origin(w, float(x0), float(x1))
         else:
             top, left = self._origin(h, 0.0, None), self._origin(w, 0.0, None)
@@ -203,13 +213,14 @@ _BOX_ALIGNED = ["labels", "fdi", "caries_depth", "root_count"]
 
 
 def augmentation_steps(target: Target, *, flip_prob: float = 0.5, zoom: tuple[float, float] = (0.85, 1.15),
-                       intensity: bool = True, patch_px: int | None = None, patch_focus_prob: float = 0.7) -> list[Any]:
+                       intensity: bool = True, patch_px: int | None = None, patch_focus_prob: float = 0.7,
+                       patch_label_weights: np.ndarray | None = None) -> list[Any]:
     """A patch (when ``patch_px`` is set), flip with FDI remapping, zoom, clip boxes to the
     image and vary intensity like exposure, contrast, blur and noise vary between sensors;
     tooth labels last."""
     steps: list[Any] = []
     if patch_px is not None:
-        steps.append(RandBoxPatchd(patch_px, patch_focus_prob))
+        steps.append(RandBoxPatchd(patch_px, patch_focus_prob, label_weights=patch_label_weights))
     steps.append(RandFlipFdid(prob=flip_prob))
     steps.append(RandZoomBoxd(image_keys="image", box_keys="boxes", box_ref_image_keys="image", prob=0.5,
                               min_zoom=zoom[0], max_zoom=zoom[1], keep_size=True, padding_mode="constant"))

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 
 from models.architecture import ClassifierArchitecture, DetectorArchitecture
 from models.config_loading import FrozenConfig
-from models.findings import CariesDepth
+from models.findings import CariesDepth, FindingClass
 from models.model_card import DecodeConfig, ModelKey
 from models.radiographs import RadiographKind
 from models.tasks import DetectorTask
@@ -63,6 +63,10 @@ class AugmentConfig(FrozenConfig):
     # Patches per image and epoch, by kind (default 1): panoramics hold most of the small
     # findings, so a recipe can show them more often.
     patches_per_image: dict[RadiographKind, int] = Field(default_factory=dict)
+    # Finding detector: how much more often a focused patch centres a box of these classes
+    # than one of the others (weight 1), e.g. {caries: 3}: the hard, small classes get more
+    # of the training steps than crowns, which the detector finds anyway.
+    patch_focus_weights: dict[FindingClass, float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _patches(self) -> AugmentConfig:
@@ -70,6 +74,10 @@ class AugmentConfig(FrozenConfig):
             raise ValueError("patches_per_image must be at least 1 for every kind named")
         if self.patches_per_image and self.patch_px is None:
             raise ValueError("patches_per_image needs patch_px")
+        if any(w <= 0 for w in self.patch_focus_weights.values()):
+            raise ValueError("patch_focus_weights must be positive")
+        if self.patch_focus_weights and self.patch_px is None:
+            raise ValueError("patch_focus_weights needs patch_px")
         return self
 
 

@@ -21,6 +21,7 @@ from models.config_loading import load_config
 from models.findings import FindingClass
 from models.preprocess import crop_tooth, resize_unit_image, resized_shape
 from models.radiographs import RadiographKind
+from models.tasks import FINDING_CLASSES
 from models.teeth import Tooth
 from training.config import AugmentConfig, DataConfig, DiskSource, SyntheticSource, TrainConfig
 
@@ -102,11 +103,23 @@ def detection_train_dataset(items: list[dict[str, Any]], target: Target, augment
     ``patches_per_image`` times (the same tensor, a new patch each time)."""
     transform = Compose(augmentation_steps(target, flip_prob=augment.flip_prob, zoom=augment.zoom,
                                            intensity=augment.intensity, patch_px=augment.patch_px,
-                                           patch_focus_prob=augment.patch_focus_prob))
+                                           patch_focus_prob=augment.patch_focus_prob,
+                                           patch_label_weights=patch_label_weights(target, augment)))
     transform.set_random_state(seed=seed)
     if augment.patch_px is not None:
         items = [item for item in items for _ in range(augment.patches_per_image.get(RadiographKind(item["kind"]), 1))]
     return Dataset(items, transform=transform)
+
+
+def patch_label_weights(target: Target, augment: AugmentConfig) -> np.ndarray | None:
+    """The focus weight of each finding-detector class index (caries depths share the
+    weight of caries); None when the recipe sets none."""
+    if not augment.patch_focus_weights:
+        return None
+    if target is not Target.FINDINGS:
+        raise ValueError("augment.patch_focus_weights applies to the finding detector only")
+    weights = augment.patch_focus_weights
+    return np.asarray([weights.get(label.finding, 1.0) if label.finding else 1.0 for label in FINDING_CLASSES], np.float64)
 
 
 def train_item_shapes(items: list[dict[str, Any]], augment: AugmentConfig) -> list[tuple[int, ...]]:

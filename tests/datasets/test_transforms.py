@@ -75,6 +75,22 @@ def test_focused_patch_holds_the_box_and_its_pixels():
         assert float(out["image"].sum()) == 30.0
 
 
+def test_focus_weights_centre_the_weighted_class_more_often():
+    image = torch.zeros((1, 400, 800))
+    boxes = to_monai_boxes(np.asarray([[20, 20, 30, 30], [760, 360, 770, 370]], np.float32))
+
+    def far_box_share(weights):
+        patch = RandBoxPatchd(64, focus_prob=1.0, label_weights=weights)
+        patch.set_random_state(seed=3)
+        outs = [patch({"image": image, "boxes": boxes, "labels": np.asarray([0, 1])}) for _ in range(200)]
+        far = [from_monai_boxes(o["boxes"])[1] for o in outs]
+        return sum(bool((b[:2] >= 0).all() and (b[2:] <= 64).all()) for b in far) / 200
+
+    assert 0.35 < far_box_share(None) < 0.65  # a uniform draw between the two boxes
+    assert far_box_share(np.asarray([1.0, 9.0])) > 0.85
+    assert far_box_share(np.asarray([9.0, 1.0])) < 0.15
+
+
 def test_unfocused_patches_roam_and_small_images_are_padded():
     image = torch.ones((1, 300, 500))
     starts = set()

@@ -99,6 +99,25 @@ def test_patch_training_repeats_panoramics_and_batches_equal_patches(tmp_path, m
         _config(tmp_path, "findings", "augment.patches_per_image={panoramic: 3}")
 
 
+def test_patch_focus_weights_name_finding_classes_and_reach_every_caries_depth(tmp_path):
+    from datasets.transforms import Target
+    from models.tasks import FINDING_CLASSES
+    from training.data import patch_label_weights
+
+    config = _config(tmp_path, "findings", "augment.patch_px=96", "augment.patch_focus_weights={caries: 3, periapical_lesion: 2}")
+    weights = patch_label_weights(Target.FINDINGS, config.augment)
+    by_name = dict(zip((label.name for label in FINDING_CLASSES), weights, strict=True))
+    assert by_name["caries-enamel"] == by_name["caries-dentin"] == by_name["caries-near-pulp"] == 3.0
+    assert by_name["periapical-lesion"] == 2.0 and by_name["crown"] == 1.0
+    assert patch_label_weights(Target.FINDINGS, _config(tmp_path, "findings", "augment.patch_px=96").augment) is None
+    with pytest.raises(ValueError, match="finding detector only"):
+        patch_label_weights(Target.TEETH, config.augment)
+    with pytest.raises(ConfigError, match="patch_focus_weights"):
+        _config(tmp_path, "findings", "augment.patch_px=96", "augment.patch_focus_weights={cavity: 3}")
+    with pytest.raises(ConfigError, match="positive"):
+        _config(tmp_path, "findings", "augment.patch_px=96", "augment.patch_focus_weights={caries: 0}")
+
+
 def test_worker_processes_prepare_the_same_images_and_train_reproducibly(tmp_path, mlflow_store):
     from datasets.samples import parallel_map
     from datasets.transforms import Target
