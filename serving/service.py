@@ -131,13 +131,11 @@ def build_ingress_app(models: Any, config: ServingConfig) -> Any:
     return app
 
 
-def build_application(config_path: Path, overrides: tuple[str, ...] = ()) -> tuple[Any, ServingConfig]:
+def build_application(config: ServingConfig) -> Any:
     """The Serve application (ingress + model deployment), bound and ready for serve.run."""
     from ray import serve
 
     from serving.model_sources import resolve_model_dir
-
-    config = load_serving_config(config_path, overrides)
 
     @serve.deployment(name="Ingress", autoscaling_config={"min_replicas": 1, "max_replicas": config.autoscaling.max_replicas,
                                                           "target_ongoing_requests": config.autoscaling.target_ongoing_requests})
@@ -154,22 +152,35 @@ def build_application(config_path: Path, overrides: tuple[str, ...] = ()) -> tup
         logging.getLogger("dxv.serve").warning("model %s: %s pinned to %s version %s", pin.key.value, pin.reference,
                                                pin.name, pin.version)
     ingress: Any = Ingress
-    return ingress.bind(model_deployment(config).bind(str(model_dir))), config
+    return ingress.bind(model_deployment(config).bind(str(model_dir)))
+
+
+def serve_environment(config: ServingConfig, attaching: bool) -> dict[str, str]:
+    """Ray Serve settings for ``dxv serve``: patience for the proxy's readiness check,
+    which must answer within 5 s by default (too tight on a small, busy machine: 2 cores,
+    models loading), so 60 s unless the environment says otherwise; and, for the Ray it
+    starts itself, the front on the HTTP port (``http.front``). A cluster it attaches to
+    keeps the front it was started with."""
+    settings = {name: os.environ.get(name, "60") for name in
+                ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S")}
+    if not attaching:
+        settings["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if config.http.front == "haproxy" else "0"
+    return settings
 
 
 def run_service(config_path: Path = DEFAULT_SERVING_CONFIG, overrides: tuple[str, ...] = (), address: str | None = None,
                 on_ready: Any = None) -> None:
+    config = load_serving_config(config_path, overrides)
+    address = address or config.ray_address
+    # Before Ray is imported: Serve reads these when its modules load, in this process and
+    # in the Ray processes started from it.
+    settings = serve_environment(config, attaching=bool(address))
+    os.environ.update(settings)
     import ray
     from ray import serve
 
-    application, config = build_application(config_path, overrides)
-    address = address or config.ray_address
-    # Serve's proxy must answer its readiness check within 5 s by default; on a small,
-    # busy machine (2 cores, models loading) that is too tight, so give it 60 s.
-    patience = {name: os.environ.get(name, "60") for name in
-                ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S")}
-    os.environ.update(patience)
-    runtime_env = {"env_vars": patience}
+    application = build_application(config)
+    runtime_env = {"env_vars": settings}
     if address:
         ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env)
     else:

@@ -5,6 +5,7 @@ Unknown keys are refused; ``--set`` overrides must name existing fields."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, HttpUrl
 
@@ -33,6 +34,11 @@ class TablePaths(FrozenConfig):
 class HttpSettings(FrozenConfig):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # What listens on the port. "haproxy": Ray Serve's HAProxy mode (HAProxy, which ships
+    # with ray[serve], forwards each request straight to an ingress replica's own HTTP
+    # server), one Python process hop fewer than "serve", Serve's Python proxy actor.
+    # Applies to the Ray that `dxv serve` starts; an existing cluster keeps its own setting.
+    front: Literal["haproxy", "serve"] = "haproxy"
 
 
 class RequestLimits(FrozenConfig):

@@ -89,3 +89,16 @@ def test_the_ingress_app_decides_a_claim_through_the_deployment_handle(models_ha
             "attachments": [{"radiograph_id": "x", "kind": "periapical", "content": base64.b64encode(b"GIF89a...").decode()}]}
     refused = client.post("/v1/claims:validate", json=junk, headers={"X-API-Key": key})
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "image.not_an_image"
+
+
+def test_serve_environment_sets_the_front_only_for_the_ray_dxv_serve_starts(monkeypatch) -> None:
+    from serving.service import serve_environment
+
+    monkeypatch.delenv("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", raising=False)
+    monkeypatch.setenv("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "90")
+    started = serve_environment(load_serving_config(), attaching=False)
+    assert started == {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "90",
+                       "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+    python_proxy = serve_environment(load_serving_config(overrides=("http.front=serve",)), attaching=False)
+    assert python_proxy["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in serve_environment(load_serving_config(), attaching=True)

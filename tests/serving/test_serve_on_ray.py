@@ -26,6 +26,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _listener(port: int) -> str | None:
+    """The name of the process listening on 127.0.0.1:``port`` (from /proc), or None."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                    inodes.add(f"socket:[{fields[9]}]")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in os.listdir(f"/proc/{pid}/fd")):
+                with open(f"/proc/{pid}/comm") as comm:
+                    return comm.read().strip()
+        except OSError:  # a process that ended meanwhile, or not ours to read
+            continue
+    return None
+
+
 def _dxv(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "serving.cli", *args], env=env, capture_output=True, text=True, check=True)
 
@@ -65,6 +84,8 @@ def test_service_on_ray_over_http(tmp_path) -> None:
         bad = httpx.post(f"{base}/v1/claims:validate", content=b'{"claim_id": ', headers={"X-API-Key": key}, timeout=60)
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "request.invalid"
         assert httpx.get(f"{base}/openapi.json", timeout=10).json()["paths"]["/v1/claims:validate"]
+        # http.front defaults to HAProxy, which forwards straight to the ingress replica.
+        assert _listener(port) == "haproxy"
     finally:
         stopped = subprocess.run([sys.executable, "-m", "serving.cli", "serve", "--stop"], env=env, capture_output=True,
                                  text=True)
@@ -75,3 +96,4 @@ def test_service_on_ray_over_http(tmp_path) -> None:
         log.close()
     assert stopped.returncode == 0, stopped.stderr
     assert server.returncode == 0
+    assert _listener(port) is None  # HAProxy went with the service
