@@ -8,7 +8,7 @@ Targets on 2 CPU cores: p95 <= 1.0 s for a two-periapical claim at concurrency 1
 <= 30 ms at p50. The service runs as ``dxv serve`` in a child process (one ingress replica,
 so that the stage histograms are those of every request).
 
-    python -m evaluation.bench_service [--requests 24] [--port 8766]
+    python -m evaluation.bench_service [--requests 24] [--port 8766] [--set http.front=serve]
 """
 
 from __future__ import annotations
@@ -126,6 +126,18 @@ def run_setting(base_url: str, key: str, factory: ClaimFactory, n_images: int, c
             "images_per_s": len(latencies) * n_images / wall, "stage_mean_ms": per_stage}
 
 
+def healthz_p50_ms(base_url: str, requests: int = 200) -> float:
+    """``GET /healthz`` one after another: the floor of any request (the front on the
+    port, the ingress replica's HTTP server, FastAPI), with no model or store work."""
+    times = []
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        for _ in range(requests):
+            start = time.perf_counter()
+            client.get("/healthz").raise_for_status()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
 def direct_model_p50_ms(images: list[tuple[str, bytes, np.ndarray]], n_images: int, repeats: int = 15) -> float:
     """The models alone, in this process (2 threads, as the model replica), for a claim of
     ``n_images`` periapicals: the baseline the overhead is measured against."""
@@ -153,15 +165,19 @@ def main() -> None:
     parser.add_argument("--images", type=int, nargs="+", default=list(IMAGE_COUNTS), help="radiographs per claim")
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
     parser.add_argument("--ready-timeout", type=float, default=420.0, help="seconds to wait for the service to start")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a serving config override, e.g. http.front=serve to compare the fronts")
     args = parser.parse_args()
     image_counts, concurrencies = tuple(args.images), tuple(args.concurrency)
     images = _images(12)
     factory = ClaimFactory(members=MEMBERS)
     direct = {n: direct_model_p50_ms(images, n) for n in image_counts}
     results = []
-    with running_service(args.out, args.port, overrides=("autoscaling.max_replicas=1",),
+    with running_service(args.out, args.port, overrides=("autoscaling.max_replicas=1", *args.overrides),
                          extra_members=MEMBERS, ready_timeout_s=args.ready_timeout) as (base_url, key):
         run_setting(base_url, key, factory, 2, 1, 4)  # warm-up: first requests load lazily
+        floor = healthz_p50_ms(base_url)
+        print(f"GET /healthz p50 {floor:.1f} ms (the floor of any request)", flush=True)
         for n_images in image_counts:
             for concurrency in concurrencies:
                 result = run_setting(base_url, key, factory, n_images, concurrency,

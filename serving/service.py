@@ -165,6 +165,12 @@ def serve_environment(config: ServingConfig, attaching: bool) -> dict[str, str]:
                 ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S")}
     if not attaching:
         settings["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if config.http.front == "haproxy" else "0"
+        if config.http.front == "haproxy":
+            # An ingress replica that stops stays open this long so that load balancers can
+            # drop it first: 30 s by default, which every `dxv serve --stop` would wait out.
+            # The HAProxy in front here is reconfigured within about 0.1 s.
+            name = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
+            settings[name] = os.environ.get(name, "2")
     return settings
 
 

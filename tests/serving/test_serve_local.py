@@ -95,10 +95,12 @@ def test_serve_environment_sets_the_front_only_for_the_ray_dxv_serve_starts(monk
     from serving.service import serve_environment
 
     monkeypatch.delenv("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", raising=False)
+    monkeypatch.delenv("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", raising=False)
     monkeypatch.setenv("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "90")
     started = serve_environment(load_serving_config(), attaching=False)
     assert started == {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "90",
-                       "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+                       "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
     python_proxy = serve_environment(load_serving_config(overrides=("http.front=serve",)), attaching=False)
     assert python_proxy["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+    assert "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S" not in python_proxy
     assert "RAY_SERVE_ENABLE_HA_PROXY" not in serve_environment(load_serving_config(), attaching=True)
