@@ -149,6 +149,12 @@ class TrainConfig(FrozenConfig):
     def name(self) -> str:
         return self.registered_name or f"dxv-{self.model.value}"
 
+    @model_validator(mode="after")
+    def _focus_weights_for_findings(self) -> TrainConfig:
+        if self.augment.patch_focus_weights and self.model is not ModelKey.FINDINGS:
+            raise ValueError("augment.patch_focus_weights applies to the finding detector only")
+        return self
+
     @property
     def is_detector(self) -> bool:
         return self.model is not ModelKey.ROOT_COUNT

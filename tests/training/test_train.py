@@ -116,6 +116,8 @@ def test_patch_focus_weights_name_finding_classes_and_reach_every_caries_depth(t
         _config(tmp_path, "findings", "augment.patch_px=96", "augment.patch_focus_weights={cavity: 3}")
     with pytest.raises(ConfigError, match="positive"):
         _config(tmp_path, "findings", "augment.patch_px=96", "augment.patch_focus_weights={caries: 0}")
+    with pytest.raises(ConfigError, match="finding detector only"):  # refused on load, before any data is prepared
+        _config(tmp_path, "tooth-numbering", "augment.patch_px=96", "augment.patch_focus_weights={caries: 3}")
 
 
 def test_worker_processes_prepare_the_same_images_and_train_reproducibly(tmp_path, mlflow_store):
