@@ -287,7 +287,8 @@ def _keep_evidence(session: Session, row: AppealRow, claim: Claim, readings: tup
     for (doc, content), ref in zip(documents, refs, strict=True):
         session.add(AppealDocumentRow(appeal_id=row.id, tenant=row.tenant, name=doc.name, media_type=doc.media_type,
                                       sha256=ref.sha256, content=content, created_at=now))
-    session.add(ClaimRecordRow(**{**reviews.record_row(claim, readings, row.audit_seq, now), "mode": "claim"}))
+    record = reviews.record_row(claim, reviews.claim_json(claim), readings, row.audit_seq, now)
+    session.add(ClaimRecordRow(**{**record, "mode": "claim"}))
     session.flush()
     kinds = {r.image_id: r.kind.value for r in readings}
     for rid, kind, media in (*original_files, *((rid, kinds.get(rid, "unknown"), m) for rid, m in new_files.items())):

@@ -164,8 +164,9 @@ def serve_environment(config: ServingConfig, attaching: bool) -> dict[str, str]:
     settings = {name: os.environ.get(name, "60") for name in
                 ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S")}
     if not attaching:
-        settings["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if config.http.front == "haproxy" else "0"
-        if config.http.front == "haproxy":
+        haproxy = config.http.front == "haproxy"
+        settings["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if haproxy else "0"
+        if haproxy:
             # An ingress replica that stops stays open this long so that load balancers can
             # drop it first: 30 s by default, which every `dxv serve --stop` would wait out.
             # The HAProxy in front here is reconfigured within about 0.1 s.
