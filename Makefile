@@ -12,7 +12,7 @@ INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 DEMO_DIR ?= data/demo
 
-.PHONY: install browser demo test test-fast lint bench bench-models bench-claims bench-adjudication bench-service eval-shipped train-demo-models gpu-wheels clean
+.PHONY: install browser demo test test-fast lint bench bench-models bench-claims bench-adjudication bench-service bench-fingerprints eval-shipped train-demo-models gpu-wheels clean
 
 $(INSTALLED): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -79,6 +79,11 @@ bench-claims: $(INSTALLED)
 # historical lines (built once under data/bench/).
 bench-adjudication: $(INSTALLED)
 	taskset -c 0 $(BIN)/python -m evaluation.bench_adjudication
+
+# Recycled radiographs: how far the fingerprints separate the same image altered from
+# different images of each kind, and the time of one query.
+bench-fingerprints: $(INSTALLED)
+	$(BIN)/python -m evaluation.bench_fingerprints
 
 # Held-out synthetic set: 300 images from a seed no training recipe uses.
 HELD_OUT := synthetic:seed=2026,periapical=150,bitewing=100,panoramic=50

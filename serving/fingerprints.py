@@ -9,19 +9,25 @@ cropped by a few per cent, brightened. A 64-bit perceptual hash flips too many b
 * ``similarities`` takes the central part of each candidate's thumbnail as a template and
   searches the query over scale (x and y apart, +-8 %) and shift, first on 24x24 copies
   with plain normalised cross-correlation (invariant to brightness and contrast; all
-  candidates in one matrix product per scale, well under a millisecond each), then, for
-  those that pass, around the best alignment on the full thumbnails with their low
-  frequencies removed, which is where two different radiographs of a kind stop looking alike.
+  candidates in one matrix product per scale), then, for the few that pass the kind's
+  gate, on the full thumbnails with their low frequencies removed, which is where two
+  different radiographs of a kind stop looking alike, over every whole-pixel size within
+  3 pixels of the quick search's (its 24x24 scale steps are too coarse: a panoramic cut
+  unevenly was found 3 pixels off in height and missed).
 
-On synthetic radiographs (periapical, bitewing, panoramic) the same image re-encoded,
-cropped by up to 5 % on two sides, brightened or gamma-shifted scores 0.88 or more; two
-different images of the same kind score 0.83 or less (panoramics, which look most alike;
-periapicals and bitewings 0.77); ``MATCH_THRESHOLD`` sits between.
+The thresholds are per kind (``THRESHOLDS``), measured on synthetic radiographs by
+``python -m evaluation.bench_fingerprints`` (200 images of each kind; 13 alterations of
+20 of them: re-encoded, cropped up to 5 % on every side, brightened, darkened,
+gamma-shifted, halved): the same image altered scores at least 0.956 (periapical), 0.957
+(bitewing), 0.894 (panoramic); the most alike different images 0.907, 0.917 and 0.860.
+One threshold (0.86) for every kind matched 15 pairs of different periapicals and 40 of
+bitewings among 19,900 each, and missed 4 of 260 altered panoramics.
 The test suite checks each alteration. Pure numpy/scipy; no I/O."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,12 +37,35 @@ from scipy.ndimage import gaussian_filter, gaussian_filter1d
 THUMB_PX = 48
 MARGIN_PX = 6  # the template leaves this border out, which allows crops and shifts up to about 10 %
 COARSE_GRID = 8
-MATCH_THRESHOLD = 0.86
-GATE_THRESHOLD = 0.80  # the quick 24x24 search: below this, not the same image
 FULL_COMPARISONS = 3  # candidates past the gate compared in full, best first
+REFINE_PX = 3  # the full comparison tries every size within this many pixels of the quick search's best
 FINGERPRINT_VERSION = "1"
 _SCALES = np.linspace(0.92, 1.08, 5)
-_REFINE = np.array([-0.02, 0.0, 0.02])
+
+
+@dataclass(frozen=True)
+class KindThresholds:
+    """Where a radiograph kind's scores separate the same image (altered) from different
+    images, measured on synthetic radiographs by ``python -m evaluation.bench_fingerprints``
+    (README, "Recycled radiographs"). Different periapicals and bitewings of one generator
+    look more alike than different panoramics, so one threshold for every kind either let
+    them match or missed cropped panoramics."""
+
+    gate: float  # the quick 24x24 search: below this, not the same image (no full comparison)
+    match: float  # the full comparison: at or above this, the same radiograph
+
+
+THRESHOLDS = {
+    "periapical": KindThresholds(gate=0.85, match=0.93),
+    "bitewing": KindThresholds(gate=0.84, match=0.935),
+    "panoramic": KindThresholds(gate=0.80, match=0.875),
+}
+# A kind not measured: the lowest gate and the strictest match of the kinds above.
+OTHER_KIND = KindThresholds(gate=min(t.gate for t in THRESHOLDS.values()), match=max(t.match for t in THRESHOLDS.values()))
+
+
+def thresholds_for(kind: str) -> KindThresholds:
+    return THRESHOLDS.get(kind, OTHER_KIND)
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,16 +116,35 @@ def _windows(image: np.ndarray, side: int) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(image, (side, side)).reshape(-1, side * side)
 
 
-def _ncc(windows: np.ndarray, templates: np.ndarray) -> np.ndarray:
-    """Normalised cross-correlation of every window (rows of raw pixels) with every unit,
-    zero-mean template (rows). The template's zero mean drops the window's mean out of the
-    product, so each window needs only its centred norm (from its sum and sum of squares,
-    in float64) instead of a centred, normalised copy: half the time of ``_unit_rows``. A
-    flat window correlates with nothing (0), as a centred copy would give."""
-    n = windows.shape[1]
+def _window_norms(image: np.ndarray, side: int) -> np.ndarray:
+    """The centred norm of every ``side`` x ``side`` window of ``image`` (in ``_windows``
+    order), from summed-area tables of the image and its square in float64: a few
+    operations on the image instead of a sum and a product over every pixel of every
+    window, which was half the full comparison's time (its windows are large)."""
+    x = image.astype(np.float64)
+    totals = []
+    for values in (x, x * x):
+        table = np.zeros((x.shape[0] + 1, x.shape[1] + 1))
+        table[1:, 1:] = values.cumsum(axis=0).cumsum(axis=1)
+        totals.append(table[side:, side:] - table[:-side, side:] - table[side:, :-side] + table[:-side, :-side])
+    sums, squares = totals
+    return np.sqrt(np.maximum(squares - sums * sums / (side * side), 0.0)).ravel()
+
+
+def _row_norms(windows: np.ndarray) -> np.ndarray:
+    """The centred norm of every row (a window's pixels), from its sum and sum of squares
+    in float64: one pass over many small windows (the quick search's, stacked)."""
     sums = windows.sum(axis=1, dtype=np.float64)
     squares = np.einsum("ij,ij->i", windows, windows, dtype=np.float64)
-    norms = np.sqrt(np.maximum(squares - sums * sums / n, 0.0))
+    return np.sqrt(np.maximum(squares - sums * sums / windows.shape[1], 0.0))
+
+
+def _ncc(windows: np.ndarray, norms: np.ndarray, templates: np.ndarray) -> np.ndarray:
+    """Normalised cross-correlation of every window (rows of raw pixels, with their
+    centred norms from ``_window_norms`` or ``_row_norms``) with every unit, zero-mean template (rows). The
+    template's zero mean drops the window's mean out of the product, so no centred,
+    normalised copy of the windows is made. A flat window correlates with nothing (0), as
+    a centred copy would give."""
     flat = norms < 1e-3
     scores = (windows @ templates.T) / np.where(flat, 1.0, norms).astype(np.float32)[:, None]
     scores[flat] = 0.0
@@ -109,19 +157,26 @@ def _high_pass(image: np.ndarray, sigma: float) -> np.ndarray:
     return image - blur_matrix(height, sigma) @ image @ blur_matrix(width, sigma).T
 
 
-def _best_alignment(a: np.ndarray, b: np.ndarray, size: int, margin: int, scales_y, scales_x) -> tuple[float, float, float]:
-    """Highest NCC of ``a``'s centre inside ``b`` rescaled by (sy, sx), both high-passed
-    (low frequencies removed), and that scale."""
+def _best_alignment(a: np.ndarray, b: np.ndarray, size: int, margin: int, height: int, width: int,
+                    reach: int = REFINE_PX) -> float:
+    """Highest NCC of ``a``'s centre inside ``b`` resized to every (height, width) within
+    ``reach`` pixels of the given one, both high-passed (low frequencies removed). The
+    sizes are whole pixels, so this is every distinct scale near the quick search's; the
+    widths of one height are searched in one product."""
     inner = size - 2 * margin
     template = _unit_rows(_high_pass(a, 3.0)[margin: size - margin, margin: size - margin].reshape(1, -1))
-    best = (-1.0, 1.0, 1.0)
-    for sy in scales_y:
-        tall = resize_matrix(size, max(inner, round(size * sy))) @ b
-        for sx in scales_x:
-            scaled = tall @ resize_matrix(size, max(inner, round(size * sx))).T
-            score = float(_ncc(_windows(_high_pass(scaled, 3.0), inner), template).max())
-            if score > best[0]:
-                best = (score, float(sy), float(sx))
+    widths = [w for w in range(width - reach, width + reach + 1) if w >= inner]
+    best = -1.0
+    for h in range(max(inner, height - reach), height + reach + 1):
+        tall = resize_matrix(size, h) @ b
+        blur_rows = blur_matrix(h, 3.0)
+        windows, norms = [], []
+        for w in widths:
+            scaled = tall @ resize_matrix(size, w).T
+            high = scaled - blur_rows @ scaled @ blur_matrix(w, 3.0).T
+            windows.append(_windows(high, inner))
+            norms.append(_window_norms(high, inner))
+        best = max(best, float(_ncc(np.concatenate(windows), np.concatenate(norms), template).max()))
     return best
 
 
@@ -151,19 +206,39 @@ def blur_matrix(size: int, sigma: float) -> np.ndarray:
                     axis=1).astype(np.float32)
 
 
-def _gate(query: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The quick search for every candidate at once: each candidate's centre (24x24 copy)
-    against the query rescaled over the scale grid, on the plain images and on their
+@dataclass(frozen=True, eq=False)
+class Candidates:
+    """Earlier radiographs of one kind, prepared once for the quick search of every
+    radiograph of a claim: each one's centre (of its 24x24 copy) as a unit, zero-mean
+    template, plain and high-passed."""
+
+    prints: tuple[Fingerprint, ...]
+    plain: np.ndarray  # one template per row
+    high: np.ndarray
+
+    @classmethod
+    def of(cls, prints: Sequence[Fingerprint]) -> Candidates:
+        half, margin = THUMB_PX // 2, MARGIN_PX // 2
+        if not prints:
+            none = np.zeros((0, (half - 2 * margin) ** 2), np.float32)
+            return cls((), none, none)
+        small = _small(np.stack([p.thumb for p in prints]))
+        high = small - gaussian_filter(small, (0, 1.5, 1.5))
+        centre = (slice(None), slice(margin, half - margin), slice(margin, half - margin))
+        return cls(tuple(prints), _unit_rows(small[centre].reshape(len(prints), -1)),
+                   _unit_rows(high[centre].reshape(len(prints), -1)))
+
+
+def _gate(query: np.ndarray, candidates: Candidates) -> tuple[np.ndarray, np.ndarray]:
+    """The quick search for every candidate at once: each candidate's template against
+    the query (24x24 copy) rescaled over the scale grid, on the plain images and on their
     high-pass versions (panoramics look alike in the plain ones). The windows of every
     scale are stacked so that each version is one matrix product for all scales and
     candidates. Returns, per candidate, the lower of the two best NCCs and the (sy, sx) of
     the plain one."""
     half, margin = THUMB_PX // 2, MARGIN_PX // 2
     inner = half - 2 * margin
-    high = candidates - gaussian_filter(candidates, (0, 1.5, 1.5))
-    centre = (slice(None), slice(margin, half - margin), slice(margin, half - margin))
-    plain_t = _unit_rows(candidates[centre].reshape(len(candidates), -1))
-    high_t = _unit_rows(high[centre].reshape(len(candidates), -1))
+    plain_t, high_t = candidates.plain, candidates.high
     plain_windows: list[np.ndarray] = []
     high_windows: list[np.ndarray] = []
     grid: list[tuple[float, float]] = []
@@ -176,37 +251,44 @@ def _gate(query: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.nda
         for sx in _SCALES:
             width = max(inner, round(half * sx))
             scaled = tall @ resize_matrix(half, width).T
+            high = scaled - blur_rows @ scaled @ blur_matrix(width, 1.5).T
             plain_windows.append(_windows(scaled, inner))
-            high_windows.append(_windows(scaled - blur_rows @ scaled @ blur_matrix(width, 1.5).T, inner))
+            high_windows.append(_windows(high, inner))
             grid.append((sy, sx))
     starts = np.cumsum([0] + [len(w) for w in plain_windows[:-1]])  # first row of each scale's windows
     # Best NCC per scale (rows) and candidate (columns); the first scale reaching the best wins.
-    plain = np.maximum.reduceat(_ncc(np.concatenate(plain_windows), plain_t), starts, axis=0)
-    best_high = _ncc(np.concatenate(high_windows), high_t).max(axis=0)
+    plain_rows, high_rows = np.concatenate(plain_windows), np.concatenate(high_windows)
+    plain = np.maximum.reduceat(_ncc(plain_rows, _row_norms(plain_rows), plain_t), starts, axis=0)
+    best_high = _ncc(high_rows, _row_norms(high_rows), high_t).max(axis=0)
     chosen = plain.argmax(axis=0)
-    best_plain = plain[chosen, np.arange(len(candidates))]
+    best_plain = plain[chosen, np.arange(len(candidates.prints))]
     return np.minimum(best_plain, best_high), np.asarray(grid, np.float64)[chosen]
 
 
-def similarities(query: Fingerprint, candidates: list[Fingerprint]) -> np.ndarray:
-    """How surely each candidate is the same radiograph as ``query`` (about 1.0 identical;
-    at least ``MATCH_THRESHOLD`` the same image altered; lower: different images). The
-    quick search runs for all candidates together; only those that pass its gate (in
-    practice, the same image) get the full-resolution, high-pass comparison."""
-    if not candidates:
+def similarities(query: Fingerprint, candidates: Candidates | Sequence[Fingerprint], kind: str) -> np.ndarray:
+    """How surely each candidate (radiographs of ``kind``, as the query) is the same
+    radiograph as ``query``: about 1.0 identical; at least ``thresholds_for(kind).match``
+    the same image altered; lower, different images. The quick search runs for all
+    candidates together; only those that pass the kind's gate (in practice, the same image
+    or one very like it) get the full-resolution, high-pass comparison. Candidates
+    prepared with ``Candidates.of`` serve every query of a claim."""
+    if not isinstance(candidates, Candidates):
+        candidates = Candidates.of(candidates)
+    if not candidates.prints:
         return np.zeros(0)
-    gate, where = _gate(_small(query.thumb), _small(np.stack([c.thumb for c in candidates])))
+    gate_at = thresholds_for(kind).gate
+    gate, where = _gate(_small(query.thumb), candidates)
     # Only the best few past the gate are compared in full (an image recycled is the best
     # by far); the others keep a score below the gate, i.e. "no match".
-    scores = np.minimum(gate, GATE_THRESHOLD - 1e-3)
+    scores = np.minimum(gate, gate_at - 1e-3)
     big_query = query.thumb.astype(np.float32)
-    passed = np.flatnonzero(gate >= GATE_THRESHOLD)
+    passed = np.flatnonzero(gate >= gate_at)
     for i in passed[np.argsort(-gate[passed])][:FULL_COMPARISONS]:
-        sy, sx = where[i]
-        scores[i], _, _ = _best_alignment(candidates[i].thumb.astype(np.float32), big_query, THUMB_PX, MARGIN_PX,
-                                          sy + _REFINE, sx + _REFINE)
+        sy, sx = where[i]  # the quick search's scale, at half size: whole pixels at full size
+        scores[i] = _best_alignment(candidates.prints[i].thumb.astype(np.float32), big_query, THUMB_PX, MARGIN_PX,
+                                    round(THUMB_PX * sy), round(THUMB_PX * sx))
     return scores
 
 
-def similarity(a: Fingerprint, b: Fingerprint) -> float:
-    return float(similarities(a, [b])[0])
+def similarity(a: Fingerprint, b: Fingerprint, kind: str) -> float:
+    return float(similarities(a, [b], kind)[0])

@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from serving.decisions import Action, EvidenceRef, RuleHit, make_hit
-from serving.fingerprints import MATCH_THRESHOLD, Fingerprint, similarities
+from serving.fingerprints import Candidates, Fingerprint, similarities, thresholds_for
 
 RECYCLED = "R1.recycled_image"
 
@@ -55,13 +55,18 @@ class ImageMatch:
 
 
 def find_matches(prints: tuple[ImagePrint, ...], candidates: tuple[StoredPrint, ...]) -> tuple[ImageMatch, ...]:
-    """Every (image, earlier image) pair of the same kind at or above the match threshold."""
+    """Every (image, earlier image) pair of the same kind at or above the kind's match threshold."""
     found = []
+    prepared: dict[str, tuple[list[StoredPrint], Candidates]] = {}  # per kind, for every image of it
     for image in prints:
-        same_kind = [c for c in candidates if c.kind == image.kind]
-        scores = similarities(image.fingerprint, [c.fingerprint for c in same_kind])
+        if image.kind not in prepared:
+            same_kind = [c for c in candidates if c.kind == image.kind]
+            prepared[image.kind] = same_kind, Candidates.of([c.fingerprint for c in same_kind])
+        same_kind, templates = prepared[image.kind]
+        scores = similarities(image.fingerprint, templates, image.kind)
+        match_at = thresholds_for(image.kind).match
         found += [ImageMatch(image.radiograph_id, earlier, round(float(score), 4))
-                  for earlier, score in zip(same_kind, scores, strict=True) if score >= MATCH_THRESHOLD]
+                  for earlier, score in zip(same_kind, scores, strict=True) if score >= match_at]
     return tuple(found)
 
 
