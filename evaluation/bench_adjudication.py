@@ -24,6 +24,7 @@ from decimal import Decimal
 import numpy as np
 from sqlalchemy import func, insert, select
 
+from evaluation.machine_speed import describe as machine_reference
 from models.paths import data_dir
 from serving.adjudication import RuleTables, adjudicate, adjudicate_batch
 from serving.claims import Claim
@@ -156,6 +157,7 @@ def main() -> None:
         latencies.append(time.perf_counter() - s)
     store.close()
     ms = np.array(latencies) * 1000
+    print(machine_reference())
     print(f"store: a copy of {path} ({history:,} claim lines before this run)")
     print(f"batches of {args.batch}: {args.repeat} runs of {args.claims:,} claims (~{lines:,} lines): "
           f"{', '.join(f'{r:,.0f}' for r in rates)} lines/s; median {float(np.median(rates)):,.0f} lines/s on one core "

@@ -27,6 +27,7 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from datasets.synth.generator import case_dicom_bytes, generate_case
+from evaluation.machine_speed import describe as machine_reference
 from evaluation.service_demo import running_service
 from models.radiographs import RadiographKind
 
@@ -175,6 +176,7 @@ def main() -> None:
     image_counts, concurrencies = tuple(args.images), tuple(args.concurrency)
     images = _images(12)
     factory = ClaimFactory(members=MEMBERS)
+    print(machine_reference(), flush=True)
     direct = {n: direct_model_p50_ms(images, n) for n in image_counts}
     results = []
     with running_service(args.out, args.port, overrides=("autoscaling.max_replicas=1", *args.overrides),
