@@ -29,10 +29,6 @@ from serving.fingerprints import Fingerprint, fingerprint, similarities, thresho
 SEEDS = (808, 21)
 
 
-def _quantile(values: list[float], q: float) -> float:
-    return float(np.quantile(values, q)) if values else float("nan")
-
-
 @dataclass(frozen=True)
 class Separation:
     lowest_same: float
@@ -63,11 +59,11 @@ def measure(kind: RadiographKind, n_images: int, n_same: int, n_candidates: int)
     false_matches = [x for x in different if x[0] >= limits.match]
     print(f"{kind.value}: thresholds gate {limits.gate:.3f}, match {limits.match:.3f}")
     print(f"  same image altered ({len(same)} pairs, {len(ALTERATIONS) + len(MORE_ALTERATIONS)} alterations): "
-          f"lowest {min(same_scores):.3f}, 1st percentile {_quantile(same_scores, 0.01):.3f}; misses {len(misses)}")
+          f"lowest {min(same_scores):.3f}, 1st percentile {np.quantile(same_scores, 0.01):.3f}; misses {len(misses)}")
     for score, alteration, (seed, i) in sorted(same)[:3]:
         print(f"    {score:.3f}  seed {seed} image {i}, {alteration}")
     print(f"  different images ({len(different):,} pairs): highest {max(different_scores):.3f}, "
-          f"99.9th percentile {_quantile(different_scores, 0.999):.3f}; past the gate {gated / len(different):.2%}; "
+          f"99.9th percentile {np.quantile(different_scores, 0.999):.3f}; past the gate {gated / len(different):.2%}; "
           f"false matches {len(false_matches)}")
     for score, (seed_a, a), (seed_b, b) in sorted(different, reverse=True)[:3]:
         print(f"    {score:.3f}  seed {seed_a} image {a} ~ seed {seed_b} image {b}")

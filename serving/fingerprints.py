@@ -141,10 +141,10 @@ def _row_norms(windows: np.ndarray) -> np.ndarray:
 
 def _ncc(windows: np.ndarray, norms: np.ndarray, templates: np.ndarray) -> np.ndarray:
     """Normalised cross-correlation of every window (rows of raw pixels, with their
-    centred norms from ``_window_norms`` or ``_row_norms``) with every unit, zero-mean template (rows). The
-    template's zero mean drops the window's mean out of the product, so no centred,
-    normalised copy of the windows is made. A flat window correlates with nothing (0), as
-    a centred copy would give."""
+    centred norms from ``_window_norms`` or ``_row_norms``) with every unit, zero-mean
+    template (rows). The template's zero mean drops the window's mean out of the product,
+    so no centred, normalised copy of the windows is made. A flat window correlates with
+    nothing (0), as a centred copy would give."""
     flat = norms < 1e-3
     scores = (windows @ templates.T) / np.where(flat, 1.0, norms).astype(np.float32)[:, None]
     scores[flat] = 0.0
@@ -169,11 +169,9 @@ def _best_alignment(a: np.ndarray, b: np.ndarray, size: int, margin: int, height
     best = -1.0
     for h in range(max(inner, height - reach), height + reach + 1):
         tall = resize_matrix(size, h) @ b
-        blur_rows = blur_matrix(h, 3.0)
         windows, norms = [], []
         for w in widths:
-            scaled = tall @ resize_matrix(size, w).T
-            high = scaled - blur_rows @ scaled @ blur_matrix(w, 3.0).T
+            high = _high_pass(tall @ resize_matrix(size, w).T, 3.0)
             windows.append(_windows(high, inner))
             norms.append(_window_norms(high, inner))
         best = max(best, float(_ncc(np.concatenate(windows), np.concatenate(norms), template).max()))
@@ -246,14 +244,12 @@ def _gate(query: np.ndarray, candidates: Candidates) -> tuple[np.ndarray, np.nda
     # resize and blur matrices (25 PIL resizes and Gaussian filters took about 4 ms per image).
     for sy in _SCALES:
         height = max(inner, round(half * sy))
-        rows, blur_rows = resize_matrix(half, height), blur_matrix(height, 1.5)
-        tall = rows @ query
+        tall = resize_matrix(half, height) @ query
         for sx in _SCALES:
             width = max(inner, round(half * sx))
             scaled = tall @ resize_matrix(half, width).T
-            high = scaled - blur_rows @ scaled @ blur_matrix(width, 1.5).T
             plain_windows.append(_windows(scaled, inner))
-            high_windows.append(_windows(high, inner))
+            high_windows.append(_windows(_high_pass(scaled, 1.5), inner))
             grid.append((sy, sx))
     starts = np.cumsum([0] + [len(w) for w in plain_windows[:-1]])  # first row of each scale's windows
     # Best NCC per scale (rows) and candidate (columns); the first scale reaching the best wins.
