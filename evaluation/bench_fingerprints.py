@@ -24,7 +24,7 @@ import numpy as np
 from datasets.synth.alterations import ALTERATIONS, MORE_ALTERATIONS
 from datasets.synth.generator import generate_case
 from models.radiographs import RadiographKind
-from serving.fingerprints import Fingerprint, fingerprint, similarities, thresholds_for
+from serving.fingerprints import Candidates, Fingerprint, fingerprint, similarities, thresholds_for
 
 SEEDS = (808, 21)
 
@@ -69,10 +69,15 @@ def measure(kind: RadiographKind, n_images: int, n_same: int, n_candidates: int)
         print(f"    {score:.3f}  seed {seed_a} image {a} ~ seed {seed_b} image {b}")
     pool: list[Fingerprint] = prints[:n_candidates]
     queries = prints[n_candidates:n_candidates + 20] or prints[:20]
+    # As the service does: the stored radiographs' templates once per claim, then each query.
+    start = time.perf_counter()
+    prepared = Candidates.of(pool)
+    prepare_s = time.perf_counter() - start
     start = time.perf_counter()
     for query in queries:
-        similarities(query, pool, kind.value)
-    print(f"  one query against {len(pool)} stored radiographs: {(time.perf_counter() - start) / len(queries) * 1000:.1f} ms")
+        similarities(query, prepared, kind.value)
+    print(f"  one query against {len(pool)} stored radiographs: {(time.perf_counter() - start) / len(queries) * 1000:.1f} ms "
+          f"(mean of {len(queries)}), after preparing their templates once per claim: {prepare_s * 1000:.1f} ms")
     return Separation(min(same_scores), max(different_scores), len(misses), len(false_matches))
 
 

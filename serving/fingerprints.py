@@ -8,12 +8,13 @@ cropped by a few per cent, brightened. A 64-bit perceptual hash flips too many b
   8x8 vector of its central part (for ranking candidates);
 * ``similarities`` takes the central part of each candidate's thumbnail as a template and
   searches the query over scale (x and y apart, +-8 %) and shift, first on 24x24 copies
-  with plain normalised cross-correlation (invariant to brightness and contrast; all
-  candidates in one matrix product per scale), then, for the few that pass the kind's
+  with plain normalised cross-correlation (invariant to brightness and contrast; every
+  scale and candidate in one matrix product, the query's sizes laid out as one mosaic),
+  then, for the few that pass the kind's
   gate, on the full thumbnails with their low frequencies removed, which is where two
   different radiographs of a kind stop looking alike, over every whole-pixel size within
   3 pixels of the quick search's (its 24x24 scale steps are too coarse: a panoramic cut
-  unevenly was found 3 pixels off in height and missed).
+  unevenly was found 3 pixels off in height and missed), correlated by one FFT.
 
 The thresholds are per kind (``THRESHOLDS``), measured on synthetic radiographs by
 ``python -m evaluation.bench_fingerprints`` (200 images of each kind; 13 alterations of
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
+from scipy.signal import fftconvolve
 
 THUMB_PX = 48
 MARGIN_PX = 6  # the template leaves this border out, which allows crops and shifts up to about 10 %
@@ -41,6 +43,7 @@ FULL_COMPARISONS = 3  # candidates past the gate compared in full, best first
 REFINE_PX = 3  # the full comparison tries every size within this many pixels of the quick search's best
 FINGERPRINT_VERSION = "1"
 _SCALES = np.linspace(0.92, 1.08, 5)
+_SCALE_GRID = np.asarray([(sy, sx) for sy in _SCALES for sx in _SCALES])  # the quick search's, in mosaic order
 
 
 @dataclass(frozen=True)
@@ -111,44 +114,98 @@ def coarse_similarity(query: Fingerprint, others: np.ndarray) -> np.ndarray:
     return others @ query.coarse if len(others) else np.zeros(0, dtype=np.float32)
 
 
-def _windows(image: np.ndarray, side: int) -> np.ndarray:
-    """Every ``side`` x ``side`` window of ``image``, one per row."""
-    return np.lib.stride_tricks.sliding_window_view(image, (side, side)).reshape(-1, side * side)
+@functools.lru_cache(maxsize=64)
+def _stacked_resizes(source: int, sizes: tuple[int, ...], sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """The resize matrices from ``source`` to every size, stacked (sum(sizes) x source), and
+    the same each followed by its size's blur: ``R_y @ image @ R_x.T`` holds every resized
+    copy of ``image`` as one block of a mosaic, ``B_y @ image @ B_x.T`` each block's blur."""
+    plain = np.vstack([resize_matrix(source, size) for size in sizes])
+    blurred = np.vstack([blur_matrix(size, sigma) @ resize_matrix(source, size) for size in sizes])
+    return plain, blurred
 
 
-def _window_norms(image: np.ndarray, side: int) -> np.ndarray:
-    """The centred norm of every ``side`` x ``side`` window of ``image`` (in ``_windows``
-    order), from summed-area tables of the image and its square in float64: a few
-    operations on the image instead of a sum and a product over every pixel of every
-    window, which was half the full comparison's time (its windows are large)."""
-    x = image.astype(np.float64)
-    totals = []
-    for values in (x, x * x):
-        table = np.zeros((x.shape[0] + 1, x.shape[1] + 1))
-        table[1:, 1:] = values.cumsum(axis=0).cumsum(axis=1)
-        totals.append(table[side:, side:] - table[:-side, side:] - table[side:, :-side] + table[:-side, :-side])
-    sums, squares = totals
-    return np.sqrt(np.maximum(squares - sums * sums / (side * side), 0.0)).ravel()
+def _mosaic(image: np.ndarray, heights: tuple[int, ...], widths: tuple[int, ...], sigma: float
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` resized to every (height, width), as the blocks of one array (heights down,
+    widths across), and the same less each block's own Gaussian blur (the high-pass
+    version): four small matrix products instead of a loop over the sizes."""
+    resize_y, blur_y = _stacked_resizes(image.shape[0], heights, sigma)
+    resize_x, blur_x = _stacked_resizes(image.shape[1], widths, sigma)
+    plain = resize_y @ image @ resize_x.T
+    return plain, plain - blur_y @ image @ blur_x.T
 
 
-def _row_norms(windows: np.ndarray) -> np.ndarray:
-    """The centred norm of every row (a window's pixels), from its sum and sum of squares
-    in float64: one pass over many small windows (the quick search's, stacked)."""
-    sums = windows.sum(axis=1, dtype=np.float64)
-    squares = np.einsum("ij,ij->i", windows, windows, dtype=np.float64)
-    return np.sqrt(np.maximum(squares - sums * sums / windows.shape[1], 0.0))
+@dataclass(frozen=True, eq=False)
+class _WindowGrid:
+    """The ``side`` x ``side`` windows of a ``_mosaic`` that lie inside one block (windows
+    across two blocks mean nothing): their top-left corners, block by block in the mosaic's
+    order and row by row inside a block, with the index of each block's first window."""
+
+    side: int
+    rows: np.ndarray
+    cols: np.ndarray
+    starts: np.ndarray
+    # 0/1 band matrices over the distinct tops (lefts): ``down @ image @ across.T`` sums
+    # every window; ``row_of`` / ``col_of`` place each window in that product.
+    down: np.ndarray
+    across: np.ndarray
+    row_of: np.ndarray
+    col_of: np.ndarray
+
+    def windows(self, image: np.ndarray) -> np.ndarray:
+        """Each window's pixels, one window per row."""
+        side = self.side
+        return np.lib.stride_tricks.sliding_window_view(image, (side, side))[self.rows, self.cols].reshape(
+            len(self.rows), side * side)
+
+    def norms(self, image: np.ndarray) -> np.ndarray:
+        """Each window's centred norm, from its sum and sum of squares in float64, both as
+        products with the band matrices (a summed-area table's cumulative sums took twice
+        as long on the full comparison's mosaic)."""
+        x = image.astype(np.float64)
+        sums = (self.down @ x @ self.across.T)[self.row_of, self.col_of]
+        squares = (self.down @ (x * x) @ self.across.T)[self.row_of, self.col_of]
+        return np.sqrt(np.maximum(squares - sums * sums / (self.side * self.side), 0.0))
+
+
+def _band(starts: np.ndarray, side: int, length: int) -> np.ndarray:
+    positions = np.arange(length)[None, :]
+    return ((positions >= starts[:, None]) & (positions < starts[:, None] + side)).astype(np.float64)
+
+
+@functools.lru_cache(maxsize=64)
+def _window_grid(heights: tuple[int, ...], widths: tuple[int, ...], side: int) -> _WindowGrid:
+    tops, lefts = np.cumsum((0, *heights[:-1])), np.cumsum((0, *widths[:-1]))
+    rows, cols, counts = [], [], []
+    for top, height in zip(tops, heights, strict=True):
+        for left, width in zip(lefts, widths, strict=True):
+            r, c = np.meshgrid(np.arange(top, top + height - side + 1), np.arange(left, left + width - side + 1),
+                               indexing="ij")
+            rows.append(r.ravel())
+            cols.append(c.ravel())
+            counts.append(r.size)
+    all_rows, all_cols = np.concatenate(rows), np.concatenate(cols)
+    distinct_rows, row_of = np.unique(all_rows, return_inverse=True)
+    distinct_cols, col_of = np.unique(all_cols, return_inverse=True)
+    return _WindowGrid(side, all_rows, all_cols, np.cumsum([0, *counts[:-1]]), _band(distinct_rows, side, sum(heights)),
+                       _band(distinct_cols, side, sum(widths)), row_of, col_of)
+
+
+def _normalised(products: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """Normalised cross-correlation from each window's product with unit, zero-mean
+    templates (rows: windows) and the window's centred norm. The template's zero mean
+    drops the window's mean out of the product, so no centred copy of the windows is made.
+    A flat window correlates with nothing (0), as a centred copy would give."""
+    flat = norms < 1e-3
+    scores = products / np.where(flat, 1.0, norms).astype(np.float32).reshape(len(norms), *([1] * (products.ndim - 1)))
+    scores[flat] = 0.0
+    return scores
 
 
 def _ncc(windows: np.ndarray, norms: np.ndarray, templates: np.ndarray) -> np.ndarray:
-    """Normalised cross-correlation of every window (rows of raw pixels, with their
-    centred norms from ``_window_norms`` or ``_row_norms``) with every unit, zero-mean
-    template (rows). The template's zero mean drops the window's mean out of the product,
-    so no centred, normalised copy of the windows is made. A flat window correlates with
-    nothing (0), as a centred copy would give."""
-    flat = norms < 1e-3
-    scores = (windows @ templates.T) / np.where(flat, 1.0, norms).astype(np.float32)[:, None]
-    scores[flat] = 0.0
-    return scores
+    """Normalised cross-correlation of every window (rows of raw pixels) with every unit,
+    zero-mean template (rows)."""
+    return _normalised(windows @ templates.T, norms)
 
 
 def _high_pass(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -157,32 +214,29 @@ def _high_pass(image: np.ndarray, sigma: float) -> np.ndarray:
     return image - blur_matrix(height, sigma) @ image @ blur_matrix(width, sigma).T
 
 
-def _best_alignment(a: np.ndarray, b: np.ndarray, size: int, margin: int, height: int, width: int,
-                    reach: int = REFINE_PX) -> float:
+def _best_alignment(a: np.ndarray, b: np.ndarray, height: int, width: int, reach: int = REFINE_PX) -> float:
     """Highest NCC of ``a``'s centre inside ``b`` resized to every (height, width) within
     ``reach`` pixels of the given one, both high-passed (low frequencies removed). The
-    sizes are whole pixels, so this is every distinct scale near the quick search's; the
-    widths of one height are searched in one product."""
-    inner = size - 2 * margin
-    template = _unit_rows(_high_pass(a, 3.0)[margin: size - margin, margin: size - margin].reshape(1, -1))
-    widths = [w for w in range(width - reach, width + reach + 1) if w >= inner]
-    best = -1.0
-    for h in range(max(inner, height - reach), height + reach + 1):
-        tall = resize_matrix(size, h) @ b
-        windows, norms = [], []
-        for w in widths:
-            high = _high_pass(tall @ resize_matrix(size, w).T, 3.0)
-            windows.append(_windows(high, inner))
-            norms.append(_window_norms(high, inner))
-        best = max(best, float(_ncc(np.concatenate(windows), np.concatenate(norms), template).max()))
-    return best
+    sizes are whole pixels, so this is every distinct scale near the quick search's. One
+    template against 49 sizes of large windows: the correlations come from one FFT over
+    the mosaic of every size, not from copies of the windows (about 40 MB)."""
+    inner = THUMB_PX - 2 * MARGIN_PX
+    centre = slice(MARGIN_PX, THUMB_PX - MARGIN_PX)
+    template = _unit_rows(_high_pass(a, 3.0)[centre, centre].reshape(1, -1)).reshape(inner, inner)
+    heights = tuple(range(max(inner, height - reach), height + reach + 1))
+    widths = tuple(w for w in range(width - reach, width + reach + 1) if w >= inner)
+    _, high = _mosaic(b, heights, widths, 3.0)
+    grid = _window_grid(heights, widths, inner)
+    products = fftconvolve(high, template[::-1, ::-1], mode="valid")[grid.rows, grid.cols]  # correlation: flipped
+    return float(_normalised(products, grid.norms(high)).max())
 
 
 def _small(thumbs: np.ndarray) -> np.ndarray:
     """Thumbnails (..., 48, 48) at half size: the means of 2x2 blocks (what a box filter
-    gives), for any number of thumbnails in one array operation."""
-    half = THUMB_PX // 2
-    return thumbs.astype(np.float32).reshape(*thumbs.shape[:-2], half, 2, half, 2).mean(axis=(-3, -1))
+    gives), for any number of thumbnails in one array operation (four strided sums: a
+    ``mean`` over two axes took ten times as long)."""
+    x = thumbs.astype(np.float32)
+    return (x[..., 0::2, 0::2] + x[..., 1::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 1::2]) * np.float32(0.25)
 
 
 @functools.lru_cache(maxsize=32)
@@ -230,35 +284,25 @@ class Candidates:
 def _gate(query: np.ndarray, candidates: Candidates) -> tuple[np.ndarray, np.ndarray]:
     """The quick search for every candidate at once: each candidate's template against
     the query (24x24 copy) rescaled over the scale grid, on the plain images and on their
-    high-pass versions (panoramics look alike in the plain ones). The windows of every
-    scale are stacked so that each version is one matrix product for all scales and
-    candidates. Returns, per candidate, the lower of the two best NCCs and the (sy, sx) of
-    the plain one."""
+    high-pass versions (panoramics look alike in the plain ones). The query at every scale
+    is one mosaic and its windows one matrix, so each version is one matrix product for
+    all scales and candidates. Returns, per candidate, the lower of the two best NCCs and
+    the (sy, sx) of the plain one."""
     half, margin = THUMB_PX // 2, MARGIN_PX // 2
     inner = half - 2 * margin
-    plain_t, high_t = candidates.plain, candidates.high
-    plain_windows: list[np.ndarray] = []
-    high_windows: list[np.ndarray] = []
-    grid: list[tuple[float, float]] = []
-    # The query at every scale, and its high-pass version, as products with precomputed
-    # resize and blur matrices (25 PIL resizes and Gaussian filters took about 4 ms per image).
-    for sy in _SCALES:
-        height = max(inner, round(half * sy))
-        tall = resize_matrix(half, height) @ query
-        for sx in _SCALES:
-            width = max(inner, round(half * sx))
-            scaled = tall @ resize_matrix(half, width).T
-            plain_windows.append(_windows(scaled, inner))
-            high_windows.append(_windows(_high_pass(scaled, 1.5), inner))
-            grid.append((sy, sx))
-    starts = np.cumsum([0] + [len(w) for w in plain_windows[:-1]])  # first row of each scale's windows
+    sizes = tuple(max(inner, round(half * scale)) for scale in _SCALES)
+    plain_mosaic, high_mosaic = _mosaic(query, sizes, sizes, 1.5)
+    grid = _window_grid(sizes, sizes, inner)
+
+    def correlations(mosaic: np.ndarray, templates: np.ndarray) -> np.ndarray:
+        return _ncc(grid.windows(mosaic), grid.norms(mosaic), templates)
+
     # Best NCC per scale (rows) and candidate (columns); the first scale reaching the best wins.
-    plain_rows, high_rows = np.concatenate(plain_windows), np.concatenate(high_windows)
-    plain = np.maximum.reduceat(_ncc(plain_rows, _row_norms(plain_rows), plain_t), starts, axis=0)
-    best_high = _ncc(high_rows, _row_norms(high_rows), high_t).max(axis=0)
+    plain = np.maximum.reduceat(correlations(plain_mosaic, candidates.plain), grid.starts, axis=0)
+    best_high = correlations(high_mosaic, candidates.high).max(axis=0)
     chosen = plain.argmax(axis=0)
     best_plain = plain[chosen, np.arange(len(candidates.prints))]
-    return np.minimum(best_plain, best_high), np.asarray(grid, np.float64)[chosen]
+    return np.minimum(best_plain, best_high), _SCALE_GRID[chosen]
 
 
 def similarities(query: Fingerprint, candidates: Candidates | Sequence[Fingerprint], kind: str) -> np.ndarray:
@@ -281,7 +325,7 @@ def similarities(query: Fingerprint, candidates: Candidates | Sequence[Fingerpri
     passed = np.flatnonzero(gate >= gate_at)
     for i in passed[np.argsort(-gate[passed])][:FULL_COMPARISONS]:
         sy, sx = where[i]  # the quick search's scale, at half size: whole pixels at full size
-        scores[i] = _best_alignment(candidates.prints[i].thumb.astype(np.float32), big_query, THUMB_PX, MARGIN_PX,
+        scores[i] = _best_alignment(candidates.prints[i].thumb.astype(np.float32), big_query,
                                     round(THUMB_PX * sy), round(THUMB_PX * sx))
     return scores
 

@@ -133,20 +133,66 @@ def test_resize_and_blur_matrices_give_pil_and_scipy_results(width: int, height:
 
 
 def test_window_correlation_equals_centred_unit_rows_and_flat_windows_score_zero() -> None:
-    from serving.fingerprints import _ncc, _row_norms, _unit_rows, _window_norms, _windows
+    from serving.fingerprints import _ncc, _unit_rows, _window_grid
 
     rng = np.random.default_rng(3)
     image = rng.random((20, 24)).astype(np.float32) * 200
     image[:9, :9] = 117.0  # a flat corner: the first window has no structure to correlate with
-    windows = _windows(image, 9)
+    grid = _window_grid((20,), (24,), 9)  # one block: every window of the image
+    windows = grid.windows(image)
+    every = np.lib.stride_tricks.sliding_window_view(image, (9, 9)).reshape(-1, 81)
+    np.testing.assert_array_equal(windows, every)
     templates = _unit_rows(rng.random((3, 81)).astype(np.float32))
     expected = _unit_rows(windows) @ templates.T
-    np.testing.assert_allclose(_window_norms(image, 9), _row_norms(windows), rtol=1e-6, atol=1e-6)
-    for norms in (_row_norms(windows), _window_norms(image, 9)):
-        found = _ncc(windows, norms, templates)
-        np.testing.assert_allclose(found, expected, atol=1e-5)
-        assert np.all(found[0] == 0.0)
-        assert np.abs(found).max() <= 1.0 + 1e-5
+    centred = windows - windows.mean(axis=1, keepdims=True)
+    norms = grid.norms(image)
+    np.testing.assert_allclose(norms, np.linalg.norm(centred, axis=1), rtol=1e-5, atol=1e-3)
+    found = _ncc(windows, norms, templates)
+    np.testing.assert_allclose(found, expected, atol=1e-5)
+    assert np.all(found[0] == 0.0)
+    assert np.abs(found).max() <= 1.0 + 1e-5
+
+
+def test_a_mosaic_holds_every_size_and_its_high_pass_and_only_whole_block_windows() -> None:
+    from serving.fingerprints import _high_pass, _mosaic, _window_grid, resize_matrix
+
+    image = np.random.default_rng(5).random((24, 24)).astype(np.float32) * 255
+    heights, widths, side = (22, 25), (23, 24, 26), 18
+    plain, high = _mosaic(image, heights, widths, 1.5)
+    assert plain.shape == high.shape == (sum(heights), sum(widths))
+    grid = _window_grid(heights, widths, side)
+    windows, starts = grid.windows(plain), grid.starts
+    assert list(starts) == list(np.cumsum([0] + [(h - side + 1) * (w - side + 1) for h in heights for w in widths])[:-1])
+    top, block = 0, 0
+    for height in heights:
+        left = 0
+        for width in widths:
+            scaled = resize_matrix(24, height) @ image @ resize_matrix(24, width).T
+            np.testing.assert_allclose(plain[top:top + height, left:left + width], scaled, atol=1e-3)
+            np.testing.assert_allclose(high[top:top + height, left:left + width], _high_pass(scaled, 1.5), atol=1e-3)
+            # This block's windows, in order, are the sliding windows of the resized image alone.
+            count = (height - side + 1) * (width - side + 1)
+            mine = windows[starts[block]:starts[block] + count]
+            np.testing.assert_allclose(mine, np.lib.stride_tricks.sliding_window_view(scaled, (side, side))
+                                       .reshape(-1, side * side), atol=1e-3)
+            left, block = left + width, block + 1
+        top += height
+    assert len(windows) == sum((h - side + 1) * (w - side + 1) for h in heights for w in widths)
+
+
+def test_the_full_comparisons_correlation_by_fft_equals_the_windows_one_by_one(images) -> None:
+    from serving.fingerprints import MARGIN_PX, THUMB_PX, _best_alignment, _high_pass, _mosaic, _unit_rows, _window_grid
+
+    a, b = (fingerprint(images[RadiographKind.BITEWING][i]).thumb.astype(np.float32) for i in (0, 1))
+    inner, centre = THUMB_PX - 2 * MARGIN_PX, slice(MARGIN_PX, THUMB_PX - MARGIN_PX)
+    template = _unit_rows(_high_pass(a, 3.0)[centre, centre].reshape(1, -1))[0]
+    heights, widths = tuple(range(43, 50)), tuple(range(46, 53))
+    _, high = _mosaic(b, heights, widths, 3.0)
+    windows = _window_grid(heights, widths, inner).windows(high).astype(np.float64)
+    centred = windows - windows.mean(axis=1, keepdims=True)
+    one_by_one = (centred @ template / np.linalg.norm(centred, axis=1)).max()
+    assert _best_alignment(a, b, 46, 49) == pytest.approx(float(one_by_one), abs=1e-5)
+    assert _best_alignment(a, a, 48, 48) == pytest.approx(1.0, abs=1e-4)
 
 
 # ---- the stored candidates -------------------------------------------------------------------
