@@ -97,13 +97,17 @@ def test_serve_environment_sets_the_front_only_for_the_ray_dxv_serve_starts(monk
     monkeypatch.delenv("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", raising=False)
     monkeypatch.delenv("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", raising=False)
     monkeypatch.delenv("RAY_max_direct_call_object_size", raising=False)
+    monkeypatch.delenv("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", raising=False)
+    monkeypatch.setenv("RAY_SERVE_METRICS_EXPORT_INTERVAL_MS", "250")
     monkeypatch.setenv("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "90")
     started = serve_environment(load_serving_config(), attaching=False)
     assert started == {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "90",
                        "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
-                       "RAY_max_direct_call_object_size": str(4 * 1024 * 1024)}
+                       "RAY_max_direct_call_object_size": str(4 * 1024 * 1024),
+                       "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5", "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "250"}
     python_proxy = serve_environment(load_serving_config(overrides=("http.front=serve",)), attaching=False)
     assert python_proxy["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
     assert "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S" not in python_proxy
     attached = serve_environment(load_serving_config(), attaching=True)
     assert "RAY_SERVE_ENABLE_HA_PROXY" not in attached and "RAY_max_direct_call_object_size" not in attached
+    assert "RAY_SERVE_CONTROL_LOOP_INTERVAL_S" not in attached
