@@ -226,8 +226,8 @@ def recycled_hits(store: Store, claims: list[Claim], prints: list[tuple[ImagePri
     if not any(prints):
         return [() for _ in claims]
     with store.reading() as session:
-        candidates = [repository.fingerprint_candidates(session, c, p) if p else () for c, p in zip(claims, prints,
-                                                                                                 strict=True)]
+        candidates = [repository.fingerprint_candidates(session, c, p, store.likeness) if p else ()
+                      for c, p in zip(claims, prints, strict=True)]
     return [(check_recycled(c.date_of_service, find_matches(p, found)),) if p else ()
             for c, p, found in zip(claims, prints, candidates, strict=True)]
 

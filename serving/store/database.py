@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.errors import DxvError
 from models.paths import data_dir
+from serving.store.likeness import LikenessPools
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 WAL_BACKSTOP_PAGES = 16_384  # 64 MiB of 4 KiB pages
@@ -150,6 +151,7 @@ class Store:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.checkpointer = checkpointer
+        self.likeness = LikenessPools()  # the recycled-image lookup's pools, read incrementally
 
     @classmethod
     def open(cls, url: str | None = None, *, migrate: bool = True, checkpoint_in_background: bool = False) -> Store:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from serving.rules.recycled import ImagePrint, StoredPrint
 from serving.store import audit
 from serving.store.bulk import insert_many
 from serving.store.database import StoreError
+from serving.store.likeness import LikenessPools
 from serving.store.schema import (
     AppealRow,
     AuditRow,
@@ -598,19 +600,22 @@ class IdempotencyConflictError(StoreError):
 
 CANDIDATES_SAME_MEMBER = 32  # the member's latest radiographs of the kind
 CANDIDATES_SAME_PROVIDER = 16  # the provider's latest radiographs of the kind
-CANDIDATES_BY_LIKENESS = 8  # the closest by coarse likeness among the tenant's latest ...
-LIKENESS_POOL = 5000  # ... this many radiographs of the kind
+CANDIDATES_BY_LIKENESS = 8  # the closest by coarse likeness among the tenant's latest of the kind (the pool)
 
 
-def fingerprint_candidates(session: Session, claim: Claim, prints: tuple[ImagePrint, ...]) -> tuple[StoredPrint, ...]:
+def fingerprint_candidates(session: Session, claim: Claim, prints: tuple[ImagePrint, ...],
+                           pools: LikenessPools | None = None) -> tuple[StoredPrint, ...]:
     """Earlier radiographs worth comparing in full with this claim's: the member's latest,
     the provider's latest, and the tenant's closest by coarse likeness (an image recycled
-    by another provider for another member). Never the claim's own earlier submission."""
+    by another provider for another member). Never the claim's own earlier submission.
+    ``pools``: the process's likeness pools (``Store.likeness``); without, the pool is read
+    whole."""
     if not prints:
         return ()
     db = session.connection()
     f = FingerprintRow
     columns = (f.id, f.claim_id, f.mode, f.radiograph_id, f.kind, f.member_id, f.date_of_service, f.thumb, f.coarse)
+    own = (claim.claim_id, claim.mode)
     found: dict[int, Any] = {}
     for kind in sorted({p.kind for p in prints}):
         scope = (f.tenant == claim.tenant, f.kind == kind, ~((f.claim_id == claim.claim_id) & (f.mode == claim.mode)))
@@ -620,18 +625,15 @@ def fingerprint_candidates(session: Session, claim: Claim, prints: tuple[ImagePr
         for row in db.execute(select(*columns).where(*scope, f.provider_id == claim.provider.provider_id)
                               .order_by(f.id.desc()).limit(CANDIDATES_SAME_PROVIDER)).all():
             found[row.id] = row
-        pool = db.execute(select(f.id, f.coarse).where(*scope).order_by(f.id.desc()).limit(LIKENESS_POOL)).all()
-        if pool:
-            vectors = np.frombuffer(b"".join(coarse for _, coarse in pool), dtype=np.float16) \
-                .reshape(len(pool), -1).astype(np.float32)  # one buffer: 5,000 small arrays took 3 ms
-            closest: set[int] = set()
-            for image in (p for p in prints if p.kind == kind):
-                ranked = np.argsort(-coarse_similarity(image.fingerprint, vectors))[:CANDIDATES_BY_LIKENESS]
-                closest.update(int(pool[i][0]) for i in ranked)
-            wanted = sorted(closest - set(found))
-            if wanted:
-                for row in db.execute(select(*columns).where(f.id.in_(wanted))).all():
-                    found[row.id] = row
+        pool = (pools or LikenessPools()).latest(db, claim.tenant, kind)
+        closest: set[int] = set()
+        for image in (p for p in prints if p.kind == kind and len(pool.ids)):
+            ranked = (i for i in np.argsort(-coarse_similarity(image.fingerprint, pool.vectors)) if pool.claims[i] != own)
+            closest.update(int(pool.ids[i]) for i in itertools.islice(ranked, CANDIDATES_BY_LIKENESS))
+        wanted = sorted(closest - set(found))
+        if wanted:
+            for row in db.execute(select(*columns).where(f.id.in_(wanted))).all():
+                found[row.id] = row
     return tuple(StoredPrint(claim_id=r.claim_id, mode=r.mode, radiograph_id=r.radiograph_id, kind=r.kind,
                              same_member=r.member_id == claim.member.member_id, date_of_service=r.date_of_service,
                              fingerprint=Fingerprint.from_bytes(r.thumb, r.coarse))
