@@ -32,8 +32,8 @@ def _claim(number: int, provider: str = "P-1", member: str | None = None) -> Cla
 
 
 @pytest.fixture()
-def store(tmp_path):
-    opened = Store.open(f"sqlite:///{tmp_path / 'state.db'}")
+def store(store_url):  # SQLite and PostgreSQL (tests/serving/conftest.py)
+    opened = Store.open(store_url)
     yield opened
     opened.close()
 
