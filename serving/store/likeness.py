@@ -54,7 +54,8 @@ class Pool:
 
 
 class LikenessPools:
-    """The pools of one process (one per ``Store``), safe to use from several threads."""
+    """The pools of one process (one per ``Store``), safe to use from several threads: each
+    lookup reads what is new in its own transaction and returns the pool as of that."""
 
     def __init__(self, size: int = POOL_SIZE, reread: int = REREAD_ROWS) -> None:
         self.size, self.reread = size, reread
@@ -66,14 +67,18 @@ class LikenessPools:
         f = FingerprintRow
         scope = (f.tenant == tenant, f.kind == kind)
         columns = (f.id, f.claim_id, f.mode, f.coarse)  # all in the (tenant, kind, id, ...) index: no row visited
+        held = self._pools.get((tenant, kind))
+        if held is None or not len(held.ids):
+            rows = db.execute(select(*columns).where(*scope).order_by(f.id.desc()).limit(self.size)).all()
+            pool = Pool.of_rows([(r[0], r[1], r[2], r[3]) for r in reversed(rows)])
+        else:
+            floor = int(held.ids[-min(self.reread, len(held.ids))]) - 1  # from the last rows held, again
+            rows = db.execute(select(*columns).where(*scope, f.id > floor).order_by(f.id)).all()
+            pool = held.joined(Pool.of_rows([(r[0], r[1], r[2], r[3]) for r in rows]), self.size)
+        # Read outside the lock (no thread waits on another's query); kept unless another
+        # thread has meanwhile kept a newer one. Either is complete up to its own reading.
         with self._lock:
-            held = self._pools.get((tenant, kind))
-            if held is None or not len(held.ids):
-                rows = db.execute(select(*columns).where(*scope).order_by(f.id.desc()).limit(self.size)).all()
-                pool = Pool.of_rows([(r[0], r[1], r[2], r[3]) for r in reversed(rows)])
-            else:
-                floor = int(held.ids[-min(self.reread, len(held.ids))]) - 1  # from the last rows held, again
-                rows = db.execute(select(*columns).where(*scope, f.id > floor).order_by(f.id)).all()
-                pool = held.joined(Pool.of_rows([(r[0], r[1], r[2], r[3]) for r in rows]), self.size)
-            self._pools[(tenant, kind)] = pool
-            return pool
+            current = self._pools.get((tenant, kind))
+            if current is None or not len(current.ids) or (len(pool.ids) and pool.ids[-1] >= current.ids[-1]):
+                self._pools[(tenant, kind)] = pool
+        return pool

@@ -109,3 +109,25 @@ def test_the_claims_own_earlier_submission_is_never_a_candidate_even_the_most_al
     found = _candidates(store, resubmitted, query, pools)
     assert 500 not in found and len(found) == 8
     assert 500 in _candidates(store, _claim(501, provider="P-other"), query, pools)  # another claim finds them
+
+
+def test_lookups_from_several_threads_while_radiographs_arrive_end_complete(store) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(4)
+    _save(store, rng, 0, 30)
+    pools = LikenessPools(size=1000, reread=4)
+
+    def look(_: int) -> int:
+        with store.reading() as session:
+            return len(pools.latest(session.connection(), "t", "periapical").ids)
+
+    with ThreadPoolExecutor(max_workers=4) as workers:
+        pending = [workers.submit(look, k) for k in range(40)]
+        for batch in range(5):
+            _save(store, rng, 30 + 3 * batch, 3)
+        seen = [p.result() for p in pending]
+    assert min(seen) >= 30 and max(seen) <= 45
+    with store.reading() as session:
+        held = pools.latest(session.connection(), "t", "periapical")
+    assert [c for c, _ in held.claims] == [f"C-{n}" for n in range(45)]
