@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime as dt
+import functools
 import json
 import statistics
 import threading
@@ -71,6 +73,35 @@ class ClaimFactory:
                 "lines": [{"line_id": str(k + 1), "code": "D0220", "fee": 30.0} for k in range(n_images)],
                 "attachments": [{"radiograph_id": rid, "kind": "periapical", "content": content}
                                 for rid, content in self.images(n_images)]}
+
+
+def store_earlier_radiographs(url: str, count: int, seed: int = 9) -> None:
+    """``count`` earlier periapicals of other members and providers in the tenant's history,
+    as a service in use has (the benchmark's claims otherwise meet an empty one): random
+    fingerprints, which match none of the claims' radiographs but are ranked for likeness
+    against each of them."""
+    from serving.claims import Claim
+    from serving.fingerprints import Fingerprint
+    from serving.rules.recycled import ImagePrint
+    from serving.store import repository
+    from serving.store.database import Store
+
+    rng = np.random.default_rng(seed)
+    store = Store.open(url)
+    try:
+        with store.transaction() as session:
+            for number in range(count):
+                claim = Claim.model_validate({
+                    "claim_id": f"EARLIER-{number:06d}", "tenant": "demo", "date_of_service": "2026-01-15",
+                    "member": {"member_id": f"EARLIER-M-{number % 3000:05d}", "birth_date": "1970-01-01"},
+                    "provider": {"provider_id": f"EARLIER-P-{number % 200:03d}"},
+                    "lines": [{"line_id": "1", "code": "D0220"}]})
+                coarse = rng.standard_normal(64).astype(np.float32)
+                printed = Fingerprint(rng.integers(0, 256, (48, 48), dtype=np.uint8), coarse / np.linalg.norm(coarse))
+                repository.save_fingerprints(session, claim, (ImagePrint(f"earlier-{number}", "periapical", printed),),
+                                             dt.datetime(2026, 1, 15))
+    finally:
+        store.close()
 
 
 def stage_totals(client: httpx.Client) -> dict[str, tuple[float, float]]:
@@ -172,6 +203,8 @@ def main() -> None:
     parser.add_argument("--ready-timeout", type=float, default=420.0, help="seconds to wait for the service to start")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a serving config override, e.g. http.front=serve to compare the fronts")
+    parser.add_argument("--stored-radiographs", type=int, default=0,
+                        help="earlier radiographs in the tenant's history before the first claim (default: none)")
     args = parser.parse_args()
     image_counts, concurrencies = tuple(args.images), tuple(args.concurrency)
     images = _images(12)
@@ -182,8 +215,10 @@ def main() -> None:
     # and one reading taken minutes before the service's moved the overhead as much.
     before = {n: direct_model_times_ms(images, n) for n in image_counts}
     results = []
+    print(f"earlier radiographs in the tenant's history: {args.stored_radiographs:,}", flush=True)
+    history = functools.partial(store_earlier_radiographs, count=args.stored_radiographs) if args.stored_radiographs else None
     with running_service(args.out, args.port, overrides=("autoscaling.max_replicas=1", *args.overrides),
-                         extra_members=MEMBERS, ready_timeout_s=args.ready_timeout) as (base_url, key):
+                         extra_members=MEMBERS, ready_timeout_s=args.ready_timeout, prepare=history) as (base_url, key):
         run_setting(base_url, key, factory, 2, 1, 4)  # warm-up: first requests load lazily
         floor = healthz_p50_ms(base_url)
         print(f"GET /healthz p50 {floor:.1f} ms (the floor of any request)", flush=True)

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,9 +272,10 @@ def appeal_example(client: Any, adjudicator: str, reviewer: str, claims: list[Pr
 
 @contextmanager
 def running_service(out: Path, port: int, overrides: tuple[str, ...] = (), ready_timeout_s: float = 420.0,
-                    extra_members: int = 0) -> Iterator[tuple[str, str]]:
+                    extra_members: int = 0, prepare: Callable[[str], None] | None = None) -> Iterator[tuple[str, str]]:
     """``dxv serve`` in a child process on a fresh state store under ``out``, ready; yields
-    (base URL, adjudicator key) and stops the service on the way out."""
+    (base URL, adjudicator key) and stops the service on the way out. ``prepare`` is called
+    with the store's URL before the service starts (e.g. to load history)."""
     from rich.console import Console
 
     console = Console()
@@ -283,6 +284,8 @@ def running_service(out: Path, port: int, overrides: tuple[str, ...] = (), ready
     for suffix in ("", "-wal", "-shm"):
         Path(f"{url.removeprefix('sqlite:///')}{suffix}").unlink(missing_ok=True)
     key = prepare_store(url, dt.datetime.now(dt.UTC).replace(tzinfo=None), extra_members)
+    if prepare is not None:
+        prepare(url)
     console.print(f"starting the service on the local Ray (port {port}) ...")
     settings = [arg for item in (f"state_url={url}", f"http.port={port}", *overrides) for arg in ("--set", item)]
     process = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", *settings],
