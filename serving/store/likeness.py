@@ -14,32 +14,43 @@ Fingerprints are never deleted, so nothing held goes stale."""
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import Connection, select
 
+from serving.fingerprints import Fingerprint, coarse_similarity
 from serving.store.schema import FingerprintRow
 
 POOL_SIZE = 5000
 REREAD_ROWS = 256
+MAX_POOLS = 64  # (tenant, kind) pools held at once
+
+
+def claim_key(claim_id: str, mode: str) -> int:
+    """A number standing for a (claim id, mode) within this process (Python's string hash is
+    per process, which is all the pools need): 8 bytes a row instead of two strings."""
+    return hash((claim_id, mode))
 
 
 @dataclass(frozen=True)
 class Pool:
-    """Row ids (ascending), the (claim id, mode) each came with, and their coarse vectors."""
+    """Row ids (ascending), the ``claim_key`` of the claim each came with, and their coarse
+    vectors."""
 
     ids: np.ndarray
-    claims: tuple[tuple[str, str], ...]
+    claim_keys: np.ndarray
     vectors: np.ndarray
 
     @classmethod
     def of_rows(cls, rows: list[tuple[int, str, str, bytes]]) -> Pool:
         """Rows of (id, claim id, mode, coarse bytes) in ascending id order."""
         if not rows:
-            return cls(np.zeros(0, np.int64), (), np.zeros((0, 0), np.float32))
+            return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.float32))
         vectors = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.float16)  # one buffer, not 5,000 arrays
-        return cls(np.fromiter((r[0] for r in rows), np.int64, len(rows)), tuple((r[1], r[2]) for r in rows),
+        return cls(np.fromiter((r[0] for r in rows), np.int64, len(rows)),
+                   np.fromiter((claim_key(r[1], r[2]) for r in rows), np.int64, len(rows)),
                    vectors.reshape(len(rows), -1).astype(np.float32))
 
     def joined(self, newer: Pool, size: int) -> Pool:
@@ -47,19 +58,32 @@ class Pool:
         if not len(newer.ids):
             return self
         kept = int(np.searchsorted(self.ids, newer.ids[0]))  # ids ascend
-        ids = np.concatenate([self.ids[:kept], newer.ids])[-size:]
-        claims = (self.claims[:kept] + newer.claims)[-size:]
-        vectors = np.concatenate([self.vectors[:kept], newer.vectors]) if kept else newer.vectors
-        return Pool(ids, claims, vectors[-size:])
+        return Pool(np.concatenate([self.ids[:kept], newer.ids])[-size:],
+                    np.concatenate([self.claim_keys[:kept], newer.claim_keys])[-size:],
+                    (np.concatenate([self.vectors[:kept], newer.vectors]) if kept else newer.vectors)[-size:])
+
+    def closest(self, query: Fingerprint, count: int, excluding: int) -> np.ndarray:
+        """The ids of the ``count`` rows most alike ``query`` by coarse likeness, leaving
+        out the rows of the claim ``excluding`` (a ``claim_key``)."""
+        if not len(self.ids):
+            return self.ids
+        likeness = coarse_similarity(query, self.vectors)
+        likeness[self.claim_keys == excluding] = -np.inf
+        count = min(count, int(np.isfinite(likeness).sum()))
+        if count == 0:
+            return self.ids[:0]
+        return self.ids[np.argpartition(-likeness, count - 1)[:count]]
 
 
 class LikenessPools:
     """The pools of one process (one per ``Store``), safe to use from several threads: each
-    lookup reads what is new in its own transaction and returns the pool as of that."""
+    lookup reads what is new in its own transaction and returns the pool as of that. At
+    most ``max_pools`` (tenant, kind) pools are held, the least recently used let go (read
+    whole again when next needed): a pool of 5,000 is about 1.4 MB."""
 
-    def __init__(self, size: int = POOL_SIZE, reread: int = REREAD_ROWS) -> None:
-        self.size, self.reread = size, reread
-        self._pools: dict[tuple[str, str], Pool] = {}
+    def __init__(self, size: int = POOL_SIZE, reread: int = REREAD_ROWS, max_pools: int = MAX_POOLS) -> None:
+        self.size, self.reread, self.max_pools = size, reread, max_pools
+        self._pools: OrderedDict[tuple[str, str], Pool] = OrderedDict()
         self._lock = threading.Lock()
 
     def latest(self, db: Connection, tenant: str, kind: str) -> Pool:
@@ -67,7 +91,9 @@ class LikenessPools:
         f = FingerprintRow
         scope = (f.tenant == tenant, f.kind == kind)
         columns = (f.id, f.claim_id, f.mode, f.coarse)  # all in the (tenant, kind, id, ...) index: no row visited
-        held = self._pools.get((tenant, kind))
+        key = (tenant, kind)
+        with self._lock:
+            held = self._pools.get(key)
         if held is None or not len(held.ids):
             rows = db.execute(select(*columns).where(*scope).order_by(f.id.desc()).limit(self.size)).all()
             pool = Pool.of_rows([(r[0], r[1], r[2], r[3]) for r in reversed(rows)])
@@ -78,7 +104,15 @@ class LikenessPools:
         # Read outside the lock (no thread waits on another's query); kept unless another
         # thread has meanwhile kept a newer one. Either is complete up to its own reading.
         with self._lock:
-            current = self._pools.get((tenant, kind))
+            current = self._pools.get(key)
             if current is None or not len(current.ids) or (len(pool.ids) and pool.ids[-1] >= current.ids[-1]):
-                self._pools[(tenant, kind)] = pool
+                self._pools[key] = pool
+            self._pools.move_to_end(key)
+            while len(self._pools) > self.max_pools:
+                self._pools.popitem(last=False)
         return pool
+
+    def held(self) -> list[tuple[str, str]]:
+        """The (tenant, kind) pools held, least recently used first."""
+        with self._lock:
+            return list(self._pools)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import itertools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,7 +12,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 from pydantic import Field
 from sqlalchemy import Float, Table, bindparam, func, select, type_coerce, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -25,7 +23,7 @@ from models.teeth import Tooth
 from serving.catalogue import Catalogue
 from serving.claims import Claim
 from serving.decisions import Action, LineDecision
-from serving.fingerprints import FINGERPRINT_VERSION, Fingerprint, coarse_similarity
+from serving.fingerprints import FINGERPRINT_VERSION, Fingerprint
 from serving.plans import Condition, Plan, PlanVersion
 from serving.rules.history import BaselineCondition, CurrentLine, MemberSnapshot, PastLine, ProviderStanding, add_months
 from serving.rules.ledger import ANNUAL_MAXIMUM, Balance, plan_buckets
@@ -33,7 +31,7 @@ from serving.rules.recycled import ImagePrint, StoredPrint
 from serving.store import audit
 from serving.store.bulk import insert_many
 from serving.store.database import StoreError
-from serving.store.likeness import LikenessPools
+from serving.store.likeness import LikenessPools, claim_key
 from serving.store.schema import (
     AppealRow,
     AuditRow,
@@ -615,7 +613,7 @@ def fingerprint_candidates(session: Session, claim: Claim, prints: tuple[ImagePr
     db = session.connection()
     f = FingerprintRow
     columns = (f.id, f.claim_id, f.mode, f.radiograph_id, f.kind, f.member_id, f.date_of_service, f.thumb, f.coarse)
-    own = (claim.claim_id, claim.mode)
+    own = claim_key(claim.claim_id, claim.mode)
     found: dict[int, Any] = {}
     for kind in sorted({p.kind for p in prints}):
         scope = (f.tenant == claim.tenant, f.kind == kind, ~((f.claim_id == claim.claim_id) & (f.mode == claim.mode)))
@@ -626,10 +624,8 @@ def fingerprint_candidates(session: Session, claim: Claim, prints: tuple[ImagePr
                               .order_by(f.id.desc()).limit(CANDIDATES_SAME_PROVIDER)).all():
             found[row.id] = row
         pool = (pools or LikenessPools()).latest(db, claim.tenant, kind)
-        closest: set[int] = set()
-        for image in (p for p in prints if p.kind == kind and len(pool.ids)):
-            ranked = (i for i in np.argsort(-coarse_similarity(image.fingerprint, pool.vectors)) if pool.claims[i] != own)
-            closest.update(int(pool.ids[i]) for i in itertools.islice(ranked, CANDIDATES_BY_LIKENESS))
+        closest = {int(i) for image in prints if image.kind == kind
+                   for i in pool.closest(image.fingerprint, CANDIDATES_BY_LIKENESS, excluding=own)}
         wanted = sorted(closest - set(found))
         if wanted:
             for row in db.execute(select(*columns).where(f.id.in_(wanted))).all():

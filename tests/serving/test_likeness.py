@@ -46,6 +46,13 @@ def _save(store: Store, rng: np.random.Generator, first: int, count: int) -> Non
                                          (ImagePrint(f"r-{number}", "periapical", _print(rng)),), NOW)
 
 
+def _ids_of(store: Store, numbers: range) -> list[int]:
+    with store.engine.connect() as connection:
+        rows = connection.execute(text("SELECT id, claim_id FROM image_fingerprints ORDER BY id")).all()
+    wanted = {f"C-{n}" for n in numbers}
+    return [row_id for row_id, claim_id in rows if claim_id in wanted]
+
+
 def _candidates(store: Store, claim: Claim, prints: tuple[ImagePrint, ...], pools: LikenessPools | None) -> list[int]:
     with store.reading() as session:
         return sorted(int(c.claim_id[2:]) for c in repository.fingerprint_candidates(session, claim, prints, pools))
@@ -70,7 +77,7 @@ def test_pools_read_incrementally_give_the_candidates_of_the_pool_read_whole(sto
     with store.reading() as session:
         held = pools.latest(session.connection(), "t", "periapical")
     assert len(held.ids) == 40 and list(held.ids) == sorted(held.ids)
-    assert [c for c, _ in held.claims] == [f"C-{n}" for n in range(48, 88)]
+    assert list(held.ids) == _ids_of(store, range(48, 88))
 
 
 def test_a_radiograph_committed_late_below_the_highest_id_seen_is_picked_up(store) -> None:
@@ -130,4 +137,19 @@ def test_lookups_from_several_threads_while_radiographs_arrive_end_complete(stor
     assert min(seen) >= 30 and max(seen) <= 45
     with store.reading() as session:
         held = pools.latest(session.connection(), "t", "periapical")
-    assert [c for c, _ in held.claims] == [f"C-{n}" for n in range(45)]
+    assert list(held.ids) == _ids_of(store, range(45))
+
+
+def test_at_most_max_pools_are_held_the_least_recently_used_let_go(store) -> None:
+    rng = np.random.default_rng(5)
+    with store.transaction() as session:
+        for number, kind in enumerate(("periapical", "bitewing", "panoramic")):
+            repository.save_fingerprints(session, _claim(number), (ImagePrint(f"r-{kind}", kind, _print(rng)),), NOW)
+    pools = LikenessPools(max_pools=2)
+    with store.reading() as session:
+        for kind in ("periapical", "bitewing", "periapical", "panoramic"):
+            assert len(pools.latest(session.connection(), "t", kind).ids) == 1
+    assert pools.held() == [("t", "periapical"), ("t", "panoramic")]  # bitewing, least recently used, let go
+    with store.reading() as session:
+        assert len(pools.latest(session.connection(), "t", "bitewing").ids) == 1  # read whole again
+    assert pools.held() == [("t", "panoramic"), ("t", "bitewing")]
