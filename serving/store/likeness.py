@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, select
@@ -44,7 +46,7 @@ class Pool:
     vectors: np.ndarray
 
     @classmethod
-    def of_rows(cls, rows: list[tuple[int, str, str, bytes]]) -> Pool:
+    def of_rows(cls, rows: Sequence[Sequence[Any]]) -> Pool:
         """Rows of (id, claim id, mode, coarse bytes) in ascending id order."""
         if not rows:
             return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.float32))
@@ -96,11 +98,11 @@ class LikenessPools:
             held = self._pools.get(key)
         if held is None or not len(held.ids):
             rows = db.execute(select(*columns).where(*scope).order_by(f.id.desc()).limit(self.size)).all()
-            pool = Pool.of_rows([(r[0], r[1], r[2], r[3]) for r in reversed(rows)])
+            pool = Pool.of_rows(rows[::-1])
         else:
             floor = int(held.ids[-min(self.reread, len(held.ids))]) - 1  # from the last rows held, again
             rows = db.execute(select(*columns).where(*scope, f.id > floor).order_by(f.id)).all()
-            pool = held.joined(Pool.of_rows([(r[0], r[1], r[2], r[3]) for r in rows]), self.size)
+            pool = held.joined(Pool.of_rows(rows), self.size)
         # Read outside the lock (no thread waits on another's query); kept unless another
         # thread has meanwhile kept a newer one. Either is complete up to its own reading.
         with self._lock:
