@@ -122,6 +122,8 @@ def findings_from_raw(raw: RawDetections, geometry: InputGeometry, classes: tupl
     boxes = geometry.to_original(raw.boxes_xyxy)
     found = []
     for box, score, label in zip(boxes, raw.scores, raw.labels, strict=True):
+        if box[2] <= box[0] or box[3] <= box[1]:
+            continue  # wholly past the edge of what was read: clipped to nothing
         cls = classes[int(label)]
         assert cls.finding is not None, "finding detector class without a finding"
         found.append(FindingDetection(finding_class=cls.finding, box_xyxy_px=_box(box), score=float(score),

@@ -18,7 +18,7 @@ from models.detections import (
 )
 from models.model_card import ModelCard, ModelCardError, ModelKey, card_path, read_card, verify_card
 from models.postprocess import cached_anchors, decode_detections
-from models.preprocess import crop_tooth, prepare_image
+from models.preprocess import crop_tooth, prepare_image, prepare_region, teeth_region
 from models.radiographs import RadiographKind
 from models.tasks import ROOT_COUNT_CLASSES, labels_from_names, nms_groups
 from models.teeth import Tooth
@@ -84,9 +84,13 @@ class Detector:
         self.groups = nms_groups(self.labels)
         self.settings = card.decode.settings()
 
-    def raw(self, image_unit: np.ndarray, kind: RadiographKind):
+    def raw(self, image_unit: np.ndarray, kind: RadiographKind, region_xyxy_px: tuple[int, int, int, int] | None = None):
+        """The detections of the whole image, or of only ``region_xyxy_px`` read at the
+        whole image's scale (boxes in the image's pixels either way)."""
         card = self.model.card
-        tensor, geometry = prepare_image(image_unit, card.long_side_for(kind))
+        long_side = card.long_side_for(kind)
+        tensor, geometry = (prepare_image(image_unit, long_side) if region_xyxy_px is None
+                            else prepare_region(image_unit, region_xyxy_px, long_side))
         cls, box = self.model.session.run(None, {card.input.name: tensor})  # type: ignore[attr-defined]
         assert card.detector is not None
         raw = decode_detections(cls[0], box[0], cached_anchors(card.detector, geometry.padded_hw), geometry.padded_hw,
@@ -181,15 +185,27 @@ class DentalReader:
             teeth = [replace(t, root_count=n, root_count_score=s) for t, (n, s) in zip(teeth, counts, strict=True)]
         findings: list[FindingDetection] = []
         if self.findings is not None:
-            raw, geometry = self.findings.raw(image_unit, kind)
-            findings = self._threshold(findings_from_raw(raw, geometry, self.findings.labels), self.findings,
-                                       operating_point)
             tooth_decode = self.teeth.model.card.decode if self.teeth else None
             tooth_threshold = tooth_decode.operating_threshold if tooth_decode else 0.0
-            findings = assign_findings(findings, [t for t in teeth if t.score >= tooth_threshold])
+            confident_teeth = [t for t in teeth if t.score >= tooth_threshold]
+            raw, geometry = self.findings.raw(image_unit, kind, self._findings_region(image_unit, kind, confident_teeth))
+            findings = self._threshold(findings_from_raw(raw, geometry, self.findings.labels), self.findings,
+                                       operating_point)
+            findings = assign_findings(findings, confident_teeth)
         h, w = image_unit.shape
         return ImageReading(image_id=image_id, kind=kind, width_px=w, height_px=h, teeth=tuple(teeth),
                             findings=tuple(findings), model_versions=self.model_versions())
+
+    def _findings_region(self, image_unit: np.ndarray, kind: RadiographKind,
+                         teeth: list[ToothDetection]) -> tuple[int, int, int, int] | None:
+        """Where the finding detector reads: the teeth's region where its card asks for one
+        for this kind and teeth were found (the tooth detector's, or those given), else the
+        whole image (None)."""
+        assert self.findings is not None
+        margin = self.findings.model.card.input.teeth_region_margin.get(kind)
+        if margin is None or not teeth:
+            return None
+        return teeth_region(np.array([t.box_xyxy_px for t in teeth]), image_unit.shape, margin)
 
     @staticmethod
     def _threshold(items, detector: Detector, operating_point: bool):

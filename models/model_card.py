@@ -8,7 +8,7 @@ import hashlib
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -51,7 +51,14 @@ class InputContract(FrozenConfig):
     bright. Detectors: the image is resized so its long side is ``long_side_px[kind]``
     (null keeps the original size), then zero-padded at the bottom and right to a multiple
     of ``size_divisible``. Root-count classifier: tooth crops, crown up, resized to
-    ``crop_hw_px``."""
+    ``crop_hw_px``.
+
+    Finding detectors, ``teeth_region_margin[kind]``: for that kind only the region around
+    the teeth the tooth detector found is read (grown on each side by this fraction of the
+    image's width and height), at the scale ``long_side_px`` gives the whole image. Teeth
+    fill about a third of a panoramic; the rest is bone, sinuses and air, so the region
+    lets the detector read panoramics at a finer scale for the same time. With no tooth
+    detector or no tooth found, the whole image is read."""
 
     name: str = "image"
     layout: Literal["NCHW"] = "NCHW"
@@ -61,6 +68,7 @@ class InputContract(FrozenConfig):
     long_side_px: dict[RadiographKind, int | None] = Field(default_factory=dict)
     size_divisible: int = SIZE_DIVISIBLE
     crop_hw_px: tuple[int, int] | None = None
+    teeth_region_margin: dict[RadiographKind, Annotated[float, Field(ge=0, le=0.5)]] = Field(default_factory=dict)
 
 
 class ModelCard(FrozenConfig):

@@ -16,11 +16,13 @@ from models.radiographs import RadiographKind
 @dataclass(frozen=True)
 class InputGeometry:
     """How an original image became the network input: scaled by ``scale_yx``, then padded
-    at the bottom and right to ``padded_hw``."""
+    at the bottom and right to ``padded_hw``. When only a region of the image was read,
+    ``original_hw`` is the region's size and ``offset_xy`` its top-left corner in the image."""
 
     original_hw: tuple[int, int]
     resized_hw: tuple[int, int]
     padded_hw: tuple[int, int]
+    offset_xy: tuple[int, int] = (0, 0)
 
     @property
     def scale_yx(self) -> tuple[float, float]:
@@ -28,13 +30,16 @@ class InputGeometry:
 
     def to_input(self, boxes_xyxy_px: np.ndarray) -> np.ndarray:
         sy, sx = self.scale_yx
-        return np.asarray(boxes_xyxy_px, np.float32).reshape(-1, 4) * np.array([sx, sy, sx, sy], np.float32)
+        ox, oy = self.offset_xy
+        boxes = np.asarray(boxes_xyxy_px, np.float32).reshape(-1, 4) - np.array([ox, oy, ox, oy], np.float32)
+        return boxes * np.array([sx, sy, sx, sy], np.float32)
 
     def to_original(self, boxes_xyxy_input: np.ndarray) -> np.ndarray:
         sy, sx = self.scale_yx
         boxes = np.asarray(boxes_xyxy_input, np.float32).reshape(-1, 4) / np.array([sx, sy, sx, sy], np.float32)
         h, w = self.original_hw
-        return np.clip(boxes, 0, np.array([w, h, w, h], np.float32))
+        ox, oy = self.offset_xy
+        return np.clip(boxes, 0, np.array([w, h, w, h], np.float32)) + np.array([ox, oy, ox, oy], np.float32)
 
 
 def resized_shape(height: int, width: int, long_side_px: int | None) -> tuple[int, int]:
@@ -70,6 +75,37 @@ def prepare_image(image_unit: np.ndarray, long_side_px: int | None) -> tuple[np.
     padded = pad_to_divisible(resized)
     geometry = InputGeometry(original_hw=(h, w), resized_hw=resized.shape, padded_hw=padded.shape)
     return padded[None, None].astype(np.float32), geometry
+
+
+def prepare_region(image_unit: np.ndarray, region_xyxy_px: tuple[int, int, int, int],
+                   long_side_px: int | None) -> tuple[np.ndarray, InputGeometry]:
+    """Only ``region_xyxy_px`` of the image -> network input, at the scale the whole image
+    would have been read at (``long_side_px`` is the whole image's), and its geometry."""
+    h, w = image_unit.shape
+    x0, y0, x1, y1 = region_xyxy_px
+    if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+        raise ValueError(f"region {region_xyxy_px} is not inside the {w}x{h} image")
+    rh, rw = resized_shape(h, w, long_side_px)
+    shape = (max(1, round((y1 - y0) * rh / h)), max(1, round((x1 - x0) * rw / w)))
+    resized = resize_unit_image(np.ascontiguousarray(image_unit[y0:y1, x0:x1]), shape)
+    padded = pad_to_divisible(resized)
+    geometry = InputGeometry(original_hw=(y1 - y0, x1 - x0), resized_hw=resized.shape, padded_hw=padded.shape,
+                             offset_xy=(x0, y0))
+    return padded[None, None].astype(np.float32), geometry
+
+
+def teeth_region(teeth_xyxy_px: np.ndarray, image_hw: tuple[int, int], margin: float) -> tuple[int, int, int, int]:
+    """The smallest box holding every tooth box, grown on each side by ``margin`` times the
+    image's width (left, right) and height (top, bottom), in whole pixels inside the image."""
+    boxes = np.asarray(teeth_xyxy_px, np.float64).reshape(-1, 4)
+    if not len(boxes):
+        raise ValueError("no teeth to take a region from")
+    h, w = image_hw
+    x0, y0 = boxes[:, 0].min() - margin * w, boxes[:, 1].min() - margin * h
+    x1, y1 = boxes[:, 2].max() + margin * w, boxes[:, 3].max() + margin * h
+    left, top = min(w - 1, max(0, int(np.floor(x0)))), min(h - 1, max(0, int(np.floor(y0))))
+    right, bottom = min(w, int(np.ceil(x1))), min(h, int(np.ceil(y1)))
+    return left, top, max(right, left + 1), max(bottom, top + 1)
 
 
 def guess_kind(height: int, width: int) -> RadiographKind:

@@ -4,7 +4,7 @@ frozen models; unknown keys are refused and ``--set`` overrides must name a fiel
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -121,6 +121,11 @@ class TrainConfig(FrozenConfig):
     version_label: str = "0.1.0"
     kinds_served: tuple[RadiographKind, ...] = tuple(RadiographKind)
     long_side_px: dict[RadiographKind, int | None] = Field(default_factory=lambda: dict(_DEFAULT_LONG_SIDE))
+    # Finding detector: kinds whose served reading covers only the teeth's region (this
+    # margin around them, a fraction of the image's size) at long_side_px's scale; written
+    # into the model card (see models.model_card.InputContract). Training reads patches,
+    # so it is unchanged by it.
+    teeth_region_margin: dict[RadiographKind, Annotated[float, Field(ge=0, le=0.5)]] = Field(default_factory=dict)
     detector: DetectorArchitecture = DetectorArchitecture()
     classifier: ClassifierArchitecture = ClassifierArchitecture()
     decode: DecodeConfig = DecodeConfig()
@@ -153,6 +158,8 @@ class TrainConfig(FrozenConfig):
     def _focus_weights_for_findings(self) -> TrainConfig:
         if self.augment.patch_focus_weights and self.model is not ModelKey.FINDINGS:
             raise ValueError("augment.patch_focus_weights applies to the finding detector only")
+        if self.teeth_region_margin and self.model is not ModelKey.FINDINGS:
+            raise ValueError("teeth_region_margin applies to the finding detector only")
         return self
 
     @property

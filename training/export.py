@@ -25,7 +25,8 @@ def card_fields(config: TrainConfig, run_id: str | None) -> dict:
             "kinds_served": config.kinds_served, "training_run_id": run_id}
     if config.is_detector:
         return {**base, "task": "detection", "classes": class_names(config.detector_task),
-                "input": InputContract(long_side_px=config.long_side_px), "outputs": DETECTOR_OUTPUTS,
+                "input": InputContract(long_side_px=config.long_side_px, teeth_region_margin=config.teeth_region_margin),
+                "outputs": DETECTOR_OUTPUTS,
                 "detector": config.detector, "decode": config.decode}
     crop = (config.classifier.crop_height_px, config.classifier.crop_width_px)
     return {**base, "kinds_served": tuple(k for k in config.kinds_served if k.value != "bitewing"),

@@ -1,11 +1,14 @@
 """The shipped models through the serving code path (ONNX Runtime + numpy post-processing)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from datasets.synth.generator import generate_case
-from models.inference import DentalReader
+from models.inference import DentalReader, Detector
 from models.model_card import SHIPPED_DIR, ModelCardError
+from models.preprocess import teeth_region
 from models.radiographs import RadiographKind
 
 
@@ -72,3 +75,39 @@ def test_sessions_do_not_busy_wait_unless_asked():
     spinning = make_session(onnx, threads=2, spin=True).get_session_options()
     with pytest.raises(RuntimeError, match="does not have configuration"):  # ONNX Runtime's default: spin
         spinning.get_session_config_entry("session.intra_op.allow_spinning")
+
+
+def _with_teeth_region(reader: DentalReader, margin: float) -> DentalReader:
+    """The reader with its finding detector's card asking for the teeth's region on panoramics."""
+    model = reader.findings.model
+    contract = model.card.input.model_copy(update={"teeth_region_margin": {RadiographKind.PANORAMIC: margin}})
+    card = model.card.model_copy(update={"input": contract})
+    return replace(reader, findings=Detector(replace(model, card=card)))
+
+
+def test_findings_on_panoramics_read_only_the_teeth_region_when_the_card_asks(reader):
+    case = generate_case(RadiographKind.PANORAMIC, 781, 0)
+    image = case.pixels_unit
+    regional = _with_teeth_region(reader, 0.06)
+    reading = regional.read("x", image, RadiographKind.PANORAMIC, operating_point=False)
+    threshold = reader.teeth.model.card.decode.operating_threshold
+    region = teeth_region(np.array([t.box_xyxy_px for t in reading.teeth if t.score >= threshold]), image.shape, 0.06)
+    assert region != (0, 0, image.shape[1], image.shape[0])
+    assert reading.findings, "the synthetic panoramic has findings"
+    for f in reading.findings:
+        x0, y0, x1, y1 = f.box_xyxy_px
+        assert region[0] <= x0 < x1 <= region[2] and region[1] <= y0 < y1 <= region[3]
+    _, geometry = regional.findings.raw(image, RadiographKind.PANORAMIC, region)
+    _, whole = reader.findings.raw(image, RadiographKind.PANORAMIC)
+    assert geometry.scale_yx == pytest.approx(whole.scale_yx, rel=0.01)
+    assert np.prod(geometry.padded_hw) < 0.7 * np.prod(whole.padded_hw)
+    # Periapicals are read whole: the card names panoramics only.
+    pa = generate_case(RadiographKind.PERIAPICAL, 781, 1)
+    assert regional.read("p", pa.pixels_unit, RadiographKind.PERIAPICAL) == reader.read("p", pa.pixels_unit,
+                                                                                      RadiographKind.PERIAPICAL)
+
+
+def test_a_region_as_large_as_the_image_reads_as_the_whole_image(reader):
+    case = generate_case(RadiographKind.PANORAMIC, 782, 0)
+    whole = reader.read("x", case.pixels_unit, RadiographKind.PANORAMIC)
+    assert _with_teeth_region(reader, 0.5).read("x", case.pixels_unit, RadiographKind.PANORAMIC) == whole

@@ -8,7 +8,7 @@ from models.detections import FindingDetection, ToothDetection, apex_region, ass
 from models.findings import FindingClass
 from models.networks import DetectorArchitecture, build_detector
 from models.postprocess import DecodeSettings, anchors_xyxy, batched_nms, box_iou, decode_boxes, decode_detections, nms
-from models.preprocess import crop_tooth, prepare_image
+from models.preprocess import crop_tooth, prepare_image, prepare_region, teeth_region
 
 
 @pytest.mark.parametrize("hw", [(256, 320), (384, 288), (96, 800)])
@@ -103,3 +103,34 @@ def test_unique_numbers_resolve_a_duplicate_by_joint_probability():
     eligible = np.array([True, True, False])
     assert unique_numbers(probs, eligible).tolist() == [0, 1, 0]
     assert unique_numbers(probs, np.array([False, False, False])).tolist() == [0, 0, 0]
+
+
+def test_region_geometry_maps_boxes_back_into_the_whole_image():
+    yy, xx = np.mgrid[0:700, 0:1400]
+    image = (0.5 + 0.25 * np.sin(xx / 37) + 0.25 * np.cos(yy / 23)).astype(np.float32)  # smooth: resizing keeps it
+    tensor, geometry = prepare_region(image, (300, 150, 1100, 560), 2800)
+    assert geometry.offset_xy == (300, 150) and geometry.original_hw == (410, 800)
+    # The region is read at the whole image's scale (2800 / 1400 = 2), not stretched to 2800.
+    assert geometry.resized_hw == (820, 1600)
+    assert tensor.shape[2] % 32 == 0 and tensor.shape[3] % 32 == 0
+    boxes = np.array([[320, 160, 420, 300], [900, 400, 1099, 559]], np.float32)
+    np.testing.assert_allclose(geometry.to_original(geometry.to_input(boxes)), boxes, atol=1e-3)
+    # A box reaching past the region is clipped to the region, not to the whole image.
+    assert geometry.to_original(np.array([[0, 0, 5000, 5000]], np.float32)).tolist() == [[300, 150, 1100, 560]]
+    # The pixels are the region's.
+    np.testing.assert_allclose(tensor[0, 0, :820, :1600][::2, ::2], image[150:560, 300:1100], atol=0.03)
+
+
+def test_region_outside_the_image_is_refused():
+    with pytest.raises(ValueError, match="not inside"):
+        prepare_region(np.zeros((100, 200), np.float32), (150, 0, 250, 50), 400)
+
+
+def test_teeth_region_grows_by_the_image_size_and_stays_inside():
+    teeth = np.array([[300, 200, 350, 300], [900, 180, 960, 320]], np.float32)
+    assert teeth_region(teeth, (700, 1400), 0.05) == (230, 145, 1030, 355)
+    assert teeth_region(teeth, (700, 1400), 0.5) == (0, 0, 1400, 670)
+    assert teeth_region(teeth, (700, 1400), 0.3) == (0, 0, 1380, 530)
+    assert teeth_region(np.array([[0, 0, 10, 10]]), (700, 1400), 0.0) == (0, 0, 10, 10)
+    with pytest.raises(ValueError, match="no teeth"):
+        teeth_region(np.zeros((0, 4)), (700, 1400), 0.05)

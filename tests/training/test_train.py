@@ -2,6 +2,7 @@
 reproducibility, the stop on a non-finite loss, and external COCO data with a category map."""
 
 import json
+from pathlib import Path
 
 import mlflow.onnx
 import numpy as np
@@ -15,11 +16,12 @@ from datasets.coco import to_coco
 from evaluation.thresholds import CANDIDATE_THRESHOLDS
 from models.config_loading import ConfigError, load_config
 from models.findings import FindingClass
-from models.model_card import card_path, read_card, verify_card
+from models.model_card import ModelKey, card_path, read_card, verify_card
+from models.radiographs import RadiographKind
 from training.config import TrainConfig
 from training.data import DataReport, load_samples
 from training.engine import NonFiniteLossError, build_training_detector, train_detector_one_epoch
-from training.export import export_checkpoint
+from training.export import card_fields, export_checkpoint
 from training.train import main
 
 pytestmark = pytest.mark.slow
@@ -292,3 +294,19 @@ def test_batches_hold_one_input_shape_and_cover_every_image():
     assert len(batches) == len(sampler) == 3 + 2 + 1
     assert batches == list(ShapeBucketBatchSampler(shapes, 2, 3))  # same seed, same order
     assert batches != list(ShapeBucketBatchSampler(shapes, 2, 4)) or len(batches) < 3
+
+
+@pytest.mark.parametrize("recipe", sorted(Path("configs/train").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_recipe_loads(recipe):
+    config = load_config(TrainConfig, recipe)
+    assert config.model in set(ModelKey)
+
+
+def test_teeth_region_margin_is_for_the_finding_detector_and_reaches_its_card():
+    with pytest.raises(ConfigError, match="teeth_region_margin"):
+        load_config(TrainConfig, None, ["model=tooth-numbering", "teeth_region_margin={panoramic: 0.06}"])
+    with pytest.raises(ConfigError, match="teeth_region_margin"):
+        load_config(TrainConfig, None, ["model=findings", "teeth_region_margin={panoramic: 0.9}"])
+    config = load_config(TrainConfig, None, ["model=findings", "teeth_region_margin={panoramic: 0.06}"])
+    card = card_fields(config, None)
+    assert card["input"].teeth_region_margin == {RadiographKind.PANORAMIC: 0.06}
