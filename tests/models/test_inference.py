@@ -77,10 +77,12 @@ def test_sessions_do_not_busy_wait_unless_asked():
         spinning.get_session_config_entry("session.intra_op.allow_spinning")
 
 
-def _with_teeth_region(reader: DentalReader, margin: float) -> DentalReader:
-    """The reader with its finding detector's card asking for the teeth's region on panoramics."""
+def _with_teeth_region(reader: DentalReader, margin: float | None) -> DentalReader:
+    """The reader with its finding detector's card asking for the teeth's region on
+    panoramics (``margin`` around them), or for whole images (None)."""
     model = reader.findings.model
-    contract = model.card.input.model_copy(update={"teeth_region_margin": {RadiographKind.PANORAMIC: margin}})
+    margins = {} if margin is None else {RadiographKind.PANORAMIC: margin}
+    contract = model.card.input.model_copy(update={"teeth_region_margin": margins})
     card = model.card.model_copy(update={"input": contract})
     return replace(reader, findings=Detector(replace(model, card=card)))
 
@@ -98,7 +100,7 @@ def test_findings_on_panoramics_read_only_the_teeth_region_when_the_card_asks(re
         x0, y0, x1, y1 = f.box_xyxy_px
         assert region[0] <= x0 < x1 <= region[2] and region[1] <= y0 < y1 <= region[3]
     _, geometry = regional.findings.raw(image, RadiographKind.PANORAMIC, region)
-    _, whole = reader.findings.raw(image, RadiographKind.PANORAMIC)
+    _, whole = regional.findings.raw(image, RadiographKind.PANORAMIC)
     assert geometry.scale_yx == pytest.approx(whole.scale_yx, rel=0.01)
     assert np.prod(geometry.padded_hw) < 0.7 * np.prod(whole.padded_hw)
     # Periapicals are read whole: the card names panoramics only.
@@ -109,5 +111,5 @@ def test_findings_on_panoramics_read_only_the_teeth_region_when_the_card_asks(re
 
 def test_a_region_as_large_as_the_image_reads_as_the_whole_image(reader):
     case = generate_case(RadiographKind.PANORAMIC, 782, 0)
-    whole = reader.read("x", case.pixels_unit, RadiographKind.PANORAMIC)
+    whole = _with_teeth_region(reader, None).read("x", case.pixels_unit, RadiographKind.PANORAMIC)
     assert _with_teeth_region(reader, 0.5).read("x", case.pixels_unit, RadiographKind.PANORAMIC) == whole
