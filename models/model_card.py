@@ -46,6 +46,10 @@ class DecodeConfig(FrozenConfig):
                               max_detections=self.max_detections)
 
 
+# Per radiograph kind, the margin around the teeth's region (a fraction of the image's size).
+TeethRegionMargins = dict[RadiographKind, Annotated[float, Field(ge=0, le=0.5)]]
+
+
 class InputContract(FrozenConfig):
     """The network input: float32 NCHW, one channel, values in [0, 1] with radiopaque
     bright. Detectors: the image is resized so its long side is ``long_side_px[kind]``
@@ -68,7 +72,7 @@ class InputContract(FrozenConfig):
     long_side_px: dict[RadiographKind, int | None] = Field(default_factory=dict)
     size_divisible: int = SIZE_DIVISIBLE
     crop_hw_px: tuple[int, int] | None = None
-    teeth_region_margin: dict[RadiographKind, Annotated[float, Field(ge=0, le=0.5)]] = Field(default_factory=dict)
+    teeth_region_margin: TeethRegionMargins = Field(default_factory=dict)
 
 
 class ModelCard(FrozenConfig):

@@ -71,10 +71,7 @@ def pad_to_divisible(image: np.ndarray, divisor: int = SIZE_DIVISIBLE) -> np.nda
 def prepare_image(image_unit: np.ndarray, long_side_px: int | None) -> tuple[np.ndarray, InputGeometry]:
     """Original (H, W) float image in [0, 1] -> network input (1, 1, H', W') and its geometry."""
     h, w = image_unit.shape
-    resized = resize_unit_image(image_unit, resized_shape(h, w, long_side_px))
-    padded = pad_to_divisible(resized)
-    geometry = InputGeometry(original_hw=(h, w), resized_hw=resized.shape, padded_hw=padded.shape)
-    return padded[None, None].astype(np.float32), geometry
+    return prepare_region(image_unit, (0, 0, w, h), long_side_px)
 
 
 def prepare_region(image_unit: np.ndarray, region_xyxy_px: tuple[int, int, int, int],

@@ -4,14 +4,14 @@ frozen models; unknown keys are refused and ``--set`` overrides must name a fiel
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from models.architecture import ClassifierArchitecture, DetectorArchitecture
 from models.config_loading import FrozenConfig
 from models.findings import CariesDepth, FindingClass
-from models.model_card import DecodeConfig, ModelKey
+from models.model_card import DecodeConfig, ModelKey, TeethRegionMargins
 from models.radiographs import RadiographKind
 from models.tasks import DetectorTask
 
@@ -125,7 +125,7 @@ class TrainConfig(FrozenConfig):
     # margin around them, a fraction of the image's size) at long_side_px's scale; written
     # into the model card (see models.model_card.InputContract). Training reads patches,
     # so it is unchanged by it.
-    teeth_region_margin: dict[RadiographKind, Annotated[float, Field(ge=0, le=0.5)]] = Field(default_factory=dict)
+    teeth_region_margin: TeethRegionMargins = Field(default_factory=dict)
     detector: DetectorArchitecture = DetectorArchitecture()
     classifier: ClassifierArchitecture = ClassifierArchitecture()
     decode: DecodeConfig = DecodeConfig()
