@@ -12,7 +12,7 @@ INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 DEMO_DIR ?= data/demo
 
-.PHONY: install browser demo test test-fast lint bench bench-models bench-claims bench-adjudication bench-service bench-fingerprints eval-shipped train-demo-models gpu-wheels clean
+.PHONY: install browser demo test test-fast lint bench bench-models bench-models-gpu bench-claims bench-adjudication bench-service bench-fingerprints eval-shipped train-demo-models gpu-wheels clean
 
 $(INSTALLED): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,10 @@ bench: $(INSTALLED)
 
 bench-models: $(INSTALLED)
 	$(BIN)/python -m evaluation.bench_models --threads 2
+
+# On a GPU machine installed with EXTRAS=gpu: images/s at batch 1 and 16 into the model cards.
+bench-models-gpu: $(INSTALLED)
+	$(BIN)/python -m evaluation.bench_models --gpu --threads 4 --throughput --write-cards
 
 # Validation layer on 300 synthetic claims: the rules alone (image truth), then the whole
 # chain with the shipped ONNX models.

@@ -4,12 +4,17 @@ tooth association), and ONNX Runtime against torch eager on the same network inp
 
 Targets on 2 CPU cores: <= 150 ms for one periapical, <= 600 ms for one panoramic; ONNX
 Runtime at least 1.2x faster than torch eager. Run: ``make bench-models`` (or
-``python -m evaluation.bench_models --threads 2``)."""
+``python -m evaluation.bench_models --threads 2``).
+
+``--throughput`` adds images per second through each model's ONNX Runtime session alone at
+batch 1 and 16, on the input serving gives it (host-to-device copies included, decoding
+not); ``--gpu --throughput --write-cards`` stores the CUDA figures in the model cards."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -19,9 +24,9 @@ import torch
 
 from datasets.synth.generator import generate_case
 from models.inference import DentalReader, available_providers
-from models.model_card import SHIPPED_DIR, ModelKey, get_model_card
+from models.model_card import SHIPPED_DIR, ModelKey, get_model_card, write_card
 from models.networks import DetectorForExport, RootCountClassifier, build_detector
-from models.preprocess import prepare_image
+from models.preprocess import prepare_image, prepare_region
 from models.radiographs import RadiographKind
 
 TARGET_MS = {RadiographKind.PERIAPICAL: 150.0, RadiographKind.BITEWING: None, RadiographKind.PANORAMIC: 600.0}
@@ -79,16 +84,80 @@ def _compare(name: str, net: torch.nn.Module, session, array: np.ndarray, repeat
             "speedup": round(torch_ms / onnx_ms, 2)}
 
 
-def main() -> None:
+def served_inputs(reader: DentalReader) -> dict[ModelKey, dict[str, np.ndarray]]:
+    """One network input per model and input kind, as serving prepares it: each detector
+    on every kind its card serves (the finding detector on the teeth's region where its
+    card asks for one), the root counter on one tooth crop."""
+    inputs: dict[ModelKey, dict[str, np.ndarray]] = {}
+    for kind in RadiographKind:
+        image = generate_case(kind, 4242, 0).pixels_unit
+        reading = reader.read("bench", image, kind)
+        if reader.teeth is not None and kind in reader.teeth.model.card.kinds_served:
+            tensor, _ = prepare_image(image, reader.teeth.model.card.long_side_for(kind))
+            inputs.setdefault(ModelKey.TOOTH_NUMBERING, {})[kind.value] = tensor
+        if reader.findings is not None and kind in reader.findings.model.card.kinds_served:
+            card = reader.findings.model.card
+            region = reader.findings_region(image, kind, list(reading.teeth))
+            tensor, _ = (prepare_image(image, card.long_side_for(kind)) if region is None
+                         else prepare_region(image, region, card.long_side_for(kind)))
+            inputs.setdefault(ModelKey.FINDINGS, {})[kind.value] = tensor
+    if reader.roots is not None:
+        crop = np.random.default_rng(0).random((1, 1, *reader.roots.crop_hw)).astype(np.float32)
+        inputs[ModelKey.ROOT_COUNT] = {"crop": crop}
+    return inputs
+
+
+def throughput(session, name: str, single: np.ndarray, batch: int, seconds: float = 2.0) -> float:
+    """Images per second through ``session`` at ``batch`` copies of ``single`` (1, C, H, W),
+    over at least ``seconds`` and 5 runs after 3 warm-up runs (CUDA builds its kernels then)."""
+    array = np.ascontiguousarray(np.repeat(single, batch, axis=0))
+    for _ in range(3):
+        session.run(None, {name: array})
+    runs, start = 0, time.perf_counter()
+    while runs < 5 or time.perf_counter() - start < seconds:
+        session.run(None, {name: array})
+        runs += 1
+    return batch * runs / (time.perf_counter() - start)
+
+
+def measure_throughput(reader: DentalReader, provider_tag: str, batches: tuple[int, ...] = (1, 16),
+                       seconds: float = 2.0) -> dict[ModelKey, dict[str, float]]:
+    loaded = {ModelKey.TOOTH_NUMBERING: reader.teeth, ModelKey.FINDINGS: reader.findings, ModelKey.ROOT_COUNT: reader.roots}
+    figures: dict[ModelKey, dict[str, float]] = {}
+    for key, inputs in served_inputs(reader).items():
+        part = loaded[key]
+        assert part is not None
+        session, name = part.model.session, part.model.card.input.name
+        figures[key] = {f"{provider_tag}_{what}_batch{n}_images_per_s": round(throughput(session, name, single, n, seconds), 1)
+                        for what, single in inputs.items() for n in batches}
+    return figures
+
+
+def processor_name(gpu: bool) -> str:
+    if gpu and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, ONNX Runtime CUDA provider"
+    return f"CPU ({os.cpu_count()} cores visible), ONNX Runtime CPU provider"
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", type=Path, default=SHIPPED_DIR)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--out", type=Path, default=Path("data/bench/models.json"))
     parser.add_argument("--gpu", action="store_true", help="ONNX Runtime CUDA provider (needs EXTRAS=gpu)")
-    args = parser.parse_args()
+    parser.add_argument("--throughput", action="store_true", help="images/s of each model alone at batch 1 and 16")
+    parser.add_argument("--write-cards", action="store_true", help="store the --throughput figures in the model cards")
+    parser.add_argument("--batches", type=lambda v: tuple(int(n) for n in v.split(",")), default=(1, 16),
+                        help="batch sizes for --throughput, e.g. 1,16")
+    parser.add_argument("--throughput-seconds", type=float, default=2.0, help="least time each throughput figure runs")
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     providers = available_providers(prefer_gpu=True) if args.gpu else ["CPUExecutionProvider"]
+    if args.gpu and providers[0] != "CUDAExecutionProvider":
+        parser.error("--gpu: ONNX Runtime has no CUDA provider here (install onnxruntime-gpu: EXTRAS=gpu)")
+    if args.write_cards and not args.throughput:
+        parser.error("--write-cards stores the --throughput figures: give both")
     reader = DentalReader.from_directory(args.models, threads=args.threads, providers=providers)
     print(f"ONNX Runtime providers: {', '.join(providers)}")
     latency = end_to_end(reader, args.repeats)
@@ -102,10 +171,25 @@ def main() -> None:
     for row in rows:
         print(f"  {row['model']:<16} input {row['input']}: torch {row['torch_ms']} ms, ONNX {row['onnx_ms']} ms, "
               f"x{row['speedup']}")
+    figures: dict[ModelKey, dict[str, float]] = {}
+    if args.throughput:
+        device = processor_name(args.gpu)
+        figures = measure_throughput(reader, "cuda" if args.gpu else "cpu", args.batches, args.throughput_seconds)
+        print(f"Throughput, each model's session alone ({device}):")
+        for key, values in figures.items():
+            for name, value in values.items():
+                print(f"  {key.value:<16} {name:<48} {value:9.1f}")
+        if args.write_cards:
+            for key, values in figures.items():
+                card = get_model_card(key, args.models)
+                write_card(card.model_copy(update={"throughput": values, "throughput_device": device}),
+                           args.models / f"{key.value}.card.json")
+            print(f"throughput written into the cards in {args.models}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cards = {k.value: get_model_card(k, args.models).version for k in ModelKey if (args.models / f"{k.value}.card.json").exists()}
-    args.out.write_text(json.dumps({"threads": args.threads, "latency_ms": latency, "torch_vs_onnx": rows,
-                                    "models": cards}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"threads": args.threads, "providers": providers, "latency_ms": latency,
+                                    "torch_vs_onnx": rows, "models": cards,
+                                    "throughput": {k.value: v for k, v in figures.items()}}, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

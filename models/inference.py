@@ -188,7 +188,7 @@ class DentalReader:
             tooth_decode = self.teeth.model.card.decode if self.teeth else None
             tooth_threshold = tooth_decode.operating_threshold if tooth_decode else 0.0
             confident_teeth = [t for t in teeth if t.score >= tooth_threshold]
-            raw, geometry = self.findings.raw(image_unit, kind, self._findings_region(image_unit, kind, confident_teeth))
+            raw, geometry = self.findings.raw(image_unit, kind, self.findings_region(image_unit, kind, confident_teeth))
             findings = self._threshold(findings_from_raw(raw, geometry, self.findings.labels), self.findings,
                                        operating_point)
             findings = assign_findings(findings, confident_teeth)
@@ -196,7 +196,7 @@ class DentalReader:
         return ImageReading(image_id=image_id, kind=kind, width_px=w, height_px=h, teeth=tuple(teeth),
                             findings=tuple(findings), model_versions=self.model_versions())
 
-    def _findings_region(self, image_unit: np.ndarray, kind: RadiographKind,
+    def findings_region(self, image_unit: np.ndarray, kind: RadiographKind,
                          teeth: list[ToothDetection]) -> tuple[int, int, int, int] | None:
         """Where the finding detector reads: the teeth's region where its card asks for one
         for this kind and teeth were found (the tooth detector's, or those given), else the

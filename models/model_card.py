@@ -91,7 +91,10 @@ class ModelCard(FrozenConfig):
     training_run_id: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     metrics_dataset: str | None = None
+    # Images (root-count: crops) per second through ONNX Runtime, keyed
+    # '<provider>_<input>_batch<n>_images_per_s'; measured by `bench_models --throughput`.
     throughput: dict[str, float] = Field(default_factory=dict)
+    throughput_device: str | None = None  # the processor those figures were measured on
     onnx_file: str
     sha256: str
     size_bytes: int
