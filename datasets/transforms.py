@@ -145,6 +145,9 @@ class RandFlipFdid(RandomizableTransform, MapTransform):
         return d
 
 
+TOOTH_FOCUS_KEY = "tooth_boxes"  # finding-detector items: the teeth's boxes, for tooth-focused patches
+
+
 class RandBoxPatchd(RandomizableTransform, MapTransform):
     """A square patch of ``size_px`` cut from the image (zero-padded where the image is
     smaller). With probability ``focus_prob`` the patch is placed so that one box, chosen
@@ -153,13 +156,18 @@ class RandBoxPatchd(RandomizableTransform, MapTransform):
     images do, at a fraction of the cost. Boxes are shifted into the patch's frame;
     ``ClipBoxToImaged`` afterwards clips those cut by its edge and drops those outside.
     ``label_weights`` (one weight per class index) makes the focused box a weighted draw,
-    so hard classes (caries) are centred more often than easy ones (crowns)."""
+    so hard classes (caries) are centred more often than easy ones (crowns). With
+    probability ``tooth_focus_prob`` the patch is instead placed around one of the boxes
+    under ``tooth_key`` (the teeth, for the finding detector: healthy crown margins as
+    negatives)."""
 
     def __init__(self, size_px: int, focus_prob: float = 0.7, image_key: str = "image", box_key: str = "boxes",
-                 label_key: str = "labels", label_weights: np.ndarray | None = None) -> None:
+                 label_key: str = "labels", label_weights: np.ndarray | None = None,
+                 tooth_focus_prob: float = 0.0, tooth_key: str = TOOTH_FOCUS_KEY) -> None:
         RandomizableTransform.__init__(self, 1.0)
         MapTransform.__init__(self, keys=[image_key])
         self.size_px, self.focus_prob = int(size_px), float(focus_prob)
+        self.tooth_focus_prob, self.tooth_key = float(tooth_focus_prob), tooth_key
         self.image_key, self.box_key, self.label_key = image_key, box_key, label_key
         self.label_weights = None if label_weights is None else np.asarray(label_weights, np.float64)
 
@@ -182,8 +190,15 @@ class RandBoxPatchd(RandomizableTransform, MapTransform):
         image = torch.as_tensor(d[self.image_key])
         h, w = int(image.shape[-2]), int(image.shape[-1])
         boxes = np.asarray(d[self.box_key], np.float32).reshape(-1, 4)  # MONAI order: y0, x0, y1, x1
-        if len(boxes) and self.R.random_sample() < self.focus_prob:
+        teeth = np.asarray(d.get(self.tooth_key, ()), np.float32).reshape(-1, 4) if self.tooth_focus_prob else None
+        # One draw decides the placement; with no tooth focus it is drawn only where there
+        # are boxes, as before tooth focus existed (same patches for the same seed).
+        draw = self.R.random_sample() if len(boxes) or (teeth is not None and len(teeth)) else 1.0
+        if len(boxes) and draw < self.focus_prob:
             y0, x0, y1, x1 = self._focus_box(boxes, d.get(self.label_key))
+            top, left = self._origin(h, float(y0), float(y1)), self._origin(w, float(x0), float(x1))
+        elif teeth is not None and len(teeth) and 0 <= draw - (self.focus_prob if len(boxes) else 0) < self.tooth_focus_prob:
+            y0, x0, y1, x1 = teeth[self.R.randint(len(teeth))]
             top, left = self._origin(h, float(y0), float(y1)), self._origin(w, float(x0), float(x1))
         else:
             top, left = self._origin(h, 0.0, None), self._origin(w, 0.0, None)
@@ -193,6 +208,7 @@ class RandBoxPatchd(RandomizableTransform, MapTransform):
         patch[..., :part.shape[-2], :part.shape[-1]] = part
         d[self.image_key] = patch
         d[self.box_key] = boxes - np.asarray([top, left, top, left], np.float32)
+        d.pop(self.tooth_key, None)  # in the whole image's frame: of no use after the cut
         return d
 
 
@@ -214,13 +230,14 @@ _BOX_ALIGNED = ["labels", "fdi", "caries_depth", "root_count"]
 
 def augmentation_steps(target: Target, *, flip_prob: float = 0.5, zoom: tuple[float, float] = (0.85, 1.15),
                        intensity: bool = True, patch_px: int | None = None, patch_focus_prob: float = 0.7,
-                       patch_label_weights: np.ndarray | None = None) -> list[Any]:
+                       patch_label_weights: np.ndarray | None = None, patch_tooth_focus_prob: float = 0.0) -> list[Any]:
     """A patch (when ``patch_px`` is set), flip with FDI remapping, zoom, clip boxes to the
     image and vary intensity like exposure, contrast, blur and noise vary between sensors;
     tooth labels last."""
     steps: list[Any] = []
     if patch_px is not None:
-        steps.append(RandBoxPatchd(patch_px, patch_focus_prob, label_weights=patch_label_weights))
+        steps.append(RandBoxPatchd(patch_px, patch_focus_prob, label_weights=patch_label_weights,
+                                   tooth_focus_prob=patch_tooth_focus_prob))
     steps.append(RandFlipFdid(prob=flip_prob))
     steps.append(RandZoomBoxd(image_keys="image", box_keys="boxes", box_ref_image_keys="image", prob=0.5,
                               min_zoom=zoom[0], max_zoom=zoom[1], keep_size=True, padding_mode="constant"))

@@ -16,7 +16,7 @@ from monai.transforms import Compose, RandAffined, RandFlipd, RandGaussianNoised
 
 from datasets.samples import Sample, disk_samples, synthetic_samples
 from datasets.synth.config import SynthConfig
-from datasets.transforms import Target, augmentation_steps, target_arrays, to_monai_boxes
+from datasets.transforms import TOOTH_FOCUS_KEY, Target, augmentation_steps, target_arrays, to_monai_boxes
 from models.config_loading import load_config
 from models.findings import FindingClass
 from models.preprocess import crop_tooth, resize_unit_image, resized_shape
@@ -93,9 +93,14 @@ def detection_item(sample: Sample, target: Target, long_side_px: int | None, con
     resized = resize_unit_image(image, (rh, rw))
     sy, sx = rh / h, rw / w
     arrays = target_arrays(sample.annotations, target, config.data.caries_without_depth)
-    xyxy = arrays.pop("boxes_xyxy") * np.array([sx, sy, sx, sy], np.float32)
-    return {"image": torch.from_numpy(resized[None].copy()), "image_id": sample.image_id, "kind": sample.kind.value,
+    scale = np.array([sx, sy, sx, sy], np.float32)
+    xyxy = arrays.pop("boxes_xyxy") * scale
+    item = {"image": torch.from_numpy(resized[None].copy()), "image_id": sample.image_id, "kind": sample.kind.value,
             "boxes": to_monai_boxes(xyxy), **arrays, "scale_yx": (sy, sx)}
+    if target is Target.FINDINGS and config.augment.patch_tooth_focus_prob:
+        teeth = np.asarray([t.box_xyxy_px for t in sample.annotations.teeth], np.float32).reshape(-1, 4) * scale
+        item[TOOTH_FOCUS_KEY] = to_monai_boxes(teeth)
+    return item
 
 
 def detection_train_dataset(items: list[dict[str, Any]], target: Target, augment: AugmentConfig, seed: int) -> Dataset:
@@ -104,7 +109,8 @@ def detection_train_dataset(items: list[dict[str, Any]], target: Target, augment
     transform = Compose(augmentation_steps(target, flip_prob=augment.flip_prob, zoom=augment.zoom,
                                            intensity=augment.intensity, patch_px=augment.patch_px,
                                            patch_focus_prob=augment.patch_focus_prob,
-                                           patch_label_weights=patch_label_weights(target, augment)))
+                                           patch_label_weights=patch_label_weights(target, augment),
+                                           patch_tooth_focus_prob=augment.patch_tooth_focus_prob))
     transform.set_random_state(seed=seed)
     if augment.patch_px is not None:
         items = [item for item in items for _ in range(augment.patches_per_image.get(RadiographKind(item["kind"]), 1))]

@@ -4,6 +4,7 @@ import torch
 from datasets.coco import read_coco
 from datasets.synth.generator import write_dataset
 from datasets.transforms import (
+    TOOTH_FOCUS_KEY,
     TOOTH_LABELS,
     RandBoxPatchd,
     RandFlipFdid,
@@ -101,3 +102,45 @@ def test_unfocused_patches_roam_and_small_images_are_padded():
     assert len(starts) > 6 and all(0 <= s <= 500 - 64 for s in starts)
     small = _patched(torch.ones((1, 40, 50)), np.zeros((0, 4)), 64, 0.7, 0)
     assert tuple(small["image"].shape) == (1, 64, 64) and float(small["image"].sum()) == 40 * 50
+
+
+def _tooth_patches(tooth_prob, focus_prob, finding_boxes, n=300):
+    """Shares of ``n`` 64 px patches of a 400x800 image that hold its one tooth whole, and
+    its finding (far from the tooth: no patch holds both)."""
+    ys, xs = torch.meshgrid(torch.arange(400.0), torch.arange(800.0), indexing="ij")
+    image = (ys * 1000 + xs)[None]  # each pixel names its place: a patch's first is its origin
+    tooth = to_monai_boxes(np.asarray([[700, 300, 740, 360]], np.float32))  # x 700..740, y 300..360
+    patch = RandBoxPatchd(64, focus_prob=focus_prob, tooth_focus_prob=tooth_prob)
+    patch.set_random_state(seed=5)
+    on_tooth = on_finding = 0
+    for _ in range(n):
+        out = patch({"image": image, "boxes": to_monai_boxes(np.asarray(finding_boxes, np.float32).reshape(-1, 4)),
+                     TOOTH_FOCUS_KEY: tooth})
+        assert TOOTH_FOCUS_KEY not in out  # its boxes are in the whole image's frame
+        top, left = divmod(int(out["image"][0, 0, 0]), 1000)
+        on_tooth += left <= 700 and top <= 300 and left + 64 >= 740 and top + 64 >= 360
+        for x0, y0, x1, y1 in finding_boxes:
+            on_finding += left <= x0 and top <= y0 and left + 64 >= x1 and top + 64 >= y1
+    return on_tooth / n, on_finding / n
+
+
+def test_tooth_focused_patches_hold_a_whole_tooth_in_their_share():
+    finding = [[20, 20, 30, 30]]  # far from the tooth: no patch holds both
+    on_tooth, on_finding = _tooth_patches(0.3, 0.5, finding)
+    assert 0.2 < on_tooth < 0.4 and 0.4 < on_finding < 0.6
+    on_tooth, on_finding = _tooth_patches(0.0, 0.5, finding)
+    assert on_tooth < 0.02 and 0.4 < on_finding < 0.6
+    on_tooth, _ = _tooth_patches(0.3, 0.5, [])  # no finding: the tooth keeps its share
+    assert 0.2 < on_tooth < 0.4
+
+
+def test_without_tooth_focus_the_patches_are_the_same_as_before():
+    image = torch.rand((1, 300, 500), generator=torch.Generator().manual_seed(0))
+    boxes = to_monai_boxes(np.asarray([[420, 200, 425, 206]], np.float32))
+    old, new = RandBoxPatchd(64, focus_prob=0.5), RandBoxPatchd(64, focus_prob=0.5, tooth_focus_prob=0.0)
+    old.set_random_state(seed=9)
+    new.set_random_state(seed=9)
+    for _ in range(20):
+        a = old({"image": image, "boxes": boxes})
+        b = new({"image": image, "boxes": boxes, TOOTH_FOCUS_KEY: boxes})
+        assert torch.equal(a["image"], b["image"])

@@ -122,6 +122,31 @@ def test_patch_focus_weights_name_finding_classes_and_reach_every_caries_depth(t
         _config(tmp_path, "tooth-numbering", "augment.patch_px=96", "augment.patch_focus_weights={caries: 3}")
 
 
+def test_tooth_focused_patches_get_the_teeth_of_finding_items_and_are_checked_on_load(tmp_path):
+    from datasets.transforms import TOOTH_FOCUS_KEY, Target
+    from datasets.transforms import from_monai_boxes as to_xyxy
+    from training.data import detection_item, detection_train_dataset
+
+    config = _config(tmp_path, "findings", "augment.patch_px=96", "augment.patch_focus_prob=0.6",
+                     "augment.patch_tooth_focus_prob=0.3")
+    sample = load_samples(config.data, DataReport())[0]
+    item = detection_item(sample, Target.FINDINGS, config.long_side_px.get(sample.kind), config)
+    sy, sx = item["scale_yx"]
+    expected = np.asarray([t.box_xyxy_px for t in sample.annotations.teeth], np.float32) * np.float32([sx, sy, sx, sy])
+    assert len(expected) > 0
+    np.testing.assert_allclose(to_xyxy(item[TOOTH_FOCUS_KEY]), expected, rtol=1e-6)
+    assert TOOTH_FOCUS_KEY not in detection_train_dataset([item], Target.FINDINGS, config.augment, 0)[0]
+    plain = _config(tmp_path, "findings", "augment.patch_px=96")
+    assert TOOTH_FOCUS_KEY not in detection_item(sample, Target.FINDINGS, None, plain)  # only when asked for
+    for overrides, message in ((["augment.patch_tooth_focus_prob=0.3"], "needs patch_px"),
+                               (["augment.patch_px=96", "augment.patch_focus_prob=0.8", "augment.patch_tooth_focus_prob=0.3"],
+                                "at most 1")):
+        with pytest.raises(ConfigError, match=message):
+            _config(tmp_path, "findings", *overrides)
+    with pytest.raises(ConfigError, match="finding detector only"):
+        _config(tmp_path, "tooth-numbering", "augment.patch_px=96", "augment.patch_tooth_focus_prob=0.2")
+
+
 def test_worker_processes_prepare_the_same_images_and_train_reproducibly(tmp_path, mlflow_store):
     from datasets.samples import parallel_map
     from datasets.transforms import Target
