@@ -133,10 +133,10 @@ def measure_throughput(reader: DentalReader, provider_tag: str, batches: tuple[i
     return figures
 
 
-def processor_name(gpu: bool) -> str:
+def processor_name(gpu: bool, threads: int) -> str:
     if gpu and torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)}, ONNX Runtime CUDA provider"
-    return f"CPU ({os.cpu_count()} cores visible), ONNX Runtime CPU provider"
+    return f"CPU, {threads} of {os.cpu_count()} cores, ONNX Runtime CPU provider"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
               f"x{row['speedup']}")
     figures: dict[ModelKey, dict[str, float]] = {}
     if args.throughput:
-        device = processor_name(args.gpu)
+        device = processor_name(args.gpu, args.threads)
         figures = measure_throughput(reader, "cuda" if args.gpu else "cpu", args.batches, args.throughput_seconds)
         print(f"Throughput, each model's session alone ({device}):")
         for key, values in figures.items():
