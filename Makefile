@@ -118,6 +118,11 @@ train-demo-models: $(INSTALLED)
 	  --set optim.epochs=6 --set optim.lr=0.0005 --set optim.warmup_iters=50 --set version_label=0.2.5 \
 	  --set augment.patch_focus_prob=0.7 --set augment.patch_tooth_focus_prob=0.2 \
 	  --set "data.sources=[{format: synthetic, counts: {periapical: 1200, bitewing: 700, panoramic: 600}, seed: 16}]"
+	$(BIN)/dxv train configs/train/findings-patches-more.yaml \
+	  --set init_from=$$(ls -d data/runs/findings-* | tail -1)/export/findings.onnx \
+	  --set optim.epochs=6 --set optim.lr=0.0005 --set optim.warmup_iters=50 --set version_label=0.2.6 \
+	  --set augment.patch_focus_prob=0.7 --set augment.patch_tooth_focus_prob=0.2 \
+	  --set "data.sources=[{format: synthetic, counts: {periapical: 1200, bitewing: 700, panoramic: 600}, seed: 17}]"
 	for m in root-count tooth-numbering findings; do $(BIN)/dxv models ship $$(ls -d data/runs/$$m-* | tail -1); done
 	$(BIN)/dxv eval models/shipped $(HELD_OUT) --out data/eval/shipped --write-card-metrics --log
 
