@@ -26,6 +26,7 @@ Reader = Callable[[SyntheticClaim], ImageReading]
 @dataclass
 class ClaimsReport:
     source: str
+    tables: dict[str, str] = field(default_factory=dict)  # the table versions decided with (thresholds' among them)
     claims: int = 0
     lines: int = 0
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (truth, action) -> lines
@@ -61,7 +62,7 @@ class ClaimsReport:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "source": self.source, "claims": self.claims, "lines": self.lines,
+            "source": self.source, "tables": self.tables, "claims": self.claims, "lines": self.lines,
             "problem_recall": round(self.problem_recall, 4), "false_flag_rate": round(self.false_flag_rate, 4),
             "precision": round(self.precision, 4),
             "exact_downcode_rate": round(self.exact_downcodes / self.downcode_problems, 4) if self.downcode_problems else None,
@@ -78,7 +79,7 @@ def _rule_family(reason: str) -> str:
 
 def evaluate_claims(items: Iterable[SyntheticClaim], tables: Tables, reader: Reader | None = None,
                     on_claim: Callable[[], None] | None = None) -> ClaimsReport:
-    report = ClaimsReport(source="oracle (image truth)" if reader is None else "ONNX models")
+    report = ClaimsReport(source="oracle (image truth)" if reader is None else "ONNX models", tables=tables.versions())
     for item in items:
         reading = truth_reading(item.case) if reader is None else reader(item)
         result = validate_claim(item.claim, (reading,), tables)

@@ -54,6 +54,9 @@ def register(commands: Any) -> None:
                         "(measures the rules alone)")
     claims.add_argument("--models", type=Path, default=None, help="model folder (default: models/shipped)")
     claims.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    claims.add_argument("--thresholds", type=Path, default=None,
+                        help="score bands to decide with (default: configs/validation/thresholds.yaml), "
+                        "e.g. a candidate's in a band search")
     claims.add_argument("--out", type=Path, default=Path("data/eval/claims"))
     claims.set_defaults(handler=_eval_claims)
 
@@ -217,9 +220,10 @@ def _eval_claims(args: argparse.Namespace) -> int:
 
     from evaluation.claim_generator import SyntheticClaim, generate_claims
     from evaluation.claims_eval import evaluate_claims, markdown, write_claims_report
+    from serving.evidence_matrix import DEFAULT_THRESHOLDS
     from serving.validation.engine import load_tables
 
-    tables = load_tables()
+    tables = load_tables(thresholds=args.thresholds or DEFAULT_THRESHOLDS)
     reader = None
     if not args.oracle:
         from models.inference import DentalReader

@@ -1,9 +1,11 @@
+
 """Synthetic claims with known outcomes, the claims report, and the CLI around them."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -57,6 +59,23 @@ def test_eval_claims_cli_writes_the_report(tmp_path, capsys) -> None:
     data = json.loads((tmp_path / "oracle" / "claims_report.json").read_text())
     assert data["claims"] == 8 and data["lines"] > 8
     assert "recall of injected problems" in (tmp_path / "oracle" / "claims_summary.md").read_text()
+
+
+def test_eval_claims_decides_with_the_score_bands_it_is_given(tmp_path, capsys) -> None:
+    import yaml
+
+    bands = yaml.safe_load(Path("configs/validation/thresholds.yaml").read_text())
+    bands["version"] = "band-search-1"
+    bands["findings"]["caries"] = {"support": 0.6, "absent": 0.2}
+    candidate = tmp_path / "bands.yaml"
+    candidate.write_text(yaml.safe_dump(bands))
+    out = tmp_path / "out"
+    assert main(["eval-claims", "--oracle", "--n", "4", "--seed", "3", "--thresholds", str(candidate), "--out", str(out)]) == 0
+    assert json.loads((out / "oracle" / "claims_report.json").read_text())["tables"]["thresholds"] == "band-search-1"
+    bands["findings"]["caries"] = {"support": 0.2, "absent": 0.6}  # absent above support
+    candidate.write_text(yaml.safe_dump(bands))
+    assert main(["eval-claims", "--oracle", "--n", "4", "--thresholds", str(candidate), "--out", str(out)]) == 2
+    assert "must not exceed support" in capsys.readouterr().err
 
 
 def test_validate_refuses_a_malformed_claim(tmp_path, capsys) -> None:
