@@ -194,14 +194,16 @@ class RandBoxPatchd(RandomizableTransform, MapTransform):
         # One draw decides the placement; with no tooth focus it is drawn only where there
         # are boxes, as before tooth focus existed (same patches for the same seed).
         draw = self.R.random_sample() if len(boxes) or (teeth is not None and len(teeth)) else 1.0
+        focus = None
         if len(boxes) and draw < self.focus_prob:
-            y0, x0, y1, x1 = self._focus_box(boxes, d.get(self.label_key))
-            top, left = self._origin(h, float(y0), float(y1)), self._origin(w, float(x0), float(x1))
+            focus = self._focus_box(boxes, d.get(self.label_key))
         elif teeth is not None and len(teeth) and 0 <= draw - (self.focus_prob if len(boxes) else 0) < self.tooth_focus_prob:
-            y0, x0, y1, x1 = teeth[self.R.randint(len(teeth))]
-            top, left = self._origin(h, float(y0), float(y1)), self._origin(w, float(x0), float(x1))
-        else:
+            focus = teeth[self.R.randint(len(teeth))]
+        if focus is None:
             top, left = self._origin(h, 0.0, None), self._origin(w, 0.0, None)
+        else:
+            y0, x0, y1, x1 = focus
+            top, left = self._origin(h, float(y0), float(y1)), self._origin(w, float(x0), float(x1))
         s = self.size_px
         patch = torch.zeros((*image.shape[:-2], s, s), dtype=image.dtype)
         part = image[..., top:top + s, left:left + s]

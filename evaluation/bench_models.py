@@ -26,7 +26,7 @@ from datasets.synth.generator import generate_case
 from models.inference import DentalReader, available_providers
 from models.model_card import SHIPPED_DIR, ModelKey, get_model_card, write_card
 from models.networks import DetectorForExport, RootCountClassifier, build_detector
-from models.preprocess import prepare_image, prepare_region
+from models.preprocess import prepare_image
 from models.radiographs import RadiographKind
 
 TARGET_MS = {RadiographKind.PERIAPICAL: 150.0, RadiographKind.BITEWING: None, RadiographKind.PANORAMIC: 600.0}
@@ -93,13 +93,11 @@ def served_inputs(reader: DentalReader) -> dict[ModelKey, dict[str, np.ndarray]]
         image = generate_case(kind, 4242, 0).pixels_unit
         reading = reader.read("bench", image, kind)
         if reader.teeth is not None and kind in reader.teeth.model.card.kinds_served:
-            tensor, _ = prepare_image(image, reader.teeth.model.card.long_side_for(kind))
+            tensor, _ = reader.teeth.network_input(image, kind)
             inputs.setdefault(ModelKey.TOOTH_NUMBERING, {})[kind.value] = tensor
         if reader.findings is not None and kind in reader.findings.model.card.kinds_served:
-            card = reader.findings.model.card
             region = reader.findings_region(image, kind, list(reading.teeth))
-            tensor, _ = (prepare_image(image, card.long_side_for(kind)) if region is None
-                         else prepare_region(image, region, card.long_side_for(kind)))
+            tensor, _ = reader.findings.network_input(image, kind, region)
             inputs.setdefault(ModelKey.FINDINGS, {})[kind.value] = tensor
     if reader.roots is not None:
         crop = np.random.default_rng(0).random((1, 1, *reader.roots.crop_hw)).astype(np.float32)

@@ -18,7 +18,7 @@ from models.detections import (
 )
 from models.model_card import ModelCard, ModelCardError, ModelKey, card_path, read_card, verify_card
 from models.postprocess import cached_anchors, decode_detections
-from models.preprocess import crop_tooth, prepare_image, prepare_region, teeth_region
+from models.preprocess import InputGeometry, crop_tooth, prepare_image, prepare_region, teeth_region
 from models.radiographs import RadiographKind
 from models.tasks import ROOT_COUNT_CLASSES, labels_from_names, nms_groups
 from models.teeth import Tooth
@@ -84,13 +84,20 @@ class Detector:
         self.groups = nms_groups(self.labels)
         self.settings = card.decode.settings()
 
+    def network_input(self, image_unit: np.ndarray, kind: RadiographKind,
+                      region_xyxy_px: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, InputGeometry]:
+        """The network input for the whole image, or for only ``region_xyxy_px`` at the
+        whole image's scale, with its geometry."""
+        long_side = self.model.card.long_side_for(kind)
+        if region_xyxy_px is None:
+            return prepare_image(image_unit, long_side)
+        return prepare_region(image_unit, region_xyxy_px, long_side)
+
     def raw(self, image_unit: np.ndarray, kind: RadiographKind, region_xyxy_px: tuple[int, int, int, int] | None = None):
         """The detections of the whole image, or of only ``region_xyxy_px`` read at the
         whole image's scale (boxes in the image's pixels either way)."""
         card = self.model.card
-        long_side = card.long_side_for(kind)
-        tensor, geometry = (prepare_image(image_unit, long_side) if region_xyxy_px is None
-                            else prepare_region(image_unit, region_xyxy_px, long_side))
+        tensor, geometry = self.network_input(image_unit, kind, region_xyxy_px)
         cls, box = self.model.session.run(None, {card.input.name: tensor})  # type: ignore[attr-defined]
         assert card.detector is not None
         raw = decode_detections(cls[0], box[0], cached_anchors(card.detector, geometry.padded_hw), geometry.padded_hw,
