@@ -132,8 +132,11 @@ def measure_throughput(reader: DentalReader, provider_tag: str, batches: tuple[i
 
 
 def processor_name(gpu: bool, threads: int) -> str:
-    if gpu and torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)}, ONNX Runtime CUDA provider"
+    """What the throughput was measured on. ``gpu`` means ONNX Runtime's CUDA provider ran;
+    torch (often the CPU build beside onnxruntime-gpu) may still not see the GPU to name it."""
+    if gpu:
+        name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "a CUDA GPU"
+        return f"{name}, ONNX Runtime CUDA provider"
     return f"CPU, {threads} of {os.cpu_count()} cores, ONNX Runtime CPU provider"
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from datasets.synth.generator import generate_case
 from evaluation import bench_models
-from evaluation.bench_models import served_inputs, throughput
+from evaluation.bench_models import processor_name, served_inputs, throughput
 from models.inference import DentalReader
 from models.model_card import SHIPPED_DIR, ModelKey, get_model_card, verify_card
 from models.preprocess import prepare_image
@@ -84,3 +84,8 @@ def test_gpu_without_a_cuda_provider_and_write_cards_without_throughput_are_refu
     with pytest.raises(SystemExit):
         bench_models.main(["--write-cards"])
     assert "give both" in capsys.readouterr().err
+
+
+def test_the_cuda_provider_is_named_even_where_torch_is_the_cpu_build():
+    assert processor_name(True, 4).endswith("ONNX Runtime CUDA provider")
+    assert processor_name(False, 2).startswith("CPU, 2 of ")
