@@ -146,6 +146,29 @@ def shipped_model_path(key: ModelKey | str, directory: str | Path = SHIPPED_DIR)
     return Path(directory) / card.onnx_file
 
 
+CARRIED_THROUGHPUT_NOTE = "measured on a retrained file of this network: same graph and input sizes, other weights"
+
+
+def same_network(a: ModelCard, b: ModelCard) -> bool:
+    """True when two cards describe the same graph fed the same inputs (only the weights may
+    differ): the condition under which throughput measured on one holds for the other."""
+    return (a.key == b.key and a.task == b.task and a.classes == b.classes and a.outputs == b.outputs
+            and a.detector == b.detector and a.classifier == b.classifier and a.input == b.input
+            and a.kinds_served == b.kinds_served)
+
+
+def with_carried_throughput(new: ModelCard, previous: ModelCard) -> ModelCard:
+    """``new`` with ``previous``'s throughput figures when it has none of its own and both
+    cards describe the same network; retraining changes weights, not speed. Otherwise
+    ``new`` unchanged: a changed network must be measured again."""
+    if new.throughput or not previous.throughput or not same_network(new, previous):
+        return new
+    device = previous.throughput_device or "unknown processor"
+    if CARRIED_THROUGHPUT_NOTE not in device:
+        device = f"{device} ({CARRIED_THROUGHPUT_NOTE})"
+    return new.model_copy(update={"throughput": dict(previous.throughput), "throughput_device": device})
+
+
 def verify_card(card: ModelCard, onnx_path: str | Path) -> None:
     """Raise ModelCardError when the card does not describe this ONNX file: hash, input
     name and rank, output names and the class count of the class output."""

@@ -123,7 +123,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _ship(args: argparse.Namespace) -> int:
-    from models.model_card import SHIPPED_DIR, card_path, read_card, verify_card
+    from models.model_card import SHIPPED_DIR, card_path, read_card, verify_card, with_carried_throughput, write_card
 
     target = args.to or SHIPPED_DIR
     export = args.run_dir / "export"
@@ -134,7 +134,10 @@ def _ship(args: argparse.Namespace) -> int:
     for onnx_path in onnx_files:
         card = read_card(card_path(onnx_path))
         verify_card(card, onnx_path)
+        target_card = target / card_path(onnx_path).name
+        shipped = with_carried_throughput(card, read_card(target_card)) if target_card.exists() else card
         shutil.copy2(onnx_path, target / onnx_path.name)
-        shutil.copy2(card_path(onnx_path), target / card_path(onnx_path).name)
-        _out.print(f"shipped {onnx_path.name} -> {target}")
+        write_card(shipped, target_card)
+        carried = " (throughput carried from the version it replaces: same network)" if shipped is not card else ""
+        _out.print(f"shipped {onnx_path.name} -> {target}{carried}")
     return 0
