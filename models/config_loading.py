@@ -5,6 +5,7 @@ the resolved config can be dumped back to YAML for logging with every run."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -78,15 +79,21 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{source}: the top level must be a mapping")
         data = loaded
+    return config_from_data(model, data, overrides, where=f" in {path}" if path is not None else "")
+
+
+def config_from_data(model: type[ConfigT], data: dict[str, Any], overrides: list[str] | tuple[str, ...] = (),
+                     where: str = "") -> ConfigT:
+    """Apply overrides to already-read config data (e.g. the config stored in a
+    checkpoint) and validate it; ``data`` itself is not changed."""
+    data = copy.deepcopy(data)
     for text in overrides:
         keys, value = parse_override(text)
         _apply_override(data, model, keys, value)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        where = f" in {path}" if path is not None else ""
-        problems = validation_problems(exc)
-        raise ConfigError(f"invalid config{where}: {problems}") from exc
+        raise ConfigError(f"invalid config{where}: {validation_problems(exc)}") from exc
 
 
 def validation_problems(exc: ValidationError, root: str = "(top)") -> str:

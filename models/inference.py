@@ -17,7 +17,7 @@ from models.detections import (
     teeth_from_raw,
 )
 from models.model_card import ModelCard, ModelCardError, ModelKey, card_path, read_card, verify_card
-from models.postprocess import cached_anchors, decode_detections
+from models.postprocess import cached_anchors, decode_detections, fuse_views, mirror_detections, mirror_input
 from models.preprocess import InputGeometry, crop_tooth, prepare_image, prepare_region, teeth_region
 from models.radiographs import RadiographKind
 from models.tasks import ROOT_COUNT_CLASSES, labels_from_names, nms_groups
@@ -83,6 +83,9 @@ class Detector:
         self.labels = labels_from_names(card.classes)
         self.groups = nms_groups(self.labels)
         self.settings = card.decode.settings()
+        if card.decode.test_time_flip and any(label.tooth is not None for label in self.labels):
+            raise ModelCardError(f"{card.key}: test_time_flip is for finding detectors; mirrored, a tooth's "
+                                 f"FDI number changes side")
 
     def network_input(self, image_unit: np.ndarray, kind: RadiographKind,
                       region_xyxy_px: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, InputGeometry]:
@@ -95,14 +98,22 @@ class Detector:
 
     def raw(self, image_unit: np.ndarray, kind: RadiographKind, region_xyxy_px: tuple[int, int, int, int] | None = None):
         """The detections of the whole image, or of only ``region_xyxy_px`` read at the
-        whole image's scale (boxes in the image's pixels either way)."""
+        whole image's scale (boxes in the network input's pixels, ``geometry`` maps them to
+        the image's); for a kind in the card's ``test_time_flip``, both views fused."""
         card = self.model.card
+        assert card.detector is not None and card.decode is not None
         tensor, geometry = self.network_input(image_unit, kind, region_xyxy_px)
-        cls, box = self.model.session.run(None, {card.input.name: tensor})  # type: ignore[attr-defined]
-        assert card.detector is not None
-        raw = decode_detections(cls[0], box[0], cached_anchors(card.detector, geometry.padded_hw), geometry.padded_hw,
-                                self.settings, self.groups)
-        return raw, geometry
+        width = geometry.resized_hw[1]
+        flip = kind in card.decode.test_time_flip
+        batch = np.concatenate([tensor, mirror_input(tensor, width)]) if flip else tensor
+        cls, box = self.model.session.run(None, {card.input.name: batch})  # type: ignore[attr-defined]
+        anchors = cached_anchors(card.detector, geometry.padded_hw)
+        views = [decode_detections(cls[i], box[i], anchors, geometry.padded_hw, self.settings, self.groups)
+                 for i in range(len(batch))]
+        if not flip:
+            return views[0], geometry
+        views[1] = mirror_detections(views[1], width)
+        return fuse_views(views, self.groups, card.decode.fusion_iou, self.settings.max_detections), geometry
 
 
 class RootCounter:

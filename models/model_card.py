@@ -40,6 +40,11 @@ class DecodeConfig(FrozenConfig):
     max_detections: int = Field(100, ge=1)
     # Tooth detectors: teeth at or above the operating threshold get distinct FDI numbers.
     unique_tooth_numbers: bool = True
+    # Finding detectors: the kinds read twice, as given and mirrored left-right (one batch of
+    # two), the two views' detections fused (``postprocess.fuse_views``, boxes overlapping
+    # above ``fusion_iou``). Findings look alike mirrored; tooth numbers do not.
+    test_time_flip: tuple[RadiographKind, ...] = ()
+    fusion_iou: float = Field(0.55, gt=0, lt=1)
 
     def settings(self) -> DecodeSettings:
         return DecodeSettings(score_threshold=self.score_threshold, nms_iou=self.nms_iou, candidates=self.candidates,

@@ -142,3 +142,67 @@ def decode_detections(cls_logits: np.ndarray, box_deltas: np.ndarray, anchors: n
     keep = keep[: settings.max_detections]
     chosen = candidates[keep]
     return RawDetections(boxes_xyxy=boxes[keep], scores=scores[chosen], labels=labels[chosen], probs=probs[chosen])
+
+
+def mirror_input(tensor: np.ndarray, content_width_px: int) -> np.ndarray:
+    """The network input mirrored left-right within its content (the first
+    ``content_width_px`` columns); the zero padding stays at the right, where the network
+    saw it in training."""
+    mirrored = tensor.copy()
+    mirrored[..., :content_width_px] = tensor[..., content_width_px - 1::-1]
+    return mirrored
+
+
+def mirror_detections(raw: RawDetections, content_width_px: int) -> RawDetections:
+    """Detections read on ``mirror_input``'s view, put back in the unmirrored input's pixels."""
+    b = raw.boxes_xyxy
+    boxes = np.stack([content_width_px - b[:, 2], b[:, 1], content_width_px - b[:, 0], b[:, 3]], axis=1)
+    return RawDetections(boxes_xyxy=boxes.astype(np.float32).reshape(-1, 4), scores=raw.scores, labels=raw.labels,
+                         probs=raw.probs)
+
+
+def fuse_views(views: list[RawDetections], groups: np.ndarray, iou_threshold: float,
+               max_detections: int) -> RawDetections:
+    """Weighted boxes fusion (Solovyev et al., 2019) of one image's detections read in
+    several views (e.g. as given and mirrored), all in the same pixels.
+
+    Detections are taken by falling score; each joins the cluster of its NMS group whose
+    leading (highest-scoring) box it overlaps most, above ``iou_threshold``, unless that
+    cluster already holds a detection of its view; otherwise it starts a cluster. A cluster
+    becomes one detection: the score-weighted mean box, the summed score over the number of
+    views (a box only one view of two saw keeps half its score), the leader's class and
+    class probabilities. Agreement between views tightens small boxes, and what only one
+    view believed falls down the ranking. For two views the leader is the whole cluster's
+    other member, so this is WBF exactly."""
+    n_views = len(views)
+    if n_views == 1:
+        return views[0]
+    boxes = np.concatenate([v.boxes_xyxy for v in views]).reshape(-1, 4)
+    scores = np.concatenate([v.scores for v in views]).astype(np.float32)
+    labels = np.concatenate([v.labels for v in views]).astype(np.int64)
+    probs = np.concatenate([v.probs for v in views])
+    view_of = np.concatenate([np.full(len(v.scores), i) for i, v in enumerate(views)])
+    same_group = groups[labels][:, None] == groups[labels][None, :]
+    overlap = np.where(same_group, box_iou(boxes, boxes), 0.0)
+    leader_of = np.arange(len(scores))  # the cluster (its leader's index) each detection is in
+    is_leader = np.zeros(len(scores), bool)
+    holds_view = np.zeros((len(scores), n_views), bool)  # per leader: the views its cluster holds
+    for i in np.argsort(-scores, kind="stable"):
+        open_to_me = is_leader & ~holds_view[:, view_of[i]]
+        candidates = np.where(open_to_me, overlap[i], -1.0)
+        k = int(np.argmax(candidates))
+        if candidates[k] > iou_threshold:
+            leader_of[i] = k
+        else:
+            is_leader[i] = True
+        holds_view[leader_of[i], view_of[i]] = True
+    leaders = np.flatnonzero(is_leader)
+    weighted = np.zeros((len(scores), 4), np.float64)
+    np.add.at(weighted, leader_of, boxes * scores[:, None])
+    score_sums = np.bincount(leader_of, weights=scores, minlength=len(scores))
+    fused_boxes = (weighted[leaders] / np.maximum(score_sums[leaders], 1e-12)[:, None]).astype(np.float32)
+    fused_scores = (score_sums[leaders] / n_views).astype(np.float32)
+    ranked = np.argsort(-fused_scores, kind="stable")[:max_detections]
+    chosen = leaders[ranked]
+    return RawDetections(boxes_xyxy=fused_boxes[ranked], scores=fused_scores[ranked], labels=labels[chosen],
+                         probs=probs[chosen])

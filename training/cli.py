@@ -32,6 +32,8 @@ def register(commands: Any) -> None:
     export.add_argument("--out", type=Path, required=True, help="folder for <model>.onnx and <model>.card.json")
     export.add_argument("--keep-threshold", action="store_true",
                         help="keep the recipe's operating threshold instead of choosing it on the validation split")
+    export.add_argument("--set", dest="overrides", action="append", default=[], metavar="decode.KEY=VALUE",
+                        help="decode differently from the recipe, e.g. --set 'decode.test_time_flip=[panoramic]'")
     export.set_defaults(handler=_export)
 
     models = commands.add_parser("models", help="registered model versions")
@@ -78,7 +80,8 @@ def _train(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from training.export import export_checkpoint
 
-    card = export_checkpoint(args.checkpoint, args.out, tune_threshold=not args.keep_threshold)
+    card = export_checkpoint(args.checkpoint, args.out, tune_threshold=not args.keep_threshold,
+                             decode_overrides=tuple(args.overrides))
     _out.print(f"wrote {args.out / card.onnx_file} ({card.size_bytes / 1e6:.1f} MB, sha256 {card.sha256[:12]}…)")
     return 0
 

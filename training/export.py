@@ -8,6 +8,8 @@ import yaml
 
 from evaluation.evaluate import read_all
 from evaluation.thresholds import CANDIDATE_THRESHOLDS, choose_threshold, findings_f1, teeth_f1
+from models.config_loading import config_from_data
+from models.errors import DxvError
 from models.inference import DentalReader
 from models.model_card import InputContract, ModelCard, ModelKey
 from models.networks import RootCountClassifier, build_detector
@@ -50,12 +52,22 @@ def network_for(config: TrainConfig):
     return RootCountClassifier(config.classifier)
 
 
-def export_checkpoint(checkpoint_path: Path, out_dir: Path, tune_threshold: bool = True) -> ModelCard:
+class ExportError(DxvError):
+    code = "export.invalid"
+
+
+def export_checkpoint(checkpoint_path: Path, out_dir: Path, tune_threshold: bool = True,
+                      decode_overrides: tuple[str, ...] = ()) -> ModelCard:
     """ONNX + card from a checkpoint; with ``tune_threshold`` the operating threshold is
     chosen on the run's validation split (rebuilt from the config it was trained with),
-    exactly as at the end of ``dxv train``."""
+    exactly as at the end of ``dxv train``. ``decode_overrides`` ('decode.KEY=VALUE') change
+    how the outputs are decoded, e.g. ``decode.test_time_flip=[panoramic]``; the network
+    is the checkpoint's, so nothing else may change."""
+    for text in decode_overrides:
+        if not text.strip().startswith("decode."):
+            raise ExportError(f"export can change only how outputs are decoded (decode.KEY=VALUE), not {text!r}")
     checkpoint = load_checkpoint(checkpoint_path)
-    config = TrainConfig.model_validate(yaml.safe_load(checkpoint.config_yaml))
+    config = config_from_data(TrainConfig, yaml.safe_load(checkpoint.config_yaml), decode_overrides)
     model = network_for(config)
     model.load_state_dict(checkpoint.model_state)
     path, card = export_model(config, model, out_dir, checkpoint.run_id)

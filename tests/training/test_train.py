@@ -75,6 +75,22 @@ def test_tooth_detector_run_is_tracked_registered_and_resumable(tmp_path, mlflow
     assert steps == [1, 2]
 
 
+def test_export_may_change_only_the_decoding(tmp_path, mlflow_store):
+    from training.export import ExportError
+
+    config = _config(tmp_path, "findings", "optim.epochs=1", "tracking.enabled=false", "export_onnx=false")
+    run = main(config, run_dir=tmp_path / "runs" / "findings")
+    card = export_checkpoint(run.run_dir / "best.pt", tmp_path / "flip",
+                             decode_overrides=("decode.test_time_flip=[periapical, panoramic]", "decode.fusion_iou=0.5"))
+    assert card.decode.test_time_flip == (RadiographKind.PERIAPICAL, RadiographKind.PANORAMIC)
+    assert card.decode.fusion_iou == 0.5
+    verify_card(read_card(card_path(tmp_path / "flip" / "findings.onnx")), tmp_path / "flip" / "findings.onnx")
+    plain = export_checkpoint(run.run_dir / "best.pt", tmp_path / "plain", tune_threshold=False)
+    assert plain.decode.test_time_flip == () and plain.sha256 == card.sha256  # same network either way
+    with pytest.raises(ExportError, match="only how outputs are decoded"):
+        export_checkpoint(run.run_dir / "best.pt", tmp_path / "no", decode_overrides=("detector.fpn_channels=32",))
+
+
 def test_same_seed_same_losses(tmp_path, mlflow_store):
     config = _config(tmp_path, "findings", "optim.epochs=1", "tracking.enabled=false", "export_onnx=false")
     a = main(config, run_dir=tmp_path / "a")

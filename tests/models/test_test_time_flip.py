@@ -1,0 +1,133 @@
+"""Test-time flip: the mirrored view, putting its boxes back, and weighted boxes fusion of
+the two views; then the finding detector read both ways through ONNX Runtime."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from datasets.samples import synthetic_samples
+from models.inference import DentalReader
+from models.model_card import SHIPPED_DIR, ModelCardError
+from models.postprocess import RawDetections, fuse_views, mirror_detections, mirror_input
+from models.radiographs import RadiographKind
+
+
+def _raw(boxes, scores, labels, n_classes=3):
+    labels = np.asarray(labels, np.int64)
+    probs = np.zeros((len(labels), n_classes), np.float32)
+    probs[np.arange(len(labels)), labels] = scores
+    return RawDetections(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32), labels, probs)
+
+
+GROUPS = np.array([0, 0, 1])  # classes 0 and 1 compete for a box (e.g. two caries depths); class 2 alone
+
+
+def test_mirror_input_keeps_the_padding_on_the_right():
+    tensor = np.arange(2 * 6, dtype=np.float32).reshape(1, 1, 2, 6)
+    tensor[..., 4:] = 0  # content 4 wide, padded to 6
+    mirrored = mirror_input(tensor, 4)
+    assert mirrored[0, 0, 0].tolist() == [3, 2, 1, 0, 0, 0]
+    assert mirrored[0, 0, 1].tolist() == [9, 8, 7, 6, 0, 0]
+    assert tensor[0, 0, 0].tolist() == [0, 1, 2, 3, 0, 0], "the input is not changed"
+
+
+def test_mirrored_boxes_come_back_where_they_were():
+    raw = _raw([[10, 5, 30, 25]], [0.9], [0])
+    back = mirror_detections(raw, 100)
+    assert back.boxes_xyxy.tolist() == [[70, 5, 90, 25]]
+    assert mirror_detections(back, 100).boxes_xyxy.tolist() == [[10, 5, 30, 25]]
+
+
+def test_fusion_averages_agreeing_views_by_score_and_halves_what_one_view_saw():
+    given = _raw([[10, 10, 20, 20], [50, 50, 60, 60]], [0.9, 0.6], [0, 2])
+    mirrored = _raw([[12, 10, 22, 20]], [0.3], [1])  # same place, the other depth of the group
+    fused = fuse_views([given, mirrored], GROUPS, iou_threshold=0.55, max_detections=10)
+    assert len(fused.scores) == 2
+    assert fused.scores[0] == pytest.approx((0.9 + 0.3) / 2)
+    assert fused.boxes_xyxy[0] == pytest.approx([(0.9 * 10 + 0.3 * 12) / 1.2, 10, (0.9 * 20 + 0.3 * 22) / 1.2, 20])
+    assert fused.labels[0] == 0, "the leading (highest-scoring) detection's class"
+    assert fused.scores[1] == pytest.approx(0.3) and fused.labels[1] == 2
+    assert fused.boxes_xyxy[1] == pytest.approx([50, 50, 60, 60])
+
+
+def test_fusion_never_joins_other_groups_one_view_twice_or_weak_overlaps():
+    given = _raw([[10, 10, 20, 20], [11, 10, 21, 20]], [0.8, 0.7], [0, 0])  # one view: stays two
+    other_group = _raw([[10, 10, 20, 20]], [0.8], [2])
+    fused = fuse_views([given, other_group], GROUPS, 0.55, 10)
+    assert len(fused.scores) == 3
+    assert sorted(fused.scores.tolist()) == pytest.approx([0.35, 0.4, 0.4])
+    shifted = _raw([[16, 10, 26, 20]], [0.8], [0])  # IoU 1/3 with the first box
+    assert len(fuse_views([_raw([[10, 10, 20, 20]], [0.8], [0]), shifted], GROUPS, 0.55, 10).scores) == 2
+
+
+def test_fusion_of_one_view_or_nothing():
+    one = _raw([[1, 1, 5, 5]], [0.5], [0])
+    assert fuse_views([one], GROUPS, 0.55, 10) is one
+    empty = _raw(np.zeros((0, 4)), [], [])
+    fused = fuse_views([empty, empty], GROUPS, 0.55, 10)
+    assert fused.boxes_xyxy.shape == (0, 4) and fused.scores.shape == (0,)
+
+
+def test_fusion_keeps_at_most_max_detections_best_first():
+    boxes = [[i * 20, 0, i * 20 + 10, 10] for i in range(5)]
+    fused = fuse_views([_raw(boxes, [0.1, 0.5, 0.3, 0.9, 0.2], [0] * 5), _raw(np.zeros((0, 4)), [], [])],
+                       GROUPS, 0.55, 3)
+    assert fused.scores.tolist() == pytest.approx([0.45, 0.25, 0.15])
+
+
+@pytest.fixture(scope="module")
+def flipping_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("flip")
+    for path in SHIPPED_DIR.iterdir():
+        shutil.copy2(path, folder / path.name)
+    card = json.loads((folder / "findings.card.json").read_text())
+    card["decode"]["test_time_flip"] = ["periapical", "panoramic"]
+    (folder / "findings.card.json").write_text(json.dumps(card))
+    return folder
+
+
+@pytest.mark.parametrize("kind", [RadiographKind.PERIAPICAL, RadiographKind.PANORAMIC])
+def test_a_mirrored_radiograph_reads_as_the_mirror_of_the_reading(flipping_models, kind):
+    """With both views fused, mirroring the radiograph only swaps the two views, so its
+    findings are the original's mirrored (the tooth detector does not flip, so the same
+    teeth region is given to both readings)."""
+    reader = DentalReader.from_directory(flipping_models, threads=2)
+    (sample,) = synthetic_samples({kind: 1}, seed=11)
+    image = sample.load()
+    teeth = reader.read("a", image, kind, operating_point=False).teeth
+    region = reader.findings_region(image, kind, list(teeth))
+    raw, geometry = reader.findings.raw(image, kind, region)
+    mirrored_region = None if region is None else (image.shape[1] - region[2], region[1], image.shape[1] - region[0],
+                                                   region[3])
+    raw_m, geometry_m = reader.findings.raw(image[:, ::-1].copy(), kind, mirrored_region)
+    assert len(raw.scores) > 3
+    assert geometry_m.resized_hw == geometry.resized_hw
+    back = mirror_detections(raw_m, geometry.resized_hw[1])
+    order, order_m = np.lexsort(raw.boxes_xyxy.T[::-1]), np.lexsort(back.boxes_xyxy.T[::-1])
+    np.testing.assert_allclose(back.boxes_xyxy[order_m], raw.boxes_xyxy[order], atol=0.05)
+    np.testing.assert_allclose(raw_m.scores[order_m], raw.scores[order], atol=1e-4)
+
+
+def test_flipping_changes_the_reading_and_only_for_the_kinds_named(flipping_models):
+    flipping = DentalReader.from_directory(flipping_models, threads=2)
+    plain = DentalReader.from_directory(SHIPPED_DIR, threads=2)
+    samples = list(synthetic_samples({RadiographKind.PERIAPICAL: 1, RadiographKind.BITEWING: 1}, seed=12))
+    for sample in samples:
+        a = flipping.read("x", sample.load(), sample.kind, operating_point=False).findings
+        b = plain.read("x", sample.load(), sample.kind, operating_point=False).findings
+        if sample.kind is RadiographKind.BITEWING:
+            assert a == b
+        else:
+            assert [f.score for f in a] != [f.score for f in b]
+
+
+def test_a_tooth_detector_may_not_flip(tmp_path):
+    for path in SHIPPED_DIR.glob("tooth-numbering.*"):
+        shutil.copy2(path, tmp_path / path.name)
+    card = json.loads((tmp_path / "tooth-numbering.card.json").read_text())
+    card["decode"]["test_time_flip"] = ["periapical"]
+    (tmp_path / "tooth-numbering.card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelCardError, match="test_time_flip is for finding detectors"):
+        DentalReader.from_directory(tmp_path)
