@@ -17,7 +17,14 @@ from models.detections import (
     teeth_from_raw,
 )
 from models.model_card import ModelCard, ModelCardError, ModelKey, card_path, read_card, verify_card
-from models.postprocess import cached_anchors, decode_detections, fuse_views, mirror_detections, mirror_input
+from models.postprocess import (
+    RawDetections,
+    cached_anchors,
+    decode_detections,
+    fuse_views,
+    mirror_detections,
+    mirror_input,
+)
 from models.preprocess import InputGeometry, crop_tooth, prepare_image, prepare_region, teeth_region
 from models.radiographs import RadiographKind
 from models.tasks import ROOT_COUNT_CLASSES, labels_from_names, nms_groups
@@ -86,12 +93,18 @@ class Detector:
         if card.decode.test_time_flip and any(label.tooth is not None for label in self.labels):
             raise ModelCardError(f"{card.key}: test_time_flip is for finding detectors; mirrored, a tooth's "
                                  f"FDI number changes side")
+        if card.decode.test_time_scales and any(label.tooth is not None for label in self.labels):
+            raise ModelCardError(f"{card.key}: test_time_scales is for finding detectors (the tooth detector's "
+                                 f"numbering is not fused)")
 
     def network_input(self, image_unit: np.ndarray, kind: RadiographKind,
-                      region_xyxy_px: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, InputGeometry]:
+                      region_xyxy_px: tuple[int, int, int, int] | None = None,
+                      scale: float = 1.0) -> tuple[np.ndarray, InputGeometry]:
         """The network input for the whole image, or for only ``region_xyxy_px`` at the
-        whole image's scale, with its geometry."""
+        whole image's scale, with its geometry; ``scale`` times the card's long side."""
         long_side = self.model.card.long_side_for(kind)
+        if scale != 1.0:
+            long_side = round((long_side or max(image_unit.shape)) * scale)
         if region_xyxy_px is None:
             return prepare_image(image_unit, long_side)
         return prepare_region(image_unit, region_xyxy_px, long_side)
@@ -99,21 +112,31 @@ class Detector:
     def raw(self, image_unit: np.ndarray, kind: RadiographKind, region_xyxy_px: tuple[int, int, int, int] | None = None):
         """The detections of the whole image, or of only ``region_xyxy_px`` read at the
         whole image's scale (boxes in the network input's pixels, ``geometry`` maps them to
-        the image's); for a kind in the card's ``test_time_flip``, both views fused."""
+        the image's). A kind the card reads in several views (``decode.views``: mirrored,
+        other scales) gets every view's detections fused, in the first view's pixels."""
         card = self.model.card
         assert card.detector is not None and card.decode is not None
-        tensor, geometry = self.network_input(image_unit, kind, region_xyxy_px)
-        width = geometry.resized_hw[1]
-        flip = kind in card.decode.test_time_flip
-        batch = np.concatenate([tensor, mirror_input(tensor, width)]) if flip else tensor
-        cls, box = self.model.session.run(None, {card.input.name: batch})  # type: ignore[attr-defined]
-        anchors = cached_anchors(card.detector, geometry.padded_hw)
-        views = [decode_detections(cls[i], box[i], anchors, geometry.padded_hw, self.settings, self.groups)
-                 for i in range(len(batch))]
-        if not flip:
-            return views[0], geometry
-        views[1] = mirror_detections(views[1], width)
-        return fuse_views(views, self.groups, card.decode.fusion_iou, self.settings.max_detections), geometry
+        views = card.decode.views(kind)
+        found: list[RawDetections] = []
+        base_geometry: InputGeometry | None = None
+        for scale in dict.fromkeys(s for s, _ in views):
+            tensor, geometry = self.network_input(image_unit, kind, region_xyxy_px, scale)
+            base_geometry = base_geometry or geometry
+            width = geometry.resized_hw[1]
+            flips = [flip for s, flip in views if s == scale]
+            batch = np.concatenate([mirror_input(tensor, width) if flip else tensor for flip in flips])
+            cls, box = self.model.session.run(None, {card.input.name: batch})  # type: ignore[attr-defined]
+            anchors = cached_anchors(card.detector, geometry.padded_hw)
+            for i, flip in enumerate(flips):
+                raw = decode_detections(cls[i], box[i], anchors, geometry.padded_hw, self.settings, self.groups)
+                raw = mirror_detections(raw, width) if flip else raw
+                if geometry is not base_geometry:
+                    raw = replace(raw, boxes_xyxy=base_geometry.to_input(geometry.to_original(raw.boxes_xyxy)))
+                found.append(raw)
+        assert base_geometry is not None
+        if len(found) == 1:
+            return found[0], base_geometry
+        return fuse_views(found, self.groups, card.decode.fusion_iou, self.settings.max_detections), base_geometry
 
 
 class RootCounter:

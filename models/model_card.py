@@ -10,7 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from models.architecture import SIZE_DIVISIBLE, ClassifierArchitecture, DetectorArchitecture
 from models.config_loading import FrozenConfig
@@ -44,7 +44,24 @@ class DecodeConfig(FrozenConfig):
     # two), the two views' detections fused (``postprocess.fuse_views``, boxes overlapping
     # above ``fusion_iou``). Findings look alike mirrored; tooth numbers do not.
     test_time_flip: tuple[RadiographKind, ...] = ()
+    # Finding detectors: per kind, scales (times the card's long side) read besides the
+    # card's own, each mirrored too where the kind flips; every view is fused.
+    test_time_scales: dict[RadiographKind, tuple[Annotated[float, Field(ge=0.5, le=2.0)], ...]] = Field(
+        default_factory=dict)
     fusion_iou: float = Field(0.55, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _distinct_scales(self) -> DecodeConfig:
+        for kind, scales in self.test_time_scales.items():
+            if 1.0 in scales or len(set(scales)) != len(scales):
+                raise ValueError(f"test_time_scales[{kind.value}] lists scales besides the card's own (1.0), "
+                                 f"each once; got {list(scales)}")
+        return self
+
+    def views(self, kind: RadiographKind) -> tuple[tuple[float, bool], ...]:
+        """(scale, mirrored) of every view a ``kind`` radiograph is read in; (1.0, False) first."""
+        flips = (False, True) if kind in self.test_time_flip else (False,)
+        return tuple((scale, flip) for scale in (1.0, *self.test_time_scales.get(kind, ())) for flip in flips)
 
     def settings(self) -> DecodeSettings:
         return DecodeSettings(score_threshold=self.score_threshold, nms_iou=self.nms_iou, candidates=self.candidates,

@@ -1,4 +1,4 @@
-"""Test-time flip: the mirrored view, putting its boxes back, and weighted boxes fusion of
+"""Test-time views: the mirrored view, putting its boxes back, and weighted boxes fusion of
 the two views; then the finding detector read both ways through ONNX Runtime."""
 
 import json
@@ -9,8 +9,8 @@ import pytest
 
 from datasets.samples import synthetic_samples
 from models.inference import DentalReader
-from models.model_card import SHIPPED_DIR, ModelCardError
-from models.postprocess import RawDetections, fuse_views, mirror_detections, mirror_input
+from models.model_card import SHIPPED_DIR, DecodeConfig, ModelCardError
+from models.postprocess import RawDetections, box_iou, fuse_views, mirror_detections, mirror_input
 from models.radiographs import RadiographKind
 
 
@@ -77,23 +77,46 @@ def test_fusion_keeps_at_most_max_detections_best_first():
     assert fused.scores.tolist() == pytest.approx([0.45, 0.25, 0.15])
 
 
-@pytest.fixture(scope="module")
-def flipping_models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("flip")
+def _models_with(folder, **decode):
     for path in SHIPPED_DIR.iterdir():
         shutil.copy2(path, folder / path.name)
     card = json.loads((folder / "findings.card.json").read_text())
-    card["decode"]["test_time_flip"] = ["periapical", "panoramic"]
+    card["decode"].update(decode)
     (folder / "findings.card.json").write_text(json.dumps(card))
     return folder
 
 
-@pytest.mark.parametrize("kind", [RadiographKind.PERIAPICAL, RadiographKind.PANORAMIC])
-def test_a_mirrored_radiograph_reads_as_the_mirror_of_the_reading(flipping_models, kind):
-    """With both views fused, mirroring the radiograph only swaps the two views, so its
-    findings are the original's mirrored (the tooth detector does not flip, so the same
-    teeth region is given to both readings)."""
-    reader = DentalReader.from_directory(flipping_models, threads=2)
+@pytest.fixture(scope="module")
+def flipping_models(tmp_path_factory):
+    return _models_with(tmp_path_factory.mktemp("flip"), test_time_flip=["periapical", "panoramic"])
+
+
+@pytest.fixture(scope="module")
+def flipping_and_scaling_models(tmp_path_factory):
+    return _models_with(tmp_path_factory.mktemp("scales"), test_time_flip=["periapical", "panoramic"],
+                        test_time_scales={"periapical": [1.125]})
+
+
+def test_views_of_each_kind():
+    decode = DecodeConfig(test_time_flip=(RadiographKind.PERIAPICAL, RadiographKind.BITEWING),
+                          test_time_scales={RadiographKind.PERIAPICAL: (1.125,), RadiographKind.PANORAMIC: (0.9,)})
+    assert decode.views(RadiographKind.PERIAPICAL) == ((1.0, False), (1.0, True), (1.125, False), (1.125, True))
+    assert decode.views(RadiographKind.BITEWING) == ((1.0, False), (1.0, True))
+    assert decode.views(RadiographKind.PANORAMIC) == ((1.0, False), (0.9, False))
+    with pytest.raises(ValueError, match="besides the card's own"):
+        DecodeConfig(test_time_scales={RadiographKind.PERIAPICAL: (1.0, 1.2)})
+    with pytest.raises(ValueError, match="each once"):
+        DecodeConfig(test_time_scales={RadiographKind.PERIAPICAL: (1.2, 1.2)})
+
+
+@pytest.mark.parametrize(("models", "kind"), [("flipping_models", RadiographKind.PERIAPICAL),
+                                              ("flipping_models", RadiographKind.PANORAMIC),
+                                              ("flipping_and_scaling_models", RadiographKind.PERIAPICAL)])
+def test_a_mirrored_radiograph_reads_as_the_mirror_of_the_reading(request, models, kind):
+    """With every view fused, mirroring the radiograph only swaps each mirrored view with
+    its unmirrored twin, so its findings are the original's mirrored (the tooth detector
+    does not flip, so the same teeth region is given to both readings)."""
+    reader = DentalReader.from_directory(request.getfixturevalue(models), threads=2)
     (sample,) = synthetic_samples({kind: 1}, seed=11)
     image = sample.load()
     teeth = reader.read("a", image, kind, operating_point=False).teeth
@@ -123,11 +146,30 @@ def test_flipping_changes_the_reading_and_only_for_the_kinds_named(flipping_mode
             assert [f.score for f in a] != [f.score for f in b]
 
 
-def test_a_tooth_detector_may_not_flip(tmp_path):
+def test_another_scale_changes_the_reading_and_keeps_boxes_in_the_first_views_pixels(
+        flipping_models, flipping_and_scaling_models):
+    """A found box is the fusion of views read at two scales: mapped back into the first
+    view's pixels, its boxes fall where the first view's do."""
+    (sample,) = synthetic_samples({RadiographKind.PERIAPICAL: 1}, seed=13)
+    image = sample.load()
+    flip_only = DentalReader.from_directory(flipping_models, threads=2).findings
+    scaled = DentalReader.from_directory(flipping_and_scaling_models, threads=2).findings
+    raw, geometry = flip_only.raw(image, RadiographKind.PERIAPICAL)
+    raw_s, geometry_s = scaled.raw(image, RadiographKind.PERIAPICAL)
+    assert geometry_s == geometry
+    assert raw_s.scores.tolist() != raw.scores.tolist()
+    confident = raw.scores > 0.5
+    assert confident.any()
+    best = box_iou(raw.boxes_xyxy[confident], raw_s.boxes_xyxy).max(axis=1)
+    assert (best > 0.7).all(), "each confident box is found again, in the same pixels"
+
+
+@pytest.mark.parametrize("decode", [{"test_time_flip": ["periapical"]}, {"test_time_scales": {"periapical": [1.1]}}])
+def test_a_tooth_detector_may_not_flip_or_scale(tmp_path, decode):
     for path in SHIPPED_DIR.glob("tooth-numbering.*"):
         shutil.copy2(path, tmp_path / path.name)
     card = json.loads((tmp_path / "tooth-numbering.card.json").read_text())
-    card["decode"]["test_time_flip"] = ["periapical"]
+    card["decode"].update(decode)
     (tmp_path / "tooth-numbering.card.json").write_text(json.dumps(card))
-    with pytest.raises(ModelCardError, match="test_time_flip is for finding detectors"):
+    with pytest.raises(ModelCardError, match="is for finding detectors"):
         DentalReader.from_directory(tmp_path)
