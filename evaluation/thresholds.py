@@ -12,7 +12,7 @@ from evaluation.detection_metrics import Box, ImageBoxes, match_teeth, operating
 from models.detections import ImageReading
 from models.findings import FindingClass
 
-CANDIDATE_THRESHOLDS: tuple[float, ...] = tuple(round(t, 2) for t in np.arange(0.1, 0.81, 0.05))
+CANDIDATE_THRESHOLDS: tuple[float, ...] = tuple(round(t, 2) for t in np.arange(0.1, 0.951, 0.05))
 
 
 def _f1(precision: float | None, recall: float | None) -> float:

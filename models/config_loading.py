@@ -6,6 +6,7 @@ the resolved config can be dumped back to YAML for logging with every run."""
 from __future__ import annotations
 
 import copy
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,6 +41,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def _config_model(annotation: Any) -> type[BaseModel] | None:
+    """The config model a field holds: its type, or the one model of an optional field
+    (``DecodeConfig | None``); None for plain values."""
+    candidates = [annotation, *typing.get_args(annotation)]
+    models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+    return models[0] if len(models) == 1 else None
+
+
 def _apply_override(data: dict[str, Any], model: type[BaseModel], path: list[str], value: Any) -> None:
     node: dict[str, Any] = data
     current: type[BaseModel] | None = model
@@ -50,8 +59,7 @@ def _apply_override(data: dict[str, Any], model: type[BaseModel], path: list[str
         if depth == len(path) - 1:
             node[part] = value
             return
-        annotation = current.model_fields[part].annotation
-        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        current = _config_model(current.model_fields[part].annotation)
         child = node.get(part)
         if not isinstance(child, dict):
             child = {} if child is None else dict(child)

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from models.errors import DxvError
+from models.model_card import ModelKey
 
 _out = Console()
 
@@ -51,6 +52,31 @@ def register(commands: Any) -> None:
     ship.add_argument("run_dir", type=Path)
     ship.add_argument("--to", type=Path, default=None, help="default: the shipped models folder (models/shipped)")
     ship.set_defaults(handler=_ship)
+    redecode = actions.add_parser("redecode", help="change how a model folder's detector decodes (decode.*), "
+                                                   "its network unchanged")
+    redecode.add_argument("model_dir", type=Path, help="e.g. models/shipped")
+    redecode.add_argument("key", choices=[k.value for k in ModelKey], help="which model's card")
+    redecode.add_argument("--set", dest="overrides", action="append", required=True, metavar="decode.KEY=VALUE")
+    redecode.add_argument("--version", required=True, help="the card's new version (the decoding changed)")
+    redecode.add_argument("--tune-on", metavar="DATASET",
+                          help="choose the operating threshold again on this dataset (synthetic:seed=...,periapical=..."
+                               " or a COCO/YOLO path), read with every model in the folder")
+    redecode.set_defaults(handler=_redecode)
+
+
+def _redecode(args: argparse.Namespace) -> int:
+    from evaluation.cli import disk_images, synthetic_images
+    from training.export import redecode
+
+    samples = None
+    if args.tune_on:
+        samples, _ = (synthetic_images(args.tune_on) if args.tune_on.startswith("synthetic:")
+                      else disk_images(Path(args.tune_on), None, None, None))
+    card = redecode(args.model_dir, ModelKey(args.key), tuple(args.overrides), args.version, samples)
+    assert card.decode is not None
+    _out.print(f"{card.key.value} {card.version}: decode {card.decode.model_dump(mode='json')}; held-out metrics "
+               f"cleared (run dxv eval {args.model_dir} DATASET --write-card-metrics)")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from evaluation.thresholds import CANDIDATE_THRESHOLDS, choose_threshold, findin
 from models.config_loading import config_from_data
 from models.errors import DxvError
 from models.inference import DentalReader
-from models.model_card import InputContract, ModelCard, ModelKey
+from models.model_card import InputContract, ModelCard, ModelKey, get_model_card
 from models.networks import RootCountClassifier, build_detector
 from models.onnx_export import CLASSIFIER_OUTPUTS, DETECTOR_OUTPUTS, export_classifier, export_detector, finalise_card
 from models.tasks import class_names, task_classes
@@ -63,9 +63,7 @@ def export_checkpoint(checkpoint_path: Path, out_dir: Path, tune_threshold: bool
     exactly as at the end of ``dxv train``. ``decode_overrides`` ('decode.KEY=VALUE') change
     how the outputs are decoded, e.g. ``decode.test_time_flip=[panoramic]``; the network
     is the checkpoint's, so nothing else may change."""
-    for text in decode_overrides:
-        if not text.strip().startswith("decode."):
-            raise ExportError(f"export can change only how outputs are decoded (decode.KEY=VALUE), not {text!r}")
+    _check_decode_overrides(decode_overrides)
     checkpoint = load_checkpoint(checkpoint_path)
     config = config_from_data(TrainConfig, yaml.safe_load(checkpoint.config_yaml), decode_overrides)
     model = network_for(config)
@@ -76,6 +74,35 @@ def export_checkpoint(checkpoint_path: Path, out_dir: Path, tune_threshold: bool
                                        config.data.split_seed)
         card = tune_operating_threshold(card, path, val_samples)
     return card
+
+
+def _check_decode_overrides(overrides: tuple[str, ...]) -> None:
+    for text in overrides:
+        if not text.strip().startswith("decode."):
+            raise ExportError(f"only how outputs are decoded may change (decode.KEY=VALUE), not {text!r}")
+
+
+def redecode(model_dir: Path, key: ModelKey, overrides: tuple[str, ...], version: str,
+             tune_samples: list | None) -> ModelCard:
+    """Change how an exported detector's outputs are decoded (``decode.*``, e.g. the
+    test-time views) without touching its network: the card in ``model_dir`` gets the new
+    decoding and ``version``, its held-out metrics are cleared (they were measured with the
+    old decoding: run ``dxv eval --write-card-metrics`` again), and with ``tune_samples``
+    the operating threshold is chosen again on them, read with every model in
+    ``model_dir`` as serving reads (the finding detector on the teeth's region)."""
+    _check_decode_overrides(overrides)
+    card = get_model_card(key, model_dir)
+    if card.decode is None:
+        raise ExportError(f"{key.value} is not a detector: it has no decoding to change")
+    fields = card.model_dump(mode="json")
+    changed = config_from_data(ModelCard, {**fields, "version": version, "metrics": {}, "metrics_dataset": None},
+                               overrides, where=f" for {key.value}")
+    onnx_path = model_dir / card.onnx_file
+    fields = changed.model_dump(mode="json", exclude={"onnx_file", "sha256", "size_bytes"})
+    changed = finalise_card(fields, onnx_path)
+    if tune_samples:
+        changed = tune_operating_threshold(changed, onnx_path, tune_samples)
+    return changed
 
 
 def tune_operating_threshold(card: ModelCard, onnx_path: Path, val_samples: list) -> ModelCard:

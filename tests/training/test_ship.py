@@ -1,8 +1,12 @@
 """``dxv models ship``: copies a run's export into a model folder and keeps the GPU
-throughput figures only when the retrained file is the same network."""
+throughput figures only when the retrained file is the same network; ``dxv models
+redecode``: changes how a shipped detector decodes, its network untouched."""
 
 import shutil
 
+import pytest
+
+from evaluation.thresholds import CANDIDATE_THRESHOLDS
 from models.model_card import (
     CARRIED_THROUGHPUT_NOTE,
     SHIPPED_DIR,
@@ -13,6 +17,7 @@ from models.model_card import (
     with_carried_throughput,
     write_card,
 )
+from models.radiographs import RadiographKind
 from serving.cli import main as dxv
 
 
@@ -76,3 +81,34 @@ def test_own_figures_and_other_inputs_are_never_overwritten():
     carried = with_carried_throughput(same, previous)
     assert carried.throughput == previous.throughput
     assert carried.throughput_device == previous.throughput_device  # its note is already there, not doubled
+
+
+def test_redecode_changes_only_the_decoding_and_clears_the_stale_metrics(tmp_path, capsys):
+    folder = tmp_path / "models"
+    shutil.copytree(SHIPPED_DIR, folder)
+    before = get_model_card("findings", folder)
+    assert dxv(["models", "redecode", str(folder), "findings", "--set", "decode.test_time_flip=[periapical]",
+                "--set", "decode.fusion_iou=0.6", "--version", "9.0.0",
+                "--tune-on", "synthetic:seed=3,periapical=2"]) == 0
+    after = get_model_card("findings", folder)
+    verify_card(after, folder / after.onnx_file)
+    assert after.sha256 == before.sha256 and after.throughput == before.throughput  # the same network
+    assert after.version == "9.0.0" and after.metrics == {} and after.metrics_dataset is None
+    assert after.decode.test_time_flip == (RadiographKind.PERIAPICAL,) and after.decode.fusion_iou == 0.6
+    assert after.decode.operating_threshold in CANDIDATE_THRESHOLDS
+    assert after.model_dump(exclude={"version", "metrics", "metrics_dataset", "decode"}) == \
+        before.model_dump(exclude={"version", "metrics", "metrics_dataset", "decode"})
+    assert get_model_card("tooth-numbering", folder) == get_model_card("tooth-numbering")
+
+
+@pytest.mark.parametrize(("args", "code"), [
+    (["findings", "--set", "detector.fpn_channels=32"], "export.invalid"),
+    (["root-count", "--set", "decode.fusion_iou=0.6"], "export.invalid"),
+    (["findings", "--set", "decode.test_time_scales={periapical: [1.0]}"], "config.invalid"),
+])
+def test_redecode_refuses_what_is_not_a_decoding_change(tmp_path, capsys, args, code):
+    folder = tmp_path / "models"
+    shutil.copytree(SHIPPED_DIR, folder)
+    assert dxv(["models", "redecode", str(folder), *args, "--version", "9"]) == 2
+    assert code in capsys.readouterr().err
+    assert get_model_card("findings", folder) == get_model_card("findings")
