@@ -87,8 +87,14 @@ def _models_with(folder, **decode):
 
 
 @pytest.fixture(scope="module")
+def plain_models(tmp_path_factory):
+    return _models_with(tmp_path_factory.mktemp("plain"), test_time_flip=[], test_time_scales={})
+
+
+@pytest.fixture(scope="module")
 def flipping_models(tmp_path_factory):
-    return _models_with(tmp_path_factory.mktemp("flip"), test_time_flip=["periapical", "panoramic"])
+    return _models_with(tmp_path_factory.mktemp("flip"), test_time_flip=["periapical", "panoramic"],
+                        test_time_scales={})
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +139,9 @@ def test_a_mirrored_radiograph_reads_as_the_mirror_of_the_reading(request, model
     np.testing.assert_allclose(raw_m.scores[order_m], raw.scores[order], atol=1e-4)
 
 
-def test_flipping_changes_the_reading_and_only_for_the_kinds_named(flipping_models):
+def test_flipping_changes_the_reading_and_only_for_the_kinds_named(flipping_models, plain_models):
     flipping = DentalReader.from_directory(flipping_models, threads=2)
-    plain = DentalReader.from_directory(SHIPPED_DIR, threads=2)
+    plain = DentalReader.from_directory(plain_models, threads=2)
     samples = list(synthetic_samples({RadiographKind.PERIAPICAL: 1, RadiographKind.BITEWING: 1}, seed=12))
     for sample in samples:
         a = flipping.read("x", sample.load(), sample.kind, operating_point=False).findings
