@@ -104,8 +104,9 @@ def _scopes(images: Sequence[Sample]) -> list[tuple[str, list[int]]]:
 def _findings_section(reader: DentalReader, images: Sequence[Sample], readings: Sequence[ImageReading]
                       ) -> tuple[dict[str, Any], dict[str, Any]]:
     assert reader.findings is not None and reader.findings.model.card.decode is not None
-    threshold = reader.findings.model.card.decode.operating_threshold
-    section: dict[str, Any] = {"operating_threshold": threshold}
+    decode = reader.findings.model.card.decode
+    threshold = decode.operating_threshold
+    section: dict[str, Any] = {"operating_threshold": threshold, "class_thresholds": dict(decode.class_thresholds)}
     curves: dict[str, Any] = {}
     names = [c.value for c in FindingClass]
     for scope, chosen in _scopes(images):
@@ -120,20 +121,21 @@ def _findings_section(reader: DentalReader, images: Sequence[Sample], readings: 
         for name, ap in aps.items():
             if ap.gt_count == 0:
                 continue
-            op = operating_point(gt, pred, name, threshold)
+            op = operating_point(gt, pred, name, decode.threshold_for(name))
             per_class[name] = {"gt": ap.gt_count, "ap": _round(ap.ap), "ap50": _round(ap.ap50), "ar100": _round(ap.ar100),
                                "sensitivity": _round(op.sensitivity), "ppv": _round(op.ppv)}
             if scope == "all":
                 curves[f"pr_{name}"] = ap.pr_curve_50
         entry: dict[str, Any] = {"images": len(chosen), "classes": per_class}
         if scope == "all":
-            entry["false_positive_places"] = {name: false_positive_places(gt, pred, name, threshold)
+            entry["false_positive_places"] = {name: false_positive_places(gt, pred, name, decode.threshold_for(name))
                                               for name in per_class}
             entry["froc"] = {c.value: {str(k): _round(v) for k, v in froc(gt, pred, c.value).items()}
                              for c in LESION_CLASSES}
             curves["froc"] = entry["froc"]
         section[scope] = entry
-    section["caries_depth_accuracy"] = _round(_caries_depth_accuracy(images, readings, threshold))
+    section["caries_depth_accuracy"] = _round(_caries_depth_accuracy(images, readings,
+                                                                     decode.threshold_for(FindingClass.CARIES.value)))
     return section, curves
 
 
@@ -246,7 +248,8 @@ def markdown_summary(report: dict[str, Any]) -> str:
         lines.append("")
     if "findings" in report:
         f = report["findings"]
-        lines += [f"## Findings (operating threshold {f['operating_threshold']})", "",
+        own = ", ".join(f"{k} {v}" for k, v in f.get("class_thresholds", {}).items())
+        lines += [f"## Findings (operating threshold {f['operating_threshold']}{'; ' + own if own else ''})", "",
                   "| scope | class | n | AP | AP50 | AR100 | sensitivity | PPV |", "|---|---|---|---|---|---|---|---|"]
         for scope, v in f.items():
             if isinstance(v, dict) and "classes" in v:

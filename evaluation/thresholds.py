@@ -12,7 +12,7 @@ from evaluation.detection_metrics import Box, ImageBoxes, match_teeth, operating
 from models.detections import ImageReading
 from models.findings import FindingClass
 
-CANDIDATE_THRESHOLDS: tuple[float, ...] = tuple(round(t, 2) for t in np.arange(0.1, 0.951, 0.05))
+CANDIDATE_THRESHOLDS: tuple[float, ...] = tuple(round(float(t), 2) for t in np.arange(0.1, 0.951, 0.05))
 
 
 def _f1(precision: float | None, recall: float | None) -> float:
@@ -30,11 +30,16 @@ def teeth_f1(images: Sequence, readings: Sequence[ImageReading], threshold: floa
     return _f1(precision, matching.numbering_accuracy)
 
 
-def findings_f1(images: Sequence, readings: Sequence[ImageReading], threshold: float) -> float:
+def _finding_boxes(images: Sequence, readings: Sequence[ImageReading]) -> tuple[list[ImageBoxes], list[ImageBoxes]]:
     gt = [ImageBoxes(im.annotations.image_id, im.annotations.width_px, im.annotations.height_px,
                      tuple(Box(f.box_xyxy_px, f.finding_class.value) for f in im.annotations.findings)) for im in images]
     pred = [ImageBoxes(r.image_id, r.width_px, r.height_px,
                        tuple(Box(f.box_xyxy_px, f.finding_class.value, f.score) for f in r.findings)) for r in readings]
+    return gt, pred
+
+
+def findings_f1(images: Sequence, readings: Sequence[ImageReading], threshold: float) -> float:
+    gt, pred = _finding_boxes(images, readings)
     scores = []
     for cls in FindingClass:
         if not cls.is_pathology or not any(b.label == cls.value for g in gt for b in g.boxes):
@@ -42,6 +47,20 @@ def findings_f1(images: Sequence, readings: Sequence[ImageReading], threshold: f
         op = operating_point(gt, pred, cls.value, threshold)
         scores.append(_f1(op.ppv, op.sensitivity))
     return float(np.mean(scores)) if scores else 0.0
+
+
+def class_thresholds(images: Sequence, readings: Sequence[ImageReading],
+                     candidates: Sequence[float] = CANDIDATE_THRESHOLDS) -> dict[str, float]:
+    """Each finding class present in ``images``: the candidate threshold with its best F1
+    (ties to the higher)."""
+    gt, pred = _finding_boxes(images, readings)
+    chosen = {}
+    for cls in FindingClass:
+        if any(b.label == cls.value for g in gt for b in g.boxes):
+            curve = {t: _f1(op.ppv, op.sensitivity)
+                     for t in candidates for op in [operating_point(gt, pred, cls.value, t)]}
+            chosen[cls.value] = choose_threshold(curve)
+    return chosen
 
 
 def choose_threshold(score_at: dict[float, float]) -> float:

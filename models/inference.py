@@ -253,7 +253,8 @@ class DentalReader:
         decode = detector.model.card.decode
         if not operating_point or decode is None:
             return items
-        return [i for i in items if i.score >= decode.operating_threshold]
+        return [i for i in items if i.score >= (decode.threshold_for(i.finding_class.value)
+                                                if isinstance(i, FindingDetection) else decode.operating_threshold)]
 
 
 __all__ = ["DentalReader", "Detector", "LoadedModel", "RootCounter", "available_providers", "make_session"]

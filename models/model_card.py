@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from models.architecture import SIZE_DIVISIBLE, ClassifierArchitecture, DetectorArchitecture
 from models.config_loading import FrozenConfig
 from models.errors import DxvError
+from models.findings import FindingClass
 from models.postprocess import DecodeSettings
 from models.radiographs import RadiographKind
 
@@ -34,7 +35,11 @@ class ModelCardError(DxvError):
 
 class DecodeConfig(FrozenConfig):
     score_threshold: float = Field(0.05, ge=0, le=1)  # candidates kept for NMS and for AP
-    operating_threshold: float = Field(0.4, ge=0, le=1)  # detections reported to the rules
+    operating_threshold: float = Field(0.4, ge=0, le=1)  # detections reported at the operating point
+    # Finding detectors: the operating threshold of a finding class ('caries', 'crown', ...)
+    # where it has its own; one threshold for all is a compromise between classes whose
+    # best F1 lies far apart (lesions high, caries lower).
+    class_thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
     nms_iou: float = Field(0.5, gt=0, le=1)
     candidates: int = Field(1000, ge=1)
     max_detections: int = Field(100, ge=1)
@@ -51,12 +56,20 @@ class DecodeConfig(FrozenConfig):
     fusion_iou: float = Field(0.55, gt=0, lt=1)
 
     @model_validator(mode="after")
-    def _distinct_scales(self) -> DecodeConfig:
+    def _known_classes_and_distinct_scales(self) -> DecodeConfig:
+        unknown = set(self.class_thresholds) - {c.value for c in FindingClass}
+        if unknown:
+            raise ValueError(f"class_thresholds names no finding class: {sorted(unknown)} "
+                             f"(finding classes: {', '.join(c.value for c in FindingClass)})")
         for kind, scales in self.test_time_scales.items():
             if 1.0 in scales or len(set(scales)) != len(scales):
                 raise ValueError(f"test_time_scales[{kind.value}] lists scales besides the card's own (1.0), "
                                  f"each once; got {list(scales)}")
         return self
+
+    def threshold_for(self, finding_class: str) -> float:
+        """The operating threshold of a finding class (its own, or the general one)."""
+        return self.class_thresholds.get(finding_class, self.operating_threshold)
 
     def views(self, kind: RadiographKind) -> tuple[tuple[float, bool], ...]:
         """(scale, mirrored) of every view a ``kind`` radiograph is read in; (1.0, False) first."""

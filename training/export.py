@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from evaluation.evaluate import read_all
-from evaluation.thresholds import CANDIDATE_THRESHOLDS, choose_threshold, findings_f1, teeth_f1
+from evaluation.thresholds import CANDIDATE_THRESHOLDS, choose_threshold, class_thresholds, findings_f1, teeth_f1
 from models.config_loading import config_from_data
 from models.errors import DxvError
 from models.inference import DentalReader
@@ -106,8 +106,9 @@ def redecode(model_dir: Path, key: ModelKey, overrides: tuple[str, ...], version
 
 
 def tune_operating_threshold(card: ModelCard, onnx_path: Path, val_samples: list) -> ModelCard:
-    """Set a detector's operating threshold to the best validation F1 (the ONNX file and
-    its hash are unchanged; the threshold lives in the card)."""
+    """Set a detector's operating threshold to the best validation F1, and a finding
+    detector's per-class thresholds to each class's best F1 (the ONNX file and its hash are
+    unchanged; the thresholds live in the card)."""
     if card.decode is None or not val_samples:
         return card
     reader = DentalReader.from_directory(onnx_path.parent)
@@ -116,7 +117,10 @@ def tune_operating_threshold(card: ModelCard, onnx_path: Path, val_samples: list
     curve = {t: score(val_samples, readings, t) for t in CANDIDATE_THRESHOLDS}
     threshold = choose_threshold(curve)
     print(f"operating threshold {threshold} (validation F1 {curve[threshold]:.3f})")
-    decode = card.decode.model_copy(update={"operating_threshold": threshold})
+    own = {} if card.key is ModelKey.TOOTH_NUMBERING else class_thresholds(val_samples, readings)
+    if own:
+        print("per class: " + ", ".join(f"{k} {v}" for k, v in own.items()))
+    decode = card.decode.model_copy(update={"operating_threshold": threshold, "class_thresholds": own})
     fields = card.model_dump(mode="json", exclude={"onnx_file", "sha256", "size_bytes"})
     return finalise_card({**fields, "decode": decode.model_dump(mode="json")}, onnx_path)
 

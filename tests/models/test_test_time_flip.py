@@ -78,6 +78,7 @@ def test_fusion_keeps_at_most_max_detections_best_first():
 
 
 def _models_with(folder, **decode):
+    folder.mkdir(exist_ok=True)
     for path in SHIPPED_DIR.iterdir():
         shutil.copy2(path, folder / path.name)
     card = json.loads((folder / "findings.card.json").read_text())
@@ -179,3 +180,14 @@ def test_a_tooth_detector_may_not_flip_or_scale(tmp_path, decode):
     (tmp_path / "tooth-numbering.card.json").write_text(json.dumps(card))
     with pytest.raises(ModelCardError, match="is for finding detectors"):
         DentalReader.from_directory(tmp_path)
+
+
+def test_the_operating_point_applies_each_class_threshold(tmp_path):
+    lenient = DentalReader.from_directory(_models_with(tmp_path / "a", operating_threshold=0.3, class_thresholds={}))
+    strict_caries = DentalReader.from_directory(
+        _models_with(tmp_path / "b", operating_threshold=0.3, class_thresholds={"caries": 1.0}))
+    (sample,) = synthetic_samples({RadiographKind.BITEWING: 1}, seed=14)
+    before = lenient.read("x", sample.load(), sample.kind).findings
+    after = strict_caries.read("x", sample.load(), sample.kind).findings
+    assert any(f.finding_class.value == "caries" for f in before) and min(f.score for f in before) >= 0.3
+    assert after == tuple(f for f in before if f.finding_class.value != "caries")

@@ -96,6 +96,8 @@ def test_redecode_changes_only_the_decoding_and_clears_the_stale_metrics(tmp_pat
     assert after.version == "9.0.0" and after.metrics == {} and after.metrics_dataset is None
     assert after.decode.test_time_flip == (RadiographKind.PERIAPICAL,) and after.decode.fusion_iou == 0.6
     assert after.decode.operating_threshold in CANDIDATE_THRESHOLDS
+    assert after.decode.class_thresholds, "each class seen in the tuning images gets its own threshold"
+    assert set(after.decode.class_thresholds.values()) <= set(CANDIDATE_THRESHOLDS)
     assert after.model_dump(exclude={"version", "metrics", "metrics_dataset", "decode"}) == \
         before.model_dump(exclude={"version", "metrics", "metrics_dataset", "decode"})
     assert get_model_card("tooth-numbering", folder) == get_model_card("tooth-numbering")
