@@ -54,9 +54,10 @@ def register(commands: Any) -> None:
                         "(measures the rules alone)")
     claims.add_argument("--models", type=Path, default=None, help="model folder (default: models/shipped)")
     claims.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
-    claims.add_argument("--thresholds", type=Path, default=None,
+    claims.add_argument("--thresholds", type=Path, action="append", default=None,
                         help="score bands to decide with (default: configs/validation/thresholds.yaml), "
-                        "e.g. a candidate's in a band search")
+                        "e.g. a candidate's in a band search; repeat it to compare several on the same "
+                        "readings (each radiograph is read once)")
     claims.add_argument("--out", type=Path, default=Path("data/eval/claims"))
     claims.set_defaults(handler=_eval_claims)
 
@@ -217,31 +218,45 @@ def _read(args: argparse.Namespace) -> int:
 
 def _eval_claims(args: argparse.Namespace) -> int:
     from rich.progress import Progress
+    from rich.table import Table
 
     from evaluation.claim_generator import SyntheticClaim, generate_claims
     from evaluation.claims_eval import evaluate_claims, markdown, write_claims_report
     from serving.evidence_matrix import DEFAULT_THRESHOLDS
     from serving.validation.engine import load_tables
 
-    tables = load_tables(thresholds=args.thresholds or DEFAULT_THRESHOLDS)
+    # Every file is checked before anything is read, so a bad candidate costs nothing.
+    all_tables = [load_tables(thresholds=path) for path in (args.thresholds or [DEFAULT_THRESHOLDS])]
     reader = None
     if not args.oracle:
         from models.inference import DentalReader
         from models.model_card import SHIPPED_DIR
 
         models = DentalReader.from_directory(args.models or SHIPPED_DIR, threads=args.threads)
+        readings: dict[str, object] = {}
 
         def reader(item: SyntheticClaim):
             case = item.case
-            pixels = case.stored.astype("float32") / float(2**case.bits_stored - 1)
-            return models.read(case.image_id, pixels, case.kind, operating_point=False)
+            if case.image_id not in readings:  # read once, whatever the bands
+                pixels = case.stored.astype("float32") / float(2**case.bits_stored - 1)
+                readings[case.image_id] = models.read(case.image_id, pixels, case.kind, operating_point=False)
+            return readings[case.image_id]
 
-    with Progress(console=_out, transient=True) as progress:
-        task = progress.add_task("claims", total=args.n)
-        report = evaluate_claims(generate_claims(args.n, args.seed, problem_rate=args.problem_rate), tables, reader,
-                                 on_claim=lambda: progress.advance(task))
-    out = args.out / ("oracle" if args.oracle else "models")
-    write_claims_report(report, out)
-    _out.print(markdown(report), markup=False)
-    _out.print(f"report: {out}/claims_report.json, {out}/claims_summary.md")
+    items = list(generate_claims(args.n, args.seed, problem_rate=args.problem_rate))
+    base = args.out / ("oracle" if args.oracle else "models")
+    comparison = Table("thresholds", "recall", "false flags", "precision", "right code")
+    for tables in all_tables:
+        with Progress(console=_out, transient=True) as progress:
+            task = progress.add_task("claims", total=len(items))
+            report = evaluate_claims(items, tables, reader, on_claim=lambda: progress.advance(task))
+        out = base if len(all_tables) == 1 else base / report.tables["thresholds"]
+        write_claims_report(report, out)
+        if len(all_tables) == 1:
+            _out.print(markdown(report), markup=False)
+        right = report.exact_downcodes / report.downcode_problems if report.downcode_problems else float("nan")
+        comparison.add_row(report.tables["thresholds"], f"{report.problem_recall:.3f}",
+                           f"{report.false_flag_rate:.3f}", f"{report.precision:.3f}", f"{right:.3f}")
+        _out.print(f"report: {out}/claims_report.json, {out}/claims_summary.md")
+    if len(all_tables) > 1:
+        _out.print(comparison)
     return 0

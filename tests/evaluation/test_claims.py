@@ -78,6 +78,37 @@ def test_eval_claims_decides_with_the_score_bands_it_is_given(tmp_path, capsys) 
     assert "must not exceed support" in capsys.readouterr().err
 
 
+def test_eval_claims_compares_several_bands_on_one_reading_of_the_images(tmp_path, capsys, monkeypatch) -> None:
+    import yaml
+
+    from models.inference import DentalReader
+
+    reads: list[str] = []
+    original = DentalReader.read
+
+    def counting_read(self, image_id, *args, **kwargs):
+        reads.append(image_id)
+        return original(self, image_id, *args, **kwargs)
+
+    monkeypatch.setattr(DentalReader, "read", counting_read)
+    bands = yaml.safe_load(Path("configs/validation/thresholds.yaml").read_text())
+    files = []
+    for version, absent in (("narrow", 0.05), ("wide", 0.4)):
+        bands["version"] = version
+        bands["findings"] = {k: {"support": 0.45, "absent": absent} for k in bands["findings"]}
+        files += ["--thresholds", str(tmp_path / f"{version}.yaml")]
+        (tmp_path / f"{version}.yaml").write_text(yaml.safe_dump(bands))
+    out = tmp_path / "out"
+    assert main(["eval-claims", "--n", "4", "--seed", "5", "--threads", "2", *files, "--out", str(out)]) == 0
+    assert len(reads) == len(set(reads)) == 4, "each claim's radiograph is read once for both bands"
+    narrow = json.loads((out / "models" / "narrow" / "claims_report.json").read_text())
+    wide = json.loads((out / "models" / "wide" / "claims_report.json").read_text())
+    assert narrow["tables"]["thresholds"] == "narrow" and wide["tables"]["thresholds"] == "wide"
+    assert narrow["claims"] == wide["claims"] == 4
+    printed = capsys.readouterr().out
+    assert "narrow" in printed and "wide" in printed
+
+
 def test_validate_refuses_a_malformed_claim(tmp_path, capsys) -> None:
     bad = tmp_path / "claim.json"
     bad.write_text('{"claim_id": "x", "lines": [')
