@@ -248,7 +248,7 @@ def _eval_claims(args: argparse.Namespace) -> int:
     for tables in all_tables:
         with Progress(console=_out, transient=True) as progress:
             task = progress.add_task("claims", total=len(items))
-            report = evaluate_claims(items, tables, reader, on_claim=lambda: progress.advance(task))
+            report = evaluate_claims(items, tables, reader, on_claim=lambda t=task: progress.advance(t))
         out = base if len(all_tables) == 1 else base / report.tables["thresholds"]
         write_claims_report(report, out)
         if len(all_tables) == 1:
