@@ -217,6 +217,8 @@ def _read(args: argparse.Namespace) -> int:
 
 
 def _eval_claims(args: argparse.Namespace) -> int:
+    import functools
+
     from rich.progress import Progress
     from rich.table import Table
 
@@ -248,7 +250,7 @@ def _eval_claims(args: argparse.Namespace) -> int:
     for tables in all_tables:
         with Progress(console=_out, transient=True) as progress:
             task = progress.add_task("claims", total=len(items))
-            report = evaluate_claims(items, tables, reader, on_claim=lambda t=task: progress.advance(t))
+            report = evaluate_claims(items, tables, reader, on_claim=functools.partial(progress.advance, task))
         out = base if len(all_tables) == 1 else base / report.tables["thresholds"]
         write_claims_report(report, out)
         if len(all_tables) == 1:
