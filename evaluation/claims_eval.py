@@ -60,12 +60,17 @@ class ClaimsReport:
             table.setdefault(truth, {})[action] = n
         return table
 
+    @property
+    def exact_downcode_rate(self) -> float:
+        """Of the upcodes with a known right code, the share downcoded to exactly it."""
+        return self.exact_downcodes / self.downcode_problems if self.downcode_problems else float("nan")
+
     def to_json(self) -> dict[str, object]:
         return {
             "source": self.source, "tables": self.tables, "claims": self.claims, "lines": self.lines,
             "problem_recall": round(self.problem_recall, 4), "false_flag_rate": round(self.false_flag_rate, 4),
             "precision": round(self.precision, 4),
-            "exact_downcode_rate": round(self.exact_downcodes / self.downcode_problems, 4) if self.downcode_problems else None,
+            "exact_downcode_rate": round(self.exact_downcode_rate, 4) if self.downcode_problems else None,
             "outcomes_by_truth": self.per_problem(),
             "false_flag_reasons": dict(self.false_flag_reasons.most_common(15)),
             "missed_problems": dict(self.missed.most_common(15)),

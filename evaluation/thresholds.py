@@ -38,29 +38,28 @@ def _finding_boxes(images: Sequence, readings: Sequence[ImageReading]) -> tuple[
     return gt, pred
 
 
-def findings_f1(images: Sequence, readings: Sequence[ImageReading], threshold: float) -> float:
+def class_f1_curves(images: Sequence, readings: Sequence[ImageReading],
+                    candidates: Sequence[float] = CANDIDATE_THRESHOLDS) -> dict[str, dict[float, float]]:
+    """Each finding class present in ``images``: its F1 at every candidate threshold."""
     gt, pred = _finding_boxes(images, readings)
-    scores = []
-    for cls in FindingClass:
-        if not cls.is_pathology or not any(b.label == cls.value for g in gt for b in g.boxes):
-            continue
-        op = operating_point(gt, pred, cls.value, threshold)
-        scores.append(_f1(op.ppv, op.sensitivity))
-    return float(np.mean(scores)) if scores else 0.0
+    return {cls.value: {t: _f1(op.ppv, op.sensitivity)
+                        for t in candidates for op in [operating_point(gt, pred, cls.value, t)]}
+            for cls in FindingClass if any(b.label == cls.value for g in gt for b in g.boxes)}
+
+
+def pathology_f1_curve(curves: dict[str, dict[float, float]],
+                       candidates: Sequence[float] = CANDIDATE_THRESHOLDS) -> dict[float, float]:
+    """The mean F1 over the pathology classes present, at every candidate threshold (0 when
+    none is present): what one threshold for every class is chosen on."""
+    pathology = [curve for name, curve in curves.items() if FindingClass(name).is_pathology]
+    return {t: float(np.mean([curve[t] for curve in pathology])) if pathology else 0.0 for t in candidates}
 
 
 def class_thresholds(images: Sequence, readings: Sequence[ImageReading],
                      candidates: Sequence[float] = CANDIDATE_THRESHOLDS) -> dict[str, float]:
     """Each finding class present in ``images``: the candidate threshold with its best F1
     (ties to the higher)."""
-    gt, pred = _finding_boxes(images, readings)
-    chosen = {}
-    for cls in FindingClass:
-        if any(b.label == cls.value for g in gt for b in g.boxes):
-            curve = {t: _f1(op.ppv, op.sensitivity)
-                     for t in candidates for op in [operating_point(gt, pred, cls.value, t)]}
-            chosen[cls.value] = choose_threshold(curve)
-    return chosen
+    return {name: choose_threshold(curve) for name, curve in class_f1_curves(images, readings, candidates).items()}
 
 
 def choose_threshold(score_at: dict[float, float]) -> float:

@@ -90,12 +90,10 @@ class Detector:
         self.labels = labels_from_names(card.classes)
         self.groups = nms_groups(self.labels)
         self.settings = card.decode.settings()
-        if card.decode.test_time_flip and any(label.tooth is not None for label in self.labels):
-            raise ModelCardError(f"{card.key}: test_time_flip is for finding detectors; mirrored, a tooth's "
-                                 f"FDI number changes side")
-        if card.decode.test_time_scales and any(label.tooth is not None for label in self.labels):
-            raise ModelCardError(f"{card.key}: test_time_scales is for finding detectors (the tooth detector's "
-                                 f"numbering is not fused)")
+        if (card.decode.test_time_flip or card.decode.test_time_scales) and any(
+                label.tooth is not None for label in self.labels):
+            raise ModelCardError(f"{card.key}: reading in test-time views is for finding detectors; "
+                                 f"tooth numbers are not fused (mirrored, a tooth's FDI number changes side)")
 
     def network_input(self, image_unit: np.ndarray, kind: RadiographKind,
                       region_xyxy_px: tuple[int, int, int, int] | None = None,

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from evaluation.evaluate import read_all
-from evaluation.thresholds import CANDIDATE_THRESHOLDS, choose_threshold, class_thresholds, findings_f1, teeth_f1
+from evaluation.thresholds import CANDIDATE_THRESHOLDS, choose_threshold, class_f1_curves, pathology_f1_curve, teeth_f1
 from models.config_loading import config_from_data
 from models.errors import DxvError
 from models.inference import DentalReader
@@ -113,11 +113,15 @@ def tune_operating_threshold(card: ModelCard, onnx_path: Path, val_samples: list
         return card
     reader = DentalReader.from_directory(onnx_path.parent)
     readings = read_all(reader, val_samples)
-    score = teeth_f1 if card.key is ModelKey.TOOTH_NUMBERING else findings_f1
-    curve = {t: score(val_samples, readings, t) for t in CANDIDATE_THRESHOLDS}
+    own: dict[str, float] = {}
+    if card.key is ModelKey.TOOTH_NUMBERING:
+        curve = {t: teeth_f1(val_samples, readings, t) for t in CANDIDATE_THRESHOLDS}
+    else:  # one pass over the candidates gives both the per-class and the general threshold
+        curves = class_f1_curves(val_samples, readings)
+        curve = pathology_f1_curve(curves)
+        own = {name: choose_threshold(class_curve) for name, class_curve in curves.items()}
     threshold = choose_threshold(curve)
     print(f"operating threshold {threshold} (validation F1 {curve[threshold]:.3f})")
-    own = {} if card.key is ModelKey.TOOTH_NUMBERING else class_thresholds(val_samples, readings)
     if own:
         print("per class: " + ", ".join(f"{k} {v}" for k, v in own.items()))
     decode = card.decode.model_copy(update={"operating_threshold": threshold, "class_thresholds": own})
