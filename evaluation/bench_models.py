@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from datasets.synth.generator import generate_case
-from models.inference import DentalReader, available_providers
+from models.inference import DentalReader, LoadedModel, available_providers, make_session
 from models.model_card import SHIPPED_DIR, ModelKey, get_model_card, write_card
 from models.networks import DetectorForExport, RootCountClassifier, build_detector
 from models.preprocess import prepare_image
@@ -50,8 +50,9 @@ def end_to_end(reader: DentalReader, repeats: int) -> dict[str, float]:
     return out
 
 
-def torch_vs_onnx(reader: DentalReader, repeats: int) -> list[dict[str, object]]:
-    """Same input, same architecture: torch eager (no grad) vs the ONNX Runtime session."""
+def torch_vs_onnx(reader: DentalReader, repeats: int, threads: int) -> list[dict[str, object]]:
+    """Same input, same architecture: torch eager (no grad) vs the ONNX Runtime session of
+    the float file, and of its int8 copy where the card has one (what a CPU serves)."""
     rows = []
     image = generate_case(RadiographKind.PERIAPICAL, 4242, 0).pixels_unit
     for detector in (reader.teeth, reader.findings):
@@ -61,27 +62,35 @@ def torch_vs_onnx(reader: DentalReader, repeats: int) -> list[dict[str, object]]
         assert card.detector is not None
         tensor, _ = prepare_image(image, card.long_side_for(RadiographKind.PERIAPICAL))
         net = DetectorForExport(build_detector(card.detector, len(card.classes))).eval()
-        rows.append(_compare(card.key.value, net, detector.model.session, tensor, repeats))
+        rows.append(_compare(detector.model, net, tensor, repeats, threads))
     if reader.roots is not None:
         card = reader.roots.model.card
         assert card.classifier is not None and card.input.crop_hw_px is not None
         crops = np.random.default_rng(0).random((6, 1, *card.input.crop_hw_px)).astype(np.float32)
-        rows.append(_compare(card.key.value, RootCountClassifier(card.classifier).eval(), reader.roots.model.session,
-                             crops, repeats))
+        rows.append(_compare(reader.roots.model, RootCountClassifier(card.classifier).eval(), crops, repeats, threads))
     return rows
 
 
-def _compare(name: str, net: torch.nn.Module, session, array: np.ndarray, repeats: int) -> dict[str, object]:
+def _compare(model: LoadedModel, net: torch.nn.Module, array: np.ndarray, repeats: int,
+             threads: int) -> dict[str, object]:
     x = torch.from_numpy(array)
 
     def run_torch() -> None:
         with torch.inference_mode():
             net(x)
 
+    card = model.card
     torch_ms = _median_ms(run_torch, repeats)
-    onnx_ms = _median_ms(lambda: session.run(None, {"image": array}), repeats)
-    return {"model": name, "input": list(array.shape), "torch_ms": round(torch_ms, 1), "onnx_ms": round(onnx_ms, 1),
-            "speedup": round(torch_ms / onnx_ms, 2)}
+    files = {"onnx": model.path.with_name(card.onnx_file)}
+    if card.int8 is not None:
+        files["int8"] = model.path.with_name(card.int8.onnx_file)
+    row: dict[str, object] = {"model": card.key.value, "input": list(array.shape), "torch_ms": round(torch_ms, 1)}
+    for name, path in files.items():
+        session = make_session(path, threads, ["CPUExecutionProvider"])
+        ms = _median_ms(lambda s=session: s.run(None, {card.input.name: array}), repeats)
+        row[f"{name}_ms"] = round(ms, 1)
+        row["speedup" if name == "onnx" else "int8_speedup"] = round(torch_ms / ms, 2)
+    return row
 
 
 def served_inputs(reader: DentalReader) -> dict[ModelKey, dict[str, np.ndarray]]:
@@ -147,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--out", type=Path, default=Path("data/bench/models.json"))
     parser.add_argument("--gpu", action="store_true", help="ONNX Runtime CUDA provider (needs EXTRAS=gpu)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
+                        help="which files serve: auto takes a card's int8 copy on a CPU, the float file on a GPU")
     parser.add_argument("--throughput", action="store_true", help="images/s of each model alone at batch 1 and 16")
     parser.add_argument("--write-cards", action="store_true", help="store the --throughput figures in the model cards")
     parser.add_argument("--batches", type=lambda v: tuple(int(n) for n in v.split(",")), default=(1, 16),
@@ -159,19 +170,22 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--gpu: ONNX Runtime has no CUDA provider here (install onnxruntime-gpu: EXTRAS=gpu)")
     if args.write_cards and not args.throughput:
         parser.error("--write-cards stores the --throughput figures: give both")
-    reader = DentalReader.from_directory(args.models, threads=args.threads, providers=providers)
-    print(f"ONNX Runtime providers: {', '.join(providers)}")
+    reader = DentalReader.from_directory(args.models, threads=args.threads, providers=providers,
+                                         precision=args.precision)
+    print(f"ONNX Runtime providers: {', '.join(providers)}; models: "
+          + ", ".join(f"{key} {version}" for key, version in reader.model_versions()))
     latency = end_to_end(reader, args.repeats)
     print(f"All models together, full serving path, {args.threads} threads (median of {args.repeats}):")
     for kind, ms in latency.items():
         target = TARGET_MS[RadiographKind(kind)]
         verdict = "" if target is None else f" (target <= {target:.0f} ms: {'met' if ms <= target else 'MISSED'})"
         print(f"  {kind:<11} {ms:7.1f} ms{verdict}")
-    rows = torch_vs_onnx(reader, args.repeats)
-    print("ONNX Runtime vs torch eager, same input (target speed-up >= 1.2):")
+    rows = torch_vs_onnx(reader, args.repeats, args.threads)
+    print("ONNX Runtime on the CPU vs torch eager, same input (target speed-up >= 1.2):")
     for row in rows:
+        int8 = f"; int8 copy {row['int8_ms']} ms, x{row['int8_speedup']}" if "int8_ms" in row else ""
         print(f"  {row['model']:<16} input {row['input']}: torch {row['torch_ms']} ms, ONNX {row['onnx_ms']} ms, "
-              f"x{row['speedup']}")
+              f"x{row['speedup']}{int8}")
     figures: dict[ModelKey, dict[str, float]] = {}
     if args.throughput:
         device = processor_name(args.gpu, args.threads)
@@ -187,9 +201,8 @@ def main(argv: list[str] | None = None) -> None:
                            args.models / f"{key.value}.card.json")
             print(f"throughput written into the cards in {args.models}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    cards = {k.value: get_model_card(k, args.models).version for k in ModelKey if (args.models / f"{k.value}.card.json").exists()}
     args.out.write_text(json.dumps({"threads": args.threads, "providers": providers, "latency_ms": latency,
-                                    "torch_vs_onnx": rows, "models": cards,
+                                    "torch_vs_onnx": rows, "models": dict(reader.model_versions()),
                                     "throughput": {k.value: v for k, v in figures.items()}}, indent=2) + "\n")
     print(f"wrote {args.out}")
 

@@ -32,6 +32,9 @@ def register(commands: Any) -> None:
     ev.add_argument("--kind", choices=[k.value for k in RadiographKind], help="kind of every image when files do not say")
     ev.add_argument("--out", type=Path, default=Path("data/eval"))
     ev.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    ev.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
+                    help="which files run: auto (as serving: a card's int8 copy on a CPU, the float file on a GPU), "
+                    "fp32, or int8")
     ev.add_argument("--log", action="store_true", help="log the evaluation to MLflow")
     ev.add_argument("--write-card-metrics", action="store_true",
                     help="store the headline figures in the model cards (the ONNX files are unchanged)")
@@ -113,9 +116,9 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         images, name = disk_images(Path(args.dataset), args.source_format, args.category_map, args.kind)
     if args.model.is_file():
-        reader = DentalReader.from_files([args.model], threads=args.threads)
+        reader = DentalReader.from_files([args.model], threads=args.threads, precision=args.precision)
     else:
-        reader = DentalReader.from_directory(args.model, threads=args.threads)
+        reader = DentalReader.from_directory(args.model, threads=args.threads, precision=args.precision)
     with Progress(console=_out) as progress:
         task = progress.add_task("reading images", total=len(images))
         result = evaluate(reader, images, name, on_progress=lambda n: progress.update(task, completed=n))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -24,6 +25,8 @@ from models.postprocess import (
     fuse_views,
     mirror_detections,
     mirror_input,
+    shift_input,
+    unshift_detections,
 )
 from models.preprocess import InputGeometry, crop_tooth, prepare_image, prepare_region, teeth_region
 from models.radiographs import RadiographKind
@@ -59,26 +62,51 @@ def make_session(onnx_path: str | Path, threads: int | None = None, providers: l
     return ort.InferenceSession(str(onnx_path), options, providers=providers or available_providers())
 
 
+# Which of a card's files to run: ``auto`` takes the card's int8 copy (``card.int8``) where
+# ONNX Runtime runs on the CPU alone and the float file on a GPU; ``fp32`` and ``int8`` ask
+# for one (``int8`` refused for a card without the copy).
+Precision = Literal["auto", "fp32", "int8"]
+
+
+def runs_int8(card: ModelCard, precision: Precision, providers: list[str]) -> bool:
+    if precision == "int8" and card.int8 is None:
+        raise ModelCardError(f"{card.key} {card.version} has no int8 file (make one with dxv models quantize)")
+    return card.int8 is not None and (precision == "int8" or (precision == "auto" and providers == ["CPUExecutionProvider"]))
+
+
 @dataclass(frozen=True, eq=False)
 class LoadedModel:
     card: ModelCard
-    path: Path
+    path: Path  # the file the session runs: the card's own, or its int8 copy
     session: object
 
     @classmethod
     def load(cls, onnx_path: str | Path, *, verify: bool = True, threads: int | None = None,
-             providers: list[str] | None = None, spin: bool = False) -> LoadedModel:
+             providers: list[str] | None = None, spin: bool = False, precision: Precision = "auto") -> LoadedModel:
+        """The model whose card sits beside ``onnx_path`` (the card's own file), run from
+        that file or from its int8 copy as ``precision`` says."""
         path = Path(onnx_path)
         if not path.exists():
             raise ModelCardError(f"model file not found: {path}")
         card = read_card(card_path(path))
+        providers = providers or available_providers()
+        if runs_int8(card, precision, providers):
+            assert card.int8 is not None
+            path = path.with_name(card.int8.onnx_file)
+            if not path.exists():
+                raise ModelCardError(f"model file not found: {path} (the int8 copy {card.key} {card.version}'s card names)")
         if verify:
             verify_card(card, path)
         return cls(card, path, make_session(path, threads, providers, spin))
 
     @property
+    def int8(self) -> bool:
+        return self.card.int8 is not None and self.path.name == self.card.int8.onnx_file
+
+    @property
     def version(self) -> str:
-        return self.card.version
+        """The card's version; ``+int8`` when the int8 copy runs (its readings differ slightly)."""
+        return f"{self.card.version}+int8" if self.int8 else self.card.version
 
 
 class Detector:
@@ -90,7 +118,7 @@ class Detector:
         self.labels = labels_from_names(card.classes)
         self.groups = nms_groups(self.labels)
         self.settings = card.decode.settings()
-        if (card.decode.test_time_flip or card.decode.test_time_scales) and any(
+        if card.decode.reads_in_views and any(
                 label.tooth is not None for label in self.labels):
             raise ModelCardError(f"{card.key}: reading in test-time views is for finding detectors; "
                                  f"tooth numbers are not fused (mirrored, a tooth's FDI number changes side)")
@@ -111,22 +139,24 @@ class Detector:
         """The detections of the whole image, or of only ``region_xyxy_px`` read at the
         whole image's scale (boxes in the network input's pixels, ``geometry`` maps them to
         the image's). A kind the card reads in several views (``decode.views``: mirrored,
-        other scales) gets every view's detections fused, in the first view's pixels."""
+        other scales, shifted) gets every view's detections fused, in the first view's
+        pixels. The views of one scale go through the network as one batch."""
         card = self.model.card
         assert card.detector is not None and card.decode is not None
         views = card.decode.views(kind)
         found: list[RawDetections] = []
         base_geometry: InputGeometry | None = None
-        for scale in dict.fromkeys(s for s, _ in views):
+        for scale in dict.fromkeys(s for s, _, _ in views):
             tensor, geometry = self.network_input(image_unit, kind, region_xyxy_px, scale)
             base_geometry = base_geometry or geometry
             width = geometry.resized_hw[1]
-            flips = [flip for s, flip in views if s == scale]
-            batch = np.concatenate([mirror_input(tensor, width) if flip else tensor for flip in flips])
+            these = [(flip, shift) for s, flip, shift in views if s == scale]
+            batch = np.concatenate([_view_input(tensor, width, flip, shift) for flip, shift in these])
             cls, box = self.model.session.run(None, {card.input.name: batch})  # type: ignore[attr-defined]
             anchors = cached_anchors(card.detector, geometry.padded_hw)
-            for i, flip in enumerate(flips):
+            for i, (flip, shift) in enumerate(these):
                 raw = decode_detections(cls[i], box[i], anchors, geometry.padded_hw, self.settings, self.groups)
+                raw = unshift_detections(raw, shift) if shift else raw
                 raw = mirror_detections(raw, width) if flip else raw
                 if geometry is not base_geometry:
                     raw = replace(raw, boxes_xyxy=base_geometry.to_input(geometry.to_original(raw.boxes_xyxy)))
@@ -137,6 +167,12 @@ class Detector:
         return fuse_views(found, self.groups, card.decode.fusion_iou, self.settings.max_detections), base_geometry
 
 
+def _view_input(tensor: np.ndarray, content_width_px: int, flip: bool, shift_px: int) -> np.ndarray:
+    """One view's network input: mirrored within its content, then shifted."""
+    view = mirror_input(tensor, content_width_px) if flip else tensor
+    return shift_input(view, shift_px) if shift_px else view
+
+
 class RootCounter:
     def __init__(self, model: LoadedModel) -> None:
         if model.card.task != "classification" or model.card.input.crop_hw_px is None:
@@ -144,14 +180,18 @@ class RootCounter:
         self.model = model
         self.crop_hw = tuple(model.card.input.crop_hw_px)
 
+    def network_input(self, image_unit: np.ndarray, teeth: list[ToothDetection]) -> np.ndarray:
+        """The teeth's crops, crown up, as one (N, 1, H, W) batch."""
+        return np.stack([
+            crop_tooth(image_unit, t.box_xyxy_px, Tooth.fdi_of(t.fdi).arch.value == "maxillary", self.crop_hw)  # type: ignore[arg-type]
+            for t in teeth
+        ])[:, None].astype(np.float32)
+
     def classify(self, image_unit: np.ndarray, teeth: list[ToothDetection]) -> list[tuple[int, float]]:
         if not teeth:
             return []
-        crops = np.stack([
-            crop_tooth(image_unit, t.box_xyxy_px, Tooth.fdi_of(t.fdi).arch.value == "maxillary", self.crop_hw)  # type: ignore[arg-type]
-            for t in teeth
-        ])[:, None]
-        (logits,) = self.model.session.run(None, {self.model.card.input.name: crops.astype(np.float32)})  # type: ignore[attr-defined]
+        crops = self.network_input(image_unit, teeth)
+        (logits,) = self.model.session.run(None, {self.model.card.input.name: crops})  # type: ignore[attr-defined]
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs = exp / exp.sum(axis=1, keepdims=True)
         best = probs.argmax(axis=1)
@@ -169,22 +209,31 @@ class DentalReader:
 
     @classmethod
     def from_directory(cls, directory: str | Path, *, verify: bool = True, threads: int | None = None,
-                       providers: list[str] | None = None, spin: bool = False) -> DentalReader:
+                       providers: list[str] | None = None, spin: bool = False,
+                       precision: Precision = "auto") -> DentalReader:
         """Every model with a card in ``directory`` (e.g. models/shipped)."""
         base = Path(directory)
         files = [base / read_card(base / f"{key.value}.card.json").onnx_file for key in ModelKey
                  if (base / f"{key.value}.card.json").exists()]
         if not files:
             raise ModelCardError(f"no model cards (*.card.json) in {base}")
-        return cls.from_files(files, verify=verify, threads=threads, providers=providers, spin=spin)
+        return cls.from_files(files, verify=verify, threads=threads, providers=providers, spin=spin,
+                              precision=precision)
 
     @classmethod
     def from_files(cls, onnx_files: list[Path], *, verify: bool = True, threads: int | None = None,
-                   providers: list[str] | None = None, spin: bool = False) -> DentalReader:
-        """The given ONNX files, each with its ``.card.json`` beside it."""
+                   providers: list[str] | None = None, spin: bool = False,
+                   precision: Precision = "auto") -> DentalReader:
+        """The given ONNX files, each with its ``.card.json`` beside it. ``precision``
+        applies to every model with an int8 copy; ``int8`` needs at least one."""
         parts: dict[str, object] = {}
+        has_int8 = {Path(p): Path(p).exists() and read_card(card_path(p)).int8 is not None for p in onnx_files}
+        if precision == "int8" and not any(has_int8.values()):
+            raise ModelCardError("no model here has an int8 file (make one with dxv models quantize)")
         for path in onnx_files:
-            model = LoadedModel.load(path, verify=verify, threads=threads, providers=providers, spin=spin)
+            wanted: Precision = "fp32" if precision == "int8" and not has_int8[Path(path)] else precision
+            model = LoadedModel.load(path, verify=verify, threads=threads, providers=providers, spin=spin,
+                                     precision=wanted)
             key = model.card.key
             attr = {ModelKey.TOOTH_NUMBERING: "teeth", ModelKey.FINDINGS: "findings", ModelKey.ROOT_COUNT: "roots"}[key]
             if attr in parts:
@@ -196,7 +245,7 @@ class DentalReader:
         out = []
         for part in (self.teeth, self.findings, self.roots):
             if part is not None:
-                out.append((part.model.card.key.value, part.model.card.version))
+                out.append((part.model.card.key.value, part.model.version))
         return tuple(out)
 
     def serves(self, kind: RadiographKind) -> bool:
@@ -255,4 +304,5 @@ class DentalReader:
                                                 if isinstance(i, FindingDetection) else decode.operating_threshold)]
 
 
-__all__ = ["DentalReader", "Detector", "LoadedModel", "RootCounter", "available_providers", "make_session"]
+__all__ = ["DentalReader", "Detector", "LoadedModel", "Precision", "RootCounter", "available_providers", "make_session",
+           "runs_int8"]

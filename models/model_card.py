@@ -53,10 +53,16 @@ class DecodeConfig(FrozenConfig):
     # card's own, each mirrored too where the kind flips; every view is fused.
     test_time_scales: dict[RadiographKind, tuple[Annotated[float, Field(ge=0.5, le=2.0)], ...]] = Field(
         default_factory=dict)
+    # Finding detectors: per kind, diagonal shifts (network-input pixels, at the card's own
+    # scale) read besides the unshifted view, each mirrored too where the kind flips. A
+    # shift moves the image against the anchor grid (stride 8), so a finding of a few pixels
+    # is boxed by other anchors: another opinion on where its edges are.
+    test_time_shifts: dict[RadiographKind, tuple[Annotated[int, Field(ge=1, le=31)], ...]] = Field(
+        default_factory=dict)
     fusion_iou: float = Field(0.55, gt=0, lt=1)
 
     @model_validator(mode="after")
-    def _known_classes_and_distinct_scales(self) -> DecodeConfig:
+    def _known_classes_and_distinct_views(self) -> DecodeConfig:
         unknown = set(self.class_thresholds) - {c.value for c in FindingClass}
         if unknown:
             raise ValueError(f"class_thresholds names no finding class: {sorted(unknown)} "
@@ -65,16 +71,25 @@ class DecodeConfig(FrozenConfig):
             if 1.0 in scales or len(set(scales)) != len(scales):
                 raise ValueError(f"test_time_scales[{kind.value}] lists scales besides the card's own (1.0), "
                                  f"each once; got {list(scales)}")
+        for kind, shifts in self.test_time_shifts.items():
+            if len(set(shifts)) != len(shifts):
+                raise ValueError(f"test_time_shifts[{kind.value}] lists each shift once; got {list(shifts)}")
         return self
+
+    @property
+    def reads_in_views(self) -> bool:
+        return bool(self.test_time_flip or self.test_time_scales or self.test_time_shifts)
 
     def threshold_for(self, finding_class: str) -> float:
         """The operating threshold of a finding class (its own, or the general one)."""
         return self.class_thresholds.get(finding_class, self.operating_threshold)
 
-    def views(self, kind: RadiographKind) -> tuple[tuple[float, bool], ...]:
-        """(scale, mirrored) of every view a ``kind`` radiograph is read in; (1.0, False) first."""
+    def views(self, kind: RadiographKind) -> tuple[tuple[float, bool, int], ...]:
+        """(scale, mirrored, shift px) of every view a ``kind`` radiograph is read in;
+        (1.0, False, 0) first."""
         flips = (False, True) if kind in self.test_time_flip else (False,)
-        return tuple((scale, flip) for scale in (1.0, *self.test_time_scales.get(kind, ())) for flip in flips)
+        scaled = tuple((scale, flip, 0) for scale in (1.0, *self.test_time_scales.get(kind, ())) for flip in flips)
+        return scaled + tuple((1.0, flip, shift) for shift in self.test_time_shifts.get(kind, ()) for flip in flips)
 
     def settings(self) -> DecodeSettings:
         return DecodeSettings(score_threshold=self.score_threshold, nms_iou=self.nms_iou, candidates=self.candidates,
@@ -110,6 +125,20 @@ class InputContract(FrozenConfig):
     teeth_region_margin: TeethRegionMargins = Field(default_factory=dict)
 
 
+class QuantizedFile(FrozenConfig):
+    """An 8-bit integer copy of the card's network for CPUs (``dxv models quantize``):
+    static QDQ quantization by ONNX Runtime, weights per output channel, activations
+    calibrated on the radiographs named in ``calibration``. Same inputs and outputs as the
+    float file; its readings differ slightly (measured in the README), so a reading says
+    which file made it (the version gets ``+int8``)."""
+
+    onnx_file: str
+    sha256: str
+    size_bytes: int
+    scheme: str = "ONNX Runtime static QDQ: int8 weights per channel, uint8 activations, MinMax calibration"
+    calibration: str  # the radiographs the activation ranges were taken on
+
+
 class ModelCard(FrozenConfig):
     key: ModelKey
     registered_name: str
@@ -130,6 +159,7 @@ class ModelCard(FrozenConfig):
     # '<provider>_<input>_batch<n>_images_per_s'; measured by `bench_models --throughput`.
     throughput: dict[str, float] = Field(default_factory=dict)
     throughput_device: str | None = None  # the processor those figures were measured on
+    int8: QuantizedFile | None = None  # served on CPUs where present (see ``models.inference.Precision``)
     onnx_file: str
     sha256: str
     size_bytes: int
@@ -206,14 +236,17 @@ def with_carried_throughput(new: ModelCard, previous: ModelCard) -> ModelCard:
 
 def verify_card(card: ModelCard, onnx_path: str | Path) -> None:
     """Raise ModelCardError when the card does not describe this ONNX file: hash, input
-    name and rank, output names and the class count of the class output."""
+    name and rank, output names and the class count of the class output. ``onnx_path``
+    may be the card's own file or its int8 copy (``card.int8``)."""
     import onnx
 
     path = Path(onnx_path)
     problems = []
-    if sha256_of(path) != card.sha256:
+    copy = card.int8 if card.int8 is not None and path.name == card.int8.onnx_file else None
+    sha256, size_bytes = (copy.sha256, copy.size_bytes) if copy else (card.sha256, card.size_bytes)
+    if sha256_of(path) != sha256:
         problems.append("sha256 differs")
-    if path.stat().st_size != card.size_bytes:
+    if path.stat().st_size != size_bytes:
         problems.append("size differs")
     try:
         model = onnx.load(str(path), load_external_data=False)

@@ -161,6 +161,21 @@ def mirror_detections(raw: RawDetections, content_width_px: int) -> RawDetection
                          probs=raw.probs)
 
 
+def shift_input(tensor: np.ndarray, shift_px: int) -> np.ndarray:
+    """The network input moved ``shift_px`` up and left (the first rows and columns drop
+    out, zeros come in at the bottom and right, where the padding is): the image lands on
+    the anchor grid at another phase."""
+    shifted = np.zeros_like(tensor)
+    shifted[..., :-shift_px, :-shift_px] = tensor[..., shift_px:, shift_px:]
+    return shifted
+
+
+def unshift_detections(raw: RawDetections, shift_px: int) -> RawDetections:
+    """Detections read on ``shift_input``'s view, put back in the unshifted input's pixels."""
+    return RawDetections(boxes_xyxy=(raw.boxes_xyxy + np.float32(shift_px)).astype(np.float32), scores=raw.scores,
+                         labels=raw.labels, probs=raw.probs)
+
+
 def fuse_views(views: list[RawDetections], groups: np.ndarray, iou_threshold: float,
                max_detections: int) -> RawDetections:
     """Weighted boxes fusion (Solovyev et al., 2019) of one image's detections read in

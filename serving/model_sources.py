@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.errors import DxvError
-from models.model_card import ModelKey, read_card
+from models.model_card import ModelKey, read_card, write_card
 from models.paths import data_dir, resolve_tracking_uri
 from serving.service_config import ServingConfig
 
@@ -84,6 +84,8 @@ def resolve_model_dir(config: ServingConfig, tracking_uri: str | None = None,
         if card.key not in replaced:
             shutil.copy2(card_file, staging / card_file.name)
             shutil.copy2(local / card.onnx_file, staging / card.onnx_file)
+            if card.int8 is not None:
+                shutil.copy2(local / card.int8.onnx_file, staging / card.int8.onnx_file)
     for pin in pins:
         download = staging / f"download-{pin.key.value}"
         downloaded = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{pin.name}/{pin.version}",
@@ -94,7 +96,9 @@ def resolve_model_dir(config: ServingConfig, tracking_uri: str | None = None,
         card = read_card(cards[0])
         if card.key is not pin.key:
             raise ModelSourceError(f"models.mlflow.{pin.key.value}: {pin.reference} is a {card.key.value!r} model")
-        shutil.copy2(cards[0], staging / f"{pin.key.value}.card.json")
+        if card.int8 is not None:  # the registry holds the float file only (the copy is made after training)
+            card = card.model_copy(update={"int8": None})
+        write_card(card, staging / f"{pin.key.value}.card.json")
         shutil.copy2(downloaded / "model.onnx", staging / card.onnx_file)
         shutil.rmtree(download, ignore_errors=True)
     shutil.rmtree(target, ignore_errors=True)

@@ -45,6 +45,7 @@ def model_deployment(config: ServingConfig) -> Any:
     from serving.image_analysis import analyze_or_refuse
 
     gpu = gpu_available()
+    precision = config.models.precision
 
     # Enough requests in flight per replica for a full batch to form.
     @serve.deployment(name=MODEL_DEPLOYMENT, ray_actor_options={"num_gpus": 1 if gpu else 0},
@@ -59,7 +60,7 @@ def model_deployment(config: ServingConfig) -> Any:
             from models.inference import DentalReader
 
             threads = None if gpu else int(os.environ.get("DXV_ORT_THREADS", "0")) or None
-            self.models = DentalReader.from_directory(model_dir, threads=threads)
+            self.models = DentalReader.from_directory(model_dir, threads=threads, precision=precision)
             self.batch_sizes: list[int] = []  # the sizes of the last batches (for tests and diagnostics)
 
         def reconfigure(self, user_config: dict[str, Any]) -> None:

@@ -21,6 +21,9 @@ class ModelSources(FrozenConfig):
     source: Path = Path("models/shipped")
     # model key -> MLflow URI (models:/NAME@alias or models:/NAME/VERSION), pinned at start
     mlflow: dict[str, str] = Field(default_factory=dict)
+    # auto: a card's int8 copy where ONNX Runtime runs on the CPU alone, the float file on
+    # a GPU; fp32 or int8 to choose (models.inference.Precision).
+    precision: Literal["auto", "fp32", "int8"] = "auto"
 
 
 class TablePaths(FrozenConfig):

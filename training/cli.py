@@ -62,20 +62,44 @@ def register(commands: Any) -> None:
                           help="choose the operating threshold again on this dataset (synthetic:seed=...,periapical=..."
                                " or a COCO/YOLO path), read with every model in the folder")
     redecode.set_defaults(handler=_redecode)
+    quantize = actions.add_parser("quantize", help="give a model folder's model an int8 copy for CPUs "
+                                                   "(ONNX Runtime static quantization)")
+    quantize.add_argument("model_dir", type=Path, help="e.g. models/shipped")
+    quantize.add_argument("key", choices=[k.value for k in ModelKey], help="which model")
+    quantize.add_argument("--calibrate-on", required=True, metavar="DATASET",
+                          help="radiographs to take the activation ranges on (synthetic:seed=...,periapical=... or a "
+                               "COCO/YOLO path); not the evaluation sets")
+    quantize.add_argument("--version", required=True, help="the card's new version (CPUs now run the copy)")
+    quantize.set_defaults(handler=_quantize)
 
 
 def _redecode(args: argparse.Namespace) -> int:
-    from evaluation.cli import disk_images, synthetic_images
     from training.export import redecode
 
-    samples = None
-    if args.tune_on:
-        samples, _ = (synthetic_images(args.tune_on) if args.tune_on.startswith("synthetic:")
-                      else disk_images(Path(args.tune_on), None, None, None))
+    samples = _samples(args.tune_on)[0] if args.tune_on else None
     card = redecode(args.model_dir, ModelKey(args.key), tuple(args.overrides), args.version, samples)
     assert card.decode is not None
     _out.print(f"{card.key.value} {card.version}: decode {card.decode.model_dump(mode='json')}; held-out metrics "
                f"cleared (run dxv eval {args.model_dir} DATASET --write-card-metrics)")
+    return 0
+
+
+def _samples(dataset: str) -> tuple[list, str]:
+    from evaluation.cli import disk_images, synthetic_images
+
+    return synthetic_images(dataset) if dataset.startswith("synthetic:") else disk_images(Path(dataset), None, None,
+                                                                                          None)
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from training.export import quantize_model
+
+    samples, name = _samples(args.calibrate_on)
+    card = quantize_model(args.model_dir, ModelKey(args.key), args.version, samples, name)
+    assert card.int8 is not None
+    _out.print(f"{card.key.value} {card.version}: wrote {args.model_dir / card.int8.onnx_file} "
+               f"({card.int8.size_bytes / 1e6:.1f} MB, sha256 {card.int8.sha256[:12]}…), calibrated on {name}; "
+               f"held-out metrics cleared (run dxv eval {args.model_dir} DATASET --write-card-metrics)")
     return 0
 
 
@@ -164,7 +188,11 @@ def _ship(args: argparse.Namespace) -> int:
         card = read_card(card_path(onnx_path))
         verify_card(card, onnx_path)
         target_card = target / card_path(onnx_path).name
-        shipped = with_carried_throughput(card, read_card(target_card)) if target_card.exists() else card
+        replaced = read_card(target_card) if target_card.exists() else None
+        shipped = with_carried_throughput(card, replaced) if replaced else card
+        if replaced and replaced.int8 and (card.int8 is None or card.int8.onnx_file != replaced.int8.onnx_file):
+            # The replaced version's int8 copy holds the old weights: it goes with them.
+            (target / replaced.int8.onnx_file).unlink(missing_ok=True)
         shutil.copy2(onnx_path, target / onnx_path.name)
         write_card(shipped, target_card)
         carried = " (throughput carried from the version it replaces: same network)" if shipped is not card else ""

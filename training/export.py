@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from evaluation.evaluate import read_all
@@ -11,7 +13,7 @@ from evaluation.thresholds import CANDIDATE_THRESHOLDS, choose_threshold, class_
 from models.config_loading import config_from_data
 from models.errors import DxvError
 from models.inference import DentalReader
-from models.model_card import InputContract, ModelCard, ModelKey, get_model_card
+from models.model_card import InputContract, ModelCard, ModelKey, QuantizedFile, get_model_card, sha256_of
 from models.networks import RootCountClassifier, build_detector
 from models.onnx_export import CLASSIFIER_OUTPUTS, DETECTOR_OUTPUTS, export_classifier, export_detector, finalise_card
 from models.tasks import class_names, task_classes
@@ -103,6 +105,46 @@ def redecode(model_dir: Path, key: ModelKey, overrides: tuple[str, ...], version
     if tune_samples:
         changed = tune_operating_threshold(changed, onnx_path, tune_samples)
     return changed
+
+
+def quantize_model(model_dir: Path, key: ModelKey, version: str, samples: list, dataset_name: str) -> ModelCard:
+    """Give a model folder's ``key`` model an int8 copy (``<key>.int8.onnx``) for CPUs,
+    its activation ranges taken on ``samples`` prepared as serving prepares them (read with
+    every model in the folder, in float: the finding detector on the teeth's region, the
+    root counter on the teeth found). The card gets the copy and ``version``; its held-out
+    metrics are cleared (on a CPU, serving now runs the copy: run ``dxv eval
+    --write-card-metrics`` again)."""
+    from models.quantize import quantize_int8
+
+    card = get_model_card(key, model_dir)
+    if not samples:
+        raise ExportError("quantizing needs calibration radiographs (--calibrate-on DATASET)")
+    reader = DentalReader.from_directory(model_dir, precision="fp32", threads=None)
+    out_path = model_dir / f"{key.value}.int8.onnx"
+    quantize_int8(model_dir / card.onnx_file, out_path, calibration_inputs(reader, key, samples), card.input.name)
+    copy = QuantizedFile(onnx_file=out_path.name, sha256=sha256_of(out_path), size_bytes=out_path.stat().st_size,
+                         calibration=dataset_name)
+    fields = card.model_dump(mode="json", exclude={"onnx_file", "sha256", "size_bytes"})
+    return finalise_card({**fields, "version": version, "metrics": {}, "metrics_dataset": None,
+                          "int8": copy.model_dump(mode="json")}, model_dir / card.onnx_file)
+
+
+def calibration_inputs(reader: DentalReader, key: ModelKey, samples: list) -> Iterator[np.ndarray]:
+    """The network inputs ``key``'s model gets for each sample (one image, or one tooth's
+    crop at a time), as serving prepares them."""
+    for sample in samples:
+        image = sample.load()
+        if key is ModelKey.TOOTH_NUMBERING:
+            assert reader.teeth is not None
+            yield reader.teeth.network_input(image, sample.kind)[0]
+            continue
+        reading = reader.read("calibration", image, sample.kind)
+        if key is ModelKey.FINDINGS:
+            assert reader.findings is not None
+            region = reader.findings_region(image, sample.kind, list(reading.teeth))
+            yield reader.findings.network_input(image, sample.kind, region)[0]
+        elif reading.teeth and reader.roots is not None and sample.kind in reader.roots.model.card.kinds_served:
+            yield reader.roots.network_input(image, list(reading.teeth))
 
 
 def tune_operating_threshold(card: ModelCard, onnx_path: Path, val_samples: list) -> ModelCard:

@@ -29,6 +29,14 @@ def test_shipped_card_matches_its_onnx_file(key):
     else:
         assert RadiographKind.BITEWING not in card.kinds_served
         assert tuple(inp.shape[2:]) == tuple(card.input.crop_hw_px)
+    if card.int8 is not None:  # the CPU copy: its own hash, the same inputs and outputs
+        copy = SHIPPED_DIR / card.int8.onnx_file
+        verify_card(card, copy)
+        assert card.int8.size_bytes <= 20 * 1024 * 1024 and card.int8.calibration
+        quantized = ort.InferenceSession(str(copy), providers=["CPUExecutionProvider"])
+        assert [i.name for i in quantized.get_inputs()] == [inp.name]
+        assert [o.name for o in quantized.get_outputs()] == [o.name for o in session.get_outputs()]
+        assert quantized.get_outputs()[0].shape[-1] == len(card.classes)
 
 
 def test_a_changed_file_fails_verification(tmp_path):

@@ -1,0 +1,135 @@
+"""The 8-bit integer copy of a network for CPUs: made by ``dxv models quantize``, checked
+against its card, chosen by precision, and reading like the float file it was made from."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from datasets.samples import synthetic_samples
+from models.inference import DentalReader, LoadedModel
+from models.model_card import SHIPPED_DIR, ModelCardError, ModelKey, card_path, get_model_card, read_card, verify_card
+from models.postprocess import box_iou
+from models.radiographs import RadiographKind
+from serving.cli import main as dxv
+
+CPU = ["CPUExecutionProvider"]
+
+
+def test_auto_runs_the_int8_copy_on_a_cpu_and_says_so_in_the_version():
+    card = get_model_card(ModelKey.FINDINGS)
+    assert card.int8 is not None, "the shipped finding detector has an int8 copy"
+    model = LoadedModel.load(SHIPPED_DIR / card.onnx_file, providers=CPU)
+    assert model.int8 and model.path.name == card.int8.onnx_file
+    assert model.version == f"{card.version}+int8"
+    float_model = LoadedModel.load(SHIPPED_DIR / card.onnx_file, providers=CPU, precision="fp32")
+    assert not float_model.int8 and float_model.path.name == card.onnx_file and float_model.version == card.version
+
+
+def test_int8_is_refused_for_a_model_without_a_copy_and_mixed_folders_keep_floats_elsewhere(tmp_path):
+    roots = get_model_card(ModelKey.ROOT_COUNT)
+    assert roots.int8 is None
+    with pytest.raises(ModelCardError, match="no int8 file"):
+        LoadedModel.load(SHIPPED_DIR / roots.onnx_file, providers=CPU, precision="int8")
+    reader = DentalReader.from_directory(SHIPPED_DIR, providers=CPU, precision="int8")
+    versions = dict(reader.model_versions())
+    assert versions["findings"].endswith("+int8")
+    assert versions["root-count"] == roots.version and versions["tooth-numbering"] == get_model_card(
+        ModelKey.TOOTH_NUMBERING).version
+    for path in SHIPPED_DIR.glob("root-count.*"):
+        shutil.copy2(path, tmp_path / path.name)
+    with pytest.raises(ModelCardError, match="no model here has an int8 file"):
+        DentalReader.from_directory(tmp_path, precision="int8")
+
+
+def test_a_changed_or_missing_int8_copy_is_refused(tmp_path):
+    for path in SHIPPED_DIR.glob("findings.*"):
+        shutil.copy2(path, tmp_path / path.name)
+    card = get_model_card(ModelKey.FINDINGS, tmp_path)
+    copy = tmp_path / card.int8.onnx_file
+    with copy.open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ModelCardError, match="sha256 differs"):
+        LoadedModel.load(tmp_path / card.onnx_file, providers=CPU)
+    LoadedModel.load(tmp_path / card.onnx_file, providers=CPU, precision="fp32")  # the float file is intact
+    copy.unlink()
+    with pytest.raises(ModelCardError, match="int8 copy"):
+        LoadedModel.load(tmp_path / card.onnx_file, providers=CPU)
+
+
+def _matched_share(a, b) -> float:
+    """Share of the findings in ``a`` that ``b`` has too: same class, IoU >= 0.5."""
+    if not a:
+        return 1.0
+    hits = 0
+    for f in a:
+        same = [g.box_xyxy_px for g in b if g.finding_class == f.finding_class]
+        hits += bool(same) and float(box_iou(np.array([f.box_xyxy_px]), np.array(same)).max()) >= 0.5
+    return hits / len(a)
+
+
+def test_the_int8_copy_reads_like_the_float_file():
+    """At the operating point both files find the same findings (a few may cross a
+    threshold); the README gives the AP either way."""
+    int8 = DentalReader.from_directory(SHIPPED_DIR, providers=CPU, precision="int8", threads=2)
+    float32 = DentalReader.from_directory(SHIPPED_DIR, providers=CPU, precision="fp32", threads=2)
+    a, b = [], []
+    samples = synthetic_samples({RadiographKind.PERIAPICAL: 3, RadiographKind.BITEWING: 2,
+                                 RadiographKind.PANORAMIC: 1}, seed=41)
+    for sample in samples:
+        image = sample.load()
+        a += float32.read("x", image, sample.kind).findings
+        b += int8.read("x", image, sample.kind).findings
+    assert len(a) >= 15
+    assert _matched_share(a, b) >= 0.9 and _matched_share(b, a) >= 0.9
+    assert [f.score for f in a] != [f.score for f in b], "the two readings are not the same file's"
+
+
+def test_quantize_writes_a_verified_copy_and_a_new_card_version(tmp_path, capsys):
+    for path in SHIPPED_DIR.iterdir():
+        if path.suffix in (".onnx", ".json") and "int8" not in path.name:
+            shutil.copy2(path, tmp_path / path.name)
+    card = read_card(tmp_path / "root-count.card.json")
+    assert card.int8 is None and card.metrics
+    assert dxv(["models", "quantize", str(tmp_path), "root-count", "--version", "0.1.1-test",
+                "--calibrate-on", "synthetic:seed=5,periapical=2,panoramic=1"]) == 0
+    assert "root-count.int8.onnx" in "".join(capsys.readouterr().out.split())  # rich wraps anywhere
+    quantized = read_card(tmp_path / "root-count.card.json")
+    assert quantized.version == "0.1.1-test" and quantized.metrics == {} and quantized.metrics_dataset is None
+    assert quantized.int8 is not None and quantized.int8.calibration.startswith("synthetic seed 5")
+    assert quantized.sha256 == card.sha256, "the float file is untouched"
+    verify_card(quantized, tmp_path / quantized.int8.onnx_file)
+    verify_card(quantized, tmp_path / quantized.onnx_file)
+    assert quantized.int8.size_bytes < card.size_bytes / 2
+    model = LoadedModel.load(tmp_path / quantized.onnx_file, providers=CPU)
+    assert model.int8 and model.version == "0.1.1-test+int8"
+    crops = np.random.default_rng(0).random((4, 1, *quantized.input.crop_hw_px)).astype(np.float32)
+    (logits,) = model.session.run(None, {"image": crops})
+    assert logits.shape == (4, 3)
+
+
+def test_quantize_needs_calibration_radiographs_and_a_known_model(tmp_path, capsys):
+    assert dxv(["models", "quantize", str(tmp_path), "findings", "--version", "1",
+                "--calibrate-on", "synthetic:seed=5"]) == 2
+    assert "give counts for periapical" in " ".join(capsys.readouterr().err.split())
+
+
+def test_shipping_a_retrained_file_removes_the_old_int8_copy(tmp_path):
+    target = tmp_path / "shipped"
+    target.mkdir()
+    for path in SHIPPED_DIR.glob("findings.*"):
+        shutil.copy2(path, target / path.name)
+    card = get_model_card(ModelKey.FINDINGS)
+    export = tmp_path / "run" / "export"
+    export.mkdir(parents=True)
+    shutil.copy2(SHIPPED_DIR / card.onnx_file, export / card.onnx_file)
+    fresh = json.loads((SHIPPED_DIR / "findings.card.json").read_text())
+    fresh.update(int8=None, version="9.9.9")
+    card_path(export / card.onnx_file).write_text(json.dumps(fresh))
+    assert (target / card.int8.onnx_file).exists()
+    assert dxv(["models", "ship", str(tmp_path / "run"), "--to", str(target)]) == 0
+    assert not (target / card.int8.onnx_file).exists(), "the old weights' copy went with them"
+    assert read_card(target / "findings.card.json").int8 is None
+    reader = DentalReader.from_directory(target, providers=CPU)
+    assert dict(reader.model_versions())["findings"] == "9.9.9"
