@@ -23,11 +23,14 @@ def registry(tmp_path_factory):
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     card = read_card(SHIPPED_DIR / "findings.card.json")
+    roots = read_card(SHIPPED_DIR / "root-count.card.json")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         for _ in range(2):
             with tracked_run("registry-test", "findings", None, None) as tracker:
                 tracker.log_onnx_model(SHIPPED_DIR / card.onnx_file, card, register=True)
+        with tracked_run("registry-test", "root-count", None, None) as tracker:
+            tracker.log_onnx_model(SHIPPED_DIR / roots.onnx_file, roots, register=True)
     MlflowClient(tracking_uri=uri).set_registered_model_alias(card.registered_name, "champion", "1")
     return uri, card.registered_name
 
@@ -44,13 +47,27 @@ def test_an_alias_is_pinned_and_the_folder_loads(registry, tmp_path) -> None:
     folder, pins = resolve_model_dir(_config({"findings": f"models:/{name}@champion"}), uri, tmp_path)
     assert [(p.key, p.name, p.version) for p in pins] == [(ModelKey.FINDINGS, name, "1")]
     assert sorted(f.name for f in folder.glob("*.card.json")) == sorted(f.name for f in SHIPPED_DIR.glob("*.card.json"))
-    assert DentalReader.from_directory(folder, threads=1).ready()  # every sha256 verified against its card
+    reader = DentalReader.from_directory(folder, threads=1, providers=["CPUExecutionProvider"])
+    assert reader.ready()  # every sha256 verified against its card
+    # The registry holds the float file only: on a CPU it runs in float, not as an int8 copy it lacks.
+    assert read_card(SHIPPED_DIR / "findings.card.json").int8 is not None
+    assert read_card(folder / "findings.card.json").int8 is None and "+int8" not in dict(reader.model_versions())["findings"]
     # Moving the alias changes what the next start pins, not what a running one loaded.
     MlflowClient(tracking_uri=uri).set_registered_model_alias(name, "champion", "2")
     again, pins = resolve_model_dir(_config({"findings": f"models:/{name}@champion"}), uri, tmp_path)
     assert pins[0].version == "2" and again != folder and folder.exists()
     _, pinned = resolve_model_dir(_config({"findings": f"models:/{name}/1"}), uri, tmp_path)
     assert pinned[0].version == "1"
+
+
+def test_a_local_model_keeps_its_int8_copy_beside_a_registry_model(registry, tmp_path) -> None:
+    uri, _ = registry
+    roots = read_card(SHIPPED_DIR / "root-count.card.json")
+    folder, pins = resolve_model_dir(_config({"root-count": f"models:/{roots.registered_name}/1"}), uri, tmp_path)
+    local = read_card(SHIPPED_DIR / "findings.card.json")
+    assert (folder / local.int8.onnx_file).exists()
+    reader = DentalReader.from_directory(folder, threads=1, providers=["CPUExecutionProvider"])
+    assert dict(reader.model_versions())["findings"] == f"{local.version}+int8"
 
 
 @pytest.mark.parametrize(("mlflow", "message"), [

@@ -14,7 +14,9 @@ from ray import serve
 
 from datasets.radiograph import ReaderLimits
 from datasets.synth.generator import case_dicom_bytes, generate_case
-from models.model_card import SHIPPED_DIR
+from models.config_loading import ConfigError
+from models.inference import available_providers
+from models.model_card import SHIPPED_DIR, ModelKey, get_model_card
 from models.radiographs import RadiographKind
 from serving.adjudication import RuleTables
 from serving.image_analysis import ImageAnalysis, ImageAnalysisRefused
@@ -81,7 +83,10 @@ def test_the_ingress_app_decides_a_claim_through_the_deployment_handle(models_ha
     assert answer.status_code == 200, answer.text
     line = answer.json()["lines"][0]
     assert line["action"] == "downcode" and line["suggested_code"] == "D3320"  # tooth 14 is a premolar
-    assert answer.json()["versions"]["model:findings"]
+    # On a CPU the replica runs the finding detector's int8 copy (models.precision: auto), and says so.
+    findings = get_model_card(ModelKey.FINDINGS)
+    on_cpu = available_providers() == ["CPUExecutionProvider"]
+    assert answer.json()["versions"]["model:findings"] == findings.version + ("+int8" if on_cpu else "")
     bad = client.post("/v1/claims:validate", content=b"{not json", headers={"X-API-Key": key})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "request.invalid"
     # A file the model replica cannot decode comes back as its own error code, not a 500.
@@ -89,6 +94,13 @@ def test_the_ingress_app_decides_a_claim_through_the_deployment_handle(models_ha
             "attachments": [{"radiograph_id": "x", "kind": "periapical", "content": base64.b64encode(b"GIF89a...").decode()}]}
     refused = client.post("/v1/claims:validate", json=junk, headers={"X-API-Key": key})
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "image.not_an_image"
+
+
+def test_the_precision_setting_is_checked_when_the_config_loads() -> None:
+    assert load_serving_config().models.precision == "auto"
+    assert load_serving_config(overrides=("models.precision=fp32",)).models.precision == "fp32"
+    with pytest.raises(ConfigError, match="precision"):
+        load_serving_config(overrides=("models.precision=int4",))
 
 
 def test_serve_environment_sets_the_front_only_for_the_ray_dxv_serve_starts(monkeypatch) -> None:
