@@ -64,6 +64,7 @@ def test_a_local_model_keeps_its_int8_copy_beside_a_registry_model(registry, tmp
     uri, _ = registry
     roots = read_card(SHIPPED_DIR / "root-count.card.json")
     folder, pins = resolve_model_dir(_config({"root-count": f"models:/{roots.registered_name}/1"}), uri, tmp_path)
+    assert [p.key for p in pins] == [ModelKey.ROOT_COUNT]
     local = read_card(SHIPPED_DIR / "findings.card.json")
     assert (folder / local.int8.onnx_file).exists()
     reader = DentalReader.from_directory(folder, threads=1, providers=["CPUExecutionProvider"])
