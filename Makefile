@@ -124,7 +124,7 @@ train-demo-models: $(INSTALLED)
 	  --set augment.patch_focus_prob=0.7 --set augment.patch_tooth_focus_prob=0.2 \
 	  --set "data.sources=[{format: synthetic, counts: {periapical: 1200, bitewing: 700, panoramic: 600}, seed: 17}]"
 	for m in root-count tooth-numbering findings; do $(BIN)/dxv models ship $$(ls -d data/runs/$$m-* | tail -1); done
-	$(BIN)/dxv models quantize models/shipped findings --version 0.4.0 \
+	$(BIN)/dxv models quantize models/shipped findings --version 0.4.0 --log \
 	  --calibrate-on synthetic:seed=3002,periapical=16,bitewing=8,panoramic=8
 	$(BIN)/dxv models redecode models/shipped findings --version 0.4.0 \
 	  --set 'decode.test_time_flip=[periapical, bitewing, panoramic]' \

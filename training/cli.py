@@ -70,6 +70,8 @@ def register(commands: Any) -> None:
                           help="radiographs to take the activation ranges on (synthetic:seed=...,periapical=... or a "
                                "COCO/YOLO path); not the evaluation sets")
     quantize.add_argument("--version", required=True, help="the card's new version (CPUs now run the copy)")
+    quantize.add_argument("--log", action="store_true", help="log the copy, its card and the calibration to MLflow "
+                          "(experiment dxv-detectors)")
     quantize.set_defaults(handler=_quantize)
 
 
@@ -100,6 +102,11 @@ def _quantize(args: argparse.Namespace) -> int:
     _out.print(f"{card.key.value} {card.version}: wrote {args.model_dir / card.int8.onnx_file} "
                f"({card.int8.size_bytes / 1e6:.1f} MB, sha256 {card.int8.sha256[:12]}…), calibrated on {name}; "
                f"held-out metrics cleared (run dxv eval {args.model_dir} DATASET --write-card-metrics)")
+    if args.log:
+        from training.tracking import log_quantization
+
+        run_id = log_quantization(args.model_dir, card)
+        _out.print(f"logged to MLflow experiment dxv-detectors, run {run_id}")
     return 0
 
 

@@ -106,6 +106,20 @@ def onnx_signature(model: onnx.ModelProto) -> ModelSignature:
                           outputs=Schema([spec(o) for o in model.graph.output]))
 
 
+def log_quantization(model_dir: Path, card: ModelCard, experiment: str = "dxv-detectors") -> str:
+    """An MLflow run for an int8 copy made by ``dxv models quantize``: which float file it
+    was made from, how and on what it was calibrated, the copy itself and the card."""
+    assert card.int8 is not None
+    with tracked_run(experiment, f"quantize {card.key.value} {card.version}", None, None) as tracker:
+        mlflow.log_params({"model": card.key.value, "version": card.version, "float_sha256": card.sha256,
+                           "float_size_bytes": card.size_bytes, "int8_sha256": card.int8.sha256,
+                           "int8_size_bytes": card.int8.size_bytes, "scheme": card.int8.scheme[:500],
+                           "calibration": card.int8.calibration[:500]})
+        tracker.log_file(model_dir / card.int8.onnx_file, "int8")
+        tracker.log_file(card_path(model_dir / card.onnx_file), "model_card")
+        return tracker.run_id
+
+
 @contextmanager
 def tracked_run(experiment: str, run_name: str, tracking_uri: str | None, resume_run_id: str | None) -> Iterator[RunTracker]:
     configure(tracking_uri)

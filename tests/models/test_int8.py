@@ -86,13 +86,17 @@ def test_the_int8_copy_reads_like_the_float_file():
     assert [f.score for f in a] != [f.score for f in b], "the two readings are not the same file's"
 
 
-def test_quantize_writes_a_verified_copy_and_a_new_card_version(tmp_path, capsys):
+def test_quantize_writes_a_verified_copy_and_a_new_card_version(tmp_path, capsys, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     for path in SHIPPED_DIR.iterdir():
         if path.suffix in (".onnx", ".json") and "int8" not in path.name:
             shutil.copy2(path, tmp_path / path.name)
     card = read_card(tmp_path / "root-count.card.json")
     assert card.int8 is None and card.metrics
-    assert dxv(["models", "quantize", str(tmp_path), "root-count", "--version", "0.1.1-test",
+    assert dxv(["models", "quantize", str(tmp_path), "root-count", "--version", "0.1.1-test", "--log",
                 "--calibrate-on", "synthetic:seed=5,periapical=2,panoramic=1"]) == 0
     assert "root-count.int8.onnx" in "".join(capsys.readouterr().out.split())  # rich wraps anywhere
     quantized = read_card(tmp_path / "root-count.card.json")
@@ -107,6 +111,12 @@ def test_quantize_writes_a_verified_copy_and_a_new_card_version(tmp_path, capsys
     crops = np.random.default_rng(0).random((4, 1, *quantized.input.crop_hw_px)).astype(np.float32)
     (logits,) = model.session.run(None, {"image": crops})
     assert logits.shape == (4, 3)
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("dxv-detectors").experiment_id])
+    assert run.data.params["int8_sha256"] == quantized.int8.sha256 and run.data.params["float_sha256"] == card.sha256
+    assert run.data.params["calibration"] == quantized.int8.calibration
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "int8")}
+    assert logged == {"int8/root-count.int8.onnx"}
 
 
 def test_quantize_needs_calibration_radiographs_and_a_known_model(tmp_path, capsys):
