@@ -120,8 +120,13 @@ def quantize_model(model_dir: Path, key: ModelKey, version: str, samples: list, 
     if not samples:
         raise ExportError("quantizing needs calibration radiographs (--calibrate-on DATASET)")
     reader = DentalReader.from_directory(model_dir, precision="fp32", threads=None)
+    inputs = list(calibration_inputs(reader, key, samples))
+    if not inputs:
+        raise ExportError(f"no calibration input for {key.value} in {len(samples)} radiographs"
+                          + (" (the root counter reads the teeth found: put the tooth detector in the folder)"
+                             if key is ModelKey.ROOT_COUNT else ""))
     out_path = model_dir / f"{key.value}.int8.onnx"
-    quantize_int8(model_dir / card.onnx_file, out_path, calibration_inputs(reader, key, samples), card.input.name)
+    quantize_int8(model_dir / card.onnx_file, out_path, inputs, card.input.name)
     copy = QuantizedFile(onnx_file=out_path.name, sha256=sha256_of(out_path), size_bytes=out_path.stat().st_size,
                          calibration=dataset_name)
     fields = card.model_dump(mode="json", exclude={"onnx_file", "sha256", "size_bytes"})

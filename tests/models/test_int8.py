@@ -143,3 +143,25 @@ def test_shipping_a_retrained_file_removes_the_old_int8_copy(tmp_path):
     assert read_card(target / "findings.card.json").int8 is None
     reader = DentalReader.from_directory(target, providers=CPU)
     assert dict(reader.model_versions())["findings"] == "9.9.9"
+
+
+def test_quantize_calibrates_on_a_dataset_on_disk(tmp_path, capsys):
+    """Real radiographs come as COCO/DENTEX or YOLO exports: a YOLO folder, whose files do
+    not say their kind, calibrates with --kind."""
+    for path in SHIPPED_DIR.glob("root-count.*"):
+        shutil.copy2(path, tmp_path / path.name)
+    coco = tmp_path / "synth"
+    assert dxv(["synth", "--kind", "periapical", "--n", "2", "--seed", "3", "--out", str(coco)]) == 0
+    yolo = tmp_path / "yolo"
+    assert dxv(["data", "convert", "--from", "coco", str(coco / "annotations.json"), "--to", "yolo", str(yolo)]) == 0
+    calibrate = ["models", "quantize", str(tmp_path), "root-count", "--version", "0.1.1-disk",
+                 "--calibrate-on", str(yolo), "--format", "yolo", "--kind", "periapical"]
+    # The root counter reads the teeth the tooth detector finds: without it, nothing to calibrate on.
+    assert dxv(calibrate) == 2
+    assert "put the tooth detector in the folder" in " ".join(capsys.readouterr().err.split())
+    for path in SHIPPED_DIR.glob("tooth-numbering.*"):
+        shutil.copy2(path, tmp_path / path.name)
+    assert dxv(calibrate) == 0
+    card = read_card(tmp_path / "root-count.card.json")
+    assert card.int8 is not None and card.int8.calibration == str(yolo)
+    verify_card(card, tmp_path / card.int8.onnx_file)
