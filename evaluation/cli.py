@@ -127,13 +127,18 @@ def _eval(args: argparse.Namespace) -> int:
     _out.print((args.out / "summary.md").read_text("utf-8"))
     _out.print(f"wrote {', '.join(str(f) for f in files)}")
     if args.write_card_metrics:
-        _write_card_metrics(args.model, headline, name)
+        int8_keys = frozenset(part.model.card.key.value for part in (reader.teeth, reader.findings, reader.roots)
+                              if part is not None and part.model.int8)
+        _write_card_metrics(args.model, headline, name, int8_keys)
     if args.log:
         _log(args.out, files, headline, name)
     return 0
 
 
-def _write_card_metrics(model_dir: Path, headline: dict[str, float], dataset_name: str) -> None:
+def _write_card_metrics(model_dir: Path, headline: dict[str, float], dataset_name: str,
+                        int8_keys: frozenset[str] = frozenset()) -> None:
+    """The headline figures into each card; ``int8_keys`` name the models that were read
+    from their int8 copy (the card says so beside the dataset)."""
     from models.model_card import ModelKey, get_model_card, write_card
 
     keys = {ModelKey.TOOTH_NUMBERING: ("tooth_recall", "numbering_accuracy"),
@@ -144,9 +149,10 @@ def _write_card_metrics(model_dir: Path, headline: dict[str, float], dataset_nam
             continue
         card = get_model_card(key, model_dir)
         metrics = {k: v for k, v in headline.items() if k.startswith(prefixes)}
-        updated = card.model_copy(update={"metrics": metrics, "metrics_dataset": dataset_name})
+        read_with = f"{dataset_name}; read with the int8 copy" if key.value in int8_keys else dataset_name
+        updated = card.model_copy(update={"metrics": metrics, "metrics_dataset": read_with})
         write_card(updated, model_dir / f"{key.value}.card.json")
-        _out.print(f"card {key.value}: {len(metrics)} metrics on {dataset_name}")
+        _out.print(f"card {key.value}: {len(metrics)} metrics on {read_with}")
 
 
 def _log(out_dir: Path, files: list[Path], headline: dict[str, float], dataset_name: str) -> None:

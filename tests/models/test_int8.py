@@ -165,3 +165,18 @@ def test_quantize_calibrates_on_a_dataset_on_disk(tmp_path, capsys):
     card = read_card(tmp_path / "root-count.card.json")
     assert card.int8 is not None and card.int8.calibration == str(yolo)
     verify_card(card, tmp_path / card.int8.onnx_file)
+
+
+def test_card_metrics_say_which_file_was_read(tmp_path):
+    for path in SHIPPED_DIR.iterdir():
+        if path.suffix in (".onnx", ".json"):
+            shutil.copy2(path, tmp_path / path.name)
+    dataset = "synthetic:seed=5,periapical=2,panoramic=1"
+    assert dxv(["eval", str(tmp_path), dataset, "--out", str(tmp_path / "eval"), "--write-card-metrics"]) == 0
+    findings, roots = read_card(tmp_path / "findings.card.json"), read_card(tmp_path / "root-count.card.json")
+    assert findings.metrics and findings.metrics_dataset.endswith("; read with the int8 copy")
+    assert roots.metrics and roots.metrics_dataset == "synthetic seed 5 (periapical 2, panoramic 1)"
+    assert dxv(["eval", str(tmp_path), dataset, "--out", str(tmp_path / "eval"), "--write-card-metrics",
+                "--precision", "fp32"]) == 0
+    assert read_card(tmp_path / "findings.card.json").metrics_dataset == roots.metrics_dataset
+    verify_card(read_card(tmp_path / "findings.card.json"), tmp_path / findings.onnx_file)
