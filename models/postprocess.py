@@ -96,6 +96,10 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou_t
     return merged[np.argsort(-scores[merged], kind="stable")]
 
 
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p)) if 0 < p < 1 else (-math.inf if p <= 0 else math.inf)
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))).astype(np.float32)
 
@@ -125,23 +129,29 @@ def decode_detections(cls_logits: np.ndarray, box_deltas: np.ndarray, anchors: n
     """One image's outputs (N, C) and (N, 4) -> detections. Each anchor proposes its best
     class; NMS runs within the groups of ``nms_groups`` (class index -> group id), so e.g.
     all tooth numbers share one group and a tooth gets one box."""
-    probs = sigmoid(np.asarray(cls_logits, np.float32))
-    labels = probs.argmax(axis=1)
-    scores = probs[np.arange(len(labels)), labels]
-    candidates = np.flatnonzero(scores > settings.score_threshold)
+    logits = np.asarray(cls_logits, np.float32)
+    labels = logits.argmax(axis=1)  # the sigmoid keeps the order: the best logit is the best probability
+    best = logits[np.arange(len(labels)), labels]
+    # Only anchors near or above the score threshold get a sigmoid (a panoramic has about
+    # 150,000 anchors of 9 classes); the margin keeps float rounding at the threshold exact.
+    near = np.flatnonzero(best > _logit(settings.score_threshold) - 1e-3)
+    near_scores = sigmoid(best[near])
+    keep = near_scores > settings.score_threshold
+    candidates, candidate_scores = near[keep], near_scores[keep]
     if candidates.size > settings.candidates:
-        top = np.argpartition(-scores[candidates], settings.candidates - 1)[: settings.candidates]
-        candidates = candidates[top]
+        top = np.argpartition(-candidate_scores, settings.candidates - 1)[: settings.candidates]
+        candidates, candidate_scores = candidates[top], candidate_scores[top]
     boxes = decode_boxes(np.asarray(box_deltas, np.float32)[candidates], anchors[candidates])
     h, w = padded_hw
     boxes = np.clip(boxes, 0, np.array([w, h, w, h], np.float32))
     sizes = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
     ok = sizes >= settings.min_size_px
-    candidates, boxes = candidates[ok], boxes[ok]
-    keep = batched_nms(boxes, scores[candidates], nms_groups[labels[candidates]], settings.nms_iou)
+    candidates, candidate_scores, boxes = candidates[ok], candidate_scores[ok], boxes[ok]
+    keep = batched_nms(boxes, candidate_scores, nms_groups[labels[candidates]], settings.nms_iou)
     keep = keep[: settings.max_detections]
     chosen = candidates[keep]
-    return RawDetections(boxes_xyxy=boxes[keep], scores=scores[chosen], labels=labels[chosen], probs=probs[chosen])
+    return RawDetections(boxes_xyxy=boxes[keep], scores=candidate_scores[keep], labels=labels[chosen],
+                         probs=sigmoid(logits[chosen]))
 
 
 def mirror_input(tensor: np.ndarray, content_width_px: int) -> np.ndarray:

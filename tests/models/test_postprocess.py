@@ -65,6 +65,35 @@ def test_decode_detections_one_box_per_group():
     assert sorted(raw.labels.tolist()) == [0, 1]
 
 
+def test_decoding_takes_the_sigmoid_of_the_candidates_only_and_finds_what_the_full_sigmoid_finds():
+    """Candidates are chosen on the best logit (the sigmoid keeps the order); scores, the
+    threshold and the probabilities kept are those of the sigmoid of every logit, also for
+    logits a float step either side of the threshold's."""
+    arch = DetectorArchitecture(anchor_shapes_px=((16.0, 16.0), (32.0, 16.0)))
+    anchors = anchors_xyxy(arch, (128, 160))
+    rng = np.random.default_rng(3)
+    logits = rng.normal(-4.0, 2.0, (len(anchors), 5)).astype(np.float32)
+    edge = np.float32(np.log(0.05 / 0.95))
+    logits[:40, 2] = np.nextafter(edge, np.float32(np.inf)) + rng.integers(-2, 3, 40) * np.float32(1e-7)
+    deltas = rng.normal(0, 0.2, (len(anchors), 4)).astype(np.float32)
+    settings = DecodeSettings(score_threshold=0.05, nms_iou=0.5, candidates=50, max_detections=30)
+    groups = np.array([0, 0, 1, 2, 3])
+    raw = decode_detections(logits, deltas, anchors, (128, 160), settings, groups)
+    # The reference: every probability, then exactly the old selection.
+    probs = 1.0 / (1.0 + np.exp(-logits))
+    labels = probs.argmax(axis=1)
+    scores = probs[np.arange(len(labels)), labels]
+    candidates = np.flatnonzero(scores > 0.05)
+    candidates = candidates[np.argsort(-scores[candidates], kind="stable")][:50]
+    boxes = np.clip(decode_boxes(deltas[candidates], anchors[candidates]), 0, [160, 128, 160, 128])
+    keep = batched_nms(boxes, scores[candidates], groups[labels[candidates]], 0.5)[:30]
+    assert len(keep) > 10
+    np.testing.assert_allclose(raw.scores, scores[candidates][keep], rtol=1e-6)
+    np.testing.assert_array_equal(raw.labels, labels[candidates][keep])
+    np.testing.assert_allclose(raw.boxes_xyxy, boxes[keep], atol=1e-4)
+    np.testing.assert_allclose(raw.probs, probs[candidates][keep], rtol=1e-5)
+
+
 def test_prepare_image_geometry_round_trip():
     image = np.random.default_rng(0).random((650, 500)).astype(np.float32)
     tensor, geometry = prepare_image(image, 384)
