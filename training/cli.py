@@ -211,8 +211,7 @@ def _ship(args: argparse.Namespace) -> int:
         target_card = target / card_path(onnx_path).name
         replaced = read_card(target_card) if target_card.exists() else None
         shipped = with_carried_throughput(card, replaced) if replaced else card
-        if replaced and replaced.int8 and (card.int8 is None or card.int8.onnx_file != replaced.int8.onnx_file):
-            # The replaced version's int8 copy holds the old weights: it goes with them.
+        if replaced and replaced.int8:  # the replaced version's int8 copy holds the old weights
             (target / replaced.int8.onnx_file).unlink(missing_ok=True)
         shutil.copy2(onnx_path, target / onnx_path.name)
         write_card(shipped, target_card)

@@ -135,8 +135,8 @@ def quantize_model(model_dir: Path, key: ModelKey, version: str, samples: list, 
 
 
 def calibration_inputs(reader: DentalReader, key: ModelKey, samples: list) -> Iterator[np.ndarray]:
-    """The network inputs ``key``'s model gets for each sample (one image, or one tooth's
-    crop at a time), as serving prepares them."""
+    """The network input ``key``'s model gets for each sample, as serving prepares it (the
+    root counter's: that radiograph's tooth crops, one batch)."""
     for sample in samples:
         image = sample.load()
         if key is ModelKey.TOOTH_NUMBERING:
