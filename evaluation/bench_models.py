@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from datasets.synth.generator import generate_case
+from evaluation.machine_speed import describe as machine_reference
 from models.inference import DentalReader, LoadedModel, available_providers, make_session
 from models.model_card import SHIPPED_DIR, ModelKey, get_model_card, write_card
 from models.networks import DetectorForExport, RootCountClassifier, build_detector
@@ -172,6 +173,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--write-cards stores the --throughput figures: give both")
     reader = DentalReader.from_directory(args.models, threads=args.threads, providers=providers,
                                          precision=args.precision)
+    # This shared machine's speed drifts between hours and days: the reference workload
+    # tells a slow hour from a slower model (the panoramic budget is the tight one).
+    print(machine_reference())
     print(f"ONNX Runtime providers: {', '.join(providers)}; models: "
           + ", ".join(f"{key} {version}" for key, version in reader.model_versions()))
     latency = end_to_end(reader, args.repeats)
