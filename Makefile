@@ -12,7 +12,7 @@ INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 DEMO_DIR ?= data/demo
 
-.PHONY: install browser demo test test-fast lint bench bench-models bench-models-gpu bench-claims bench-adjudication bench-service bench-fingerprints eval-shipped train-demo-models gpu-wheels clean
+.PHONY: install browser demo test test-fast lint bench bench-models bench-models-gpu bench-claims bench-adjudication bench-service bench-fingerprints eval-shipped train-demo-models finish-findings gpu-wheels clean
 
 $(INSTALLED): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -124,9 +124,16 @@ train-demo-models: $(INSTALLED)
 	  --set augment.patch_focus_prob=0.7 --set augment.patch_tooth_focus_prob=0.2 \
 	  --set "data.sources=[{format: synthetic, counts: {periapical: 1200, bitewing: 700, panoramic: 600}, seed: 17}]"
 	for m in root-count tooth-numbering findings; do $(BIN)/dxv models ship $$(ls -d data/runs/$$m-* | tail -1); done
-	$(BIN)/dxv models quantize models/shipped findings --version 0.4.0 --log \
+	$(MAKE) finish-findings FINDINGS_VERSION=0.4.0
+
+# After shipping a finding detector (from the CPU steps above, or from a GPU run's export:
+# dxv models ship RUN_DIR): its int8 copy for CPUs, the test-time views with the operating
+# thresholds chosen again, and the held-out figures in the cards.
+FINDINGS_VERSION ?= 0.4.0
+finish-findings: $(INSTALLED)
+	$(BIN)/dxv models quantize models/shipped findings --version $(FINDINGS_VERSION) --log \
 	  --calibrate-on synthetic:seed=3002,periapical=16,bitewing=8,panoramic=8
-	$(BIN)/dxv models redecode models/shipped findings --version 0.4.0 \
+	$(BIN)/dxv models redecode models/shipped findings --version $(FINDINGS_VERSION) \
 	  --set 'decode.test_time_flip=[periapical, bitewing, panoramic]' \
 	  --set 'decode.test_time_scales={periapical: [1.125], bitewing: [1.125], panoramic: [0.85]}' \
 	  --set 'decode.test_time_shifts={panoramic: [4]}' \
