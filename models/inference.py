@@ -3,6 +3,7 @@ evaluation and serving. CUDA is used when onnxruntime-gpu is installed and a GPU
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -63,15 +64,45 @@ def make_session(onnx_path: str | Path, threads: int | None = None, providers: l
 
 
 # Which of a card's files to run: ``auto`` takes the card's int8 copy (``card.int8``) where
-# ONNX Runtime runs on the CPU alone and the float file on a GPU; ``fp32`` and ``int8`` ask
-# for one (``int8`` refused for a card without the copy).
+# ONNX Runtime runs on the CPU alone (one with VNNI, on x86) and the float file on a GPU;
+# ``fp32`` and ``int8`` ask for one (``int8`` refused for a card without the copy).
 Precision = Literal["auto", "fp32", "int8"]
 
 
 def runs_int8(card: ModelCard, precision: Precision, providers: list[str]) -> bool:
     if precision == "int8" and card.int8 is None:
         raise ModelCardError(f"{card.key} {card.version} has no int8 file (make one with dxv models quantize)")
-    return card.int8 is not None and (precision == "int8" or (precision == "auto" and providers == ["CPUExecutionProvider"]))
+    if card.int8 is None or precision == "fp32":
+        return False
+    return precision == "int8" or (providers == ["CPUExecutionProvider"] and cpu_multiplies_int8_exactly())
+
+
+_VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def has_vnni(cpuinfo_text: str) -> bool:
+    """Whether /proc/cpuinfo's ``flags`` name an x86 instruction set that multiplies
+    uint8 by int8 without saturating (AVX-512 VNNI, AVX-VNNI, AMX)."""
+    for line in cpuinfo_text.splitlines():
+        if line.startswith("flags"):
+            return bool(_VNNI_FLAGS & set(line.partition(":")[2].split()))
+    return False
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_multiplies_int8_exactly() -> bool:
+    """On x86-64 without VNNI, ONNX Runtime's uint8 x int8 kernels can saturate (its
+    quantization docs advise 7-bit weights there), so ``auto`` keeps the float file on
+    such a CPU rather than read a little worse unnoticed. Other architectures (ARM's dot
+    products) have no such path."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return True
+    try:
+        return has_vnni(Path("/proc/cpuinfo").read_text("utf-8", "replace"))
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True, eq=False)
@@ -304,5 +335,5 @@ class DentalReader:
                                                 if isinstance(i, FindingDetection) else decode.operating_threshold)]
 
 
-__all__ = ["DentalReader", "Detector", "LoadedModel", "Precision", "RootCounter", "available_providers", "make_session",
-           "runs_int8"]
+__all__ = ["DentalReader", "Detector", "LoadedModel", "Precision", "RootCounter", "available_providers",
+           "cpu_multiplies_int8_exactly", "has_vnni", "make_session", "runs_int8"]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from datasets.samples import synthetic_samples
-from models.inference import DentalReader, LoadedModel
+from models import inference
+from models.inference import DentalReader, LoadedModel, has_vnni
 from models.model_card import SHIPPED_DIR, ModelCardError, ModelKey, card_path, get_model_card, read_card, verify_card
 from models.postprocess import box_iou
 from models.radiographs import RadiographKind
@@ -17,7 +18,8 @@ from serving.cli import main as dxv
 CPU = ["CPUExecutionProvider"]
 
 
-def test_auto_runs_the_int8_copy_on_a_cpu_and_says_so_in_the_version():
+def test_auto_runs_the_int8_copy_on_a_cpu_and_says_so_in_the_version(monkeypatch):
+    monkeypatch.setattr(inference, "cpu_multiplies_int8_exactly", lambda: True)
     card = get_model_card(ModelKey.FINDINGS)
     assert card.int8 is not None, "the shipped finding detector has an int8 copy"
     model = LoadedModel.load(SHIPPED_DIR / card.onnx_file, providers=CPU)
@@ -25,6 +27,21 @@ def test_auto_runs_the_int8_copy_on_a_cpu_and_says_so_in_the_version():
     assert model.version == f"{card.version}+int8"
     float_model = LoadedModel.load(SHIPPED_DIR / card.onnx_file, providers=CPU, precision="fp32")
     assert not float_model.int8 and float_model.path.name == card.onnx_file and float_model.version == card.version
+
+
+def test_auto_keeps_the_float_file_on_an_x86_cpu_without_vnni(monkeypatch):
+    """Without VNNI, ONNX Runtime's uint8 x int8 kernels can saturate: auto reads in float
+    there; asked for by name, the copy still runs."""
+    monkeypatch.setattr(inference, "cpu_multiplies_int8_exactly", lambda: False)
+    card = get_model_card(ModelKey.FINDINGS)
+    assert not LoadedModel.load(SHIPPED_DIR / card.onnx_file, providers=CPU).int8
+    assert LoadedModel.load(SHIPPED_DIR / card.onnx_file, providers=CPU, precision="int8").int8
+
+
+def test_vnni_is_read_from_the_cpu_flags():
+    flags = "processor\t: 0\nflags\t\t: fpu sse2 avx2 {}\nbogomips\t: 4000\n"
+    assert has_vnni(flags.format("avx512_vnni")) and has_vnni(flags.format("avx_vnni"))
+    assert not has_vnni(flags.format("avx512f")) and not has_vnni("no flags line here")
 
 
 def test_int8_is_refused_for_a_model_without_a_copy_and_mixed_folders_keep_floats_elsewhere(tmp_path):
@@ -51,11 +68,11 @@ def test_a_changed_or_missing_int8_copy_is_refused(tmp_path):
     with copy.open("ab") as f:
         f.write(b"\0")
     with pytest.raises(ModelCardError, match="sha256 differs"):
-        LoadedModel.load(tmp_path / card.onnx_file, providers=CPU)
+        LoadedModel.load(tmp_path / card.onnx_file, providers=CPU, precision="int8")
     LoadedModel.load(tmp_path / card.onnx_file, providers=CPU, precision="fp32")  # the float file is intact
     copy.unlink()
     with pytest.raises(ModelCardError, match="int8 copy"):
-        LoadedModel.load(tmp_path / card.onnx_file, providers=CPU)
+        LoadedModel.load(tmp_path / card.onnx_file, providers=CPU, precision="int8")
 
 
 def _matched_share(a, b) -> float:
@@ -106,7 +123,7 @@ def test_quantize_writes_a_verified_copy_and_a_new_card_version(tmp_path, capsys
     verify_card(quantized, tmp_path / quantized.int8.onnx_file)
     verify_card(quantized, tmp_path / quantized.onnx_file)
     assert quantized.int8.size_bytes < card.size_bytes / 2
-    model = LoadedModel.load(tmp_path / quantized.onnx_file, providers=CPU)
+    model = LoadedModel.load(tmp_path / quantized.onnx_file, providers=CPU, precision="int8")
     assert model.int8 and model.version == "0.1.1-test+int8"
     crops = np.random.default_rng(0).random((4, 1, *quantized.input.crop_hw_px)).astype(np.float32)
     (logits,) = model.session.run(None, {"image": crops})
@@ -172,7 +189,8 @@ def test_card_metrics_say_which_file_was_read(tmp_path):
         if path.suffix in (".onnx", ".json"):
             shutil.copy2(path, tmp_path / path.name)
     dataset = "synthetic:seed=5,periapical=2,panoramic=1"
-    assert dxv(["eval", str(tmp_path), dataset, "--out", str(tmp_path / "eval"), "--write-card-metrics"]) == 0
+    assert dxv(["eval", str(tmp_path), dataset, "--out", str(tmp_path / "eval"), "--write-card-metrics",
+                "--precision", "int8"]) == 0
     findings, roots = read_card(tmp_path / "findings.card.json"), read_card(tmp_path / "root-count.card.json")
     assert findings.metrics and findings.metrics_dataset.endswith("; read with the int8 copy")
     assert roots.metrics and roots.metrics_dataset == "synthetic seed 5 (periapical 2, panoramic 1)"

@@ -67,7 +67,7 @@ def test_a_local_model_keeps_its_int8_copy_beside_a_registry_model(registry, tmp
     assert [p.key for p in pins] == [ModelKey.ROOT_COUNT]
     local = read_card(SHIPPED_DIR / "findings.card.json")
     assert (folder / local.int8.onnx_file).exists()
-    reader = DentalReader.from_directory(folder, threads=1, providers=["CPUExecutionProvider"])
+    reader = DentalReader.from_directory(folder, threads=1, providers=["CPUExecutionProvider"], precision="int8")
     assert dict(reader.model_versions())["findings"] == f"{local.version}+int8"
 
 

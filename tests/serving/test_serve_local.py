@@ -15,7 +15,7 @@ from ray import serve
 from datasets.radiograph import ReaderLimits
 from datasets.synth.generator import case_dicom_bytes, generate_case
 from models.config_loading import ConfigError
-from models.inference import available_providers
+from models.inference import available_providers, cpu_multiplies_int8_exactly
 from models.model_card import SHIPPED_DIR, ModelKey, get_model_card
 from models.radiographs import RadiographKind
 from serving.adjudication import RuleTables
@@ -85,8 +85,8 @@ def test_the_ingress_app_decides_a_claim_through_the_deployment_handle(models_ha
     assert line["action"] == "downcode" and line["suggested_code"] == "D3320"  # tooth 14 is a premolar
     # On a CPU the replica runs the finding detector's int8 copy (models.precision: auto), and says so.
     findings = get_model_card(ModelKey.FINDINGS)
-    on_cpu = available_providers() == ["CPUExecutionProvider"]
-    assert answer.json()["versions"]["model:findings"] == findings.version + ("+int8" if on_cpu else "")
+    int8 = available_providers() == ["CPUExecutionProvider"] and cpu_multiplies_int8_exactly()
+    assert answer.json()["versions"]["model:findings"] == findings.version + ("+int8" if int8 else "")
     bad = client.post("/v1/claims:validate", content=b"{not json", headers={"X-API-Key": key})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "request.invalid"
     # A file the model replica cannot decode comes back as its own error code, not a 500.
