@@ -124,19 +124,19 @@ train-demo-models: $(INSTALLED)
 	  --set augment.patch_focus_prob=0.7 --set augment.patch_tooth_focus_prob=0.2 \
 	  --set "data.sources=[{format: synthetic, counts: {periapical: 1200, bitewing: 700, panoramic: 600}, seed: 17}]"
 	for m in root-count tooth-numbering findings; do $(BIN)/dxv models ship $$(ls -d data/runs/$$m-* | tail -1); done
-	$(MAKE) finish-findings FINDINGS_VERSION=0.4.0
+	$(MAKE) finish-findings FINDINGS_VERSION=0.5.0
 
 # After shipping a finding detector (from the CPU steps above, or from a GPU run's export:
 # dxv models ship RUN_DIR): its int8 copy for CPUs, the test-time views with the operating
 # thresholds chosen again, and the held-out figures in the cards.
-FINDINGS_VERSION ?= 0.4.0
+FINDINGS_VERSION ?= 0.5.0
 finish-findings: $(INSTALLED)
 	$(BIN)/dxv models quantize models/shipped findings --version $(FINDINGS_VERSION) --log \
 	  --calibrate-on synthetic:seed=3002,periapical=16,bitewing=8,panoramic=8
 	$(BIN)/dxv models redecode models/shipped findings --version $(FINDINGS_VERSION) \
 	  --set 'decode.test_time_flip=[periapical, bitewing, panoramic]' \
 	  --set 'decode.test_time_scales={periapical: [1.125], bitewing: [1.125], panoramic: [0.85]}' \
-	  --set 'decode.test_time_shifts={panoramic: [4]}' \
+	  --set 'decode.test_time_shifts={panoramic: [4]}' --set decode.finding_score=summed \
 	  --tune-on synthetic:seed=3001,periapical=100,bitewing=60,panoramic=40
 	$(BIN)/dxv eval models/shipped $(HELD_OUT) --out data/eval/shipped --write-card-metrics --log
 

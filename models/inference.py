@@ -149,10 +149,10 @@ class Detector:
         self.labels = labels_from_names(card.classes)
         self.groups = nms_groups(self.labels)
         self.settings = card.decode.settings()
-        if card.decode.reads_in_views and any(
-                label.tooth is not None for label in self.labels):
-            raise ModelCardError(f"{card.key}: reading in test-time views is for finding detectors; "
-                                 f"tooth numbers are not fused (mirrored, a tooth's FDI number changes side)")
+        if card.decode.finding_only and any(label.tooth is not None for label in self.labels):
+            raise ModelCardError(f"{card.key}: test-time views and summed scores are for finding detectors; "
+                                 f"tooth numbers are not fused (mirrored, a tooth's FDI number changes side) "
+                                 f"and a tooth's score is its number's")
 
     def network_input(self, image_unit: np.ndarray, kind: RadiographKind,
                       region_xyxy_px: tuple[int, int, int, int] | None = None,

@@ -60,6 +60,11 @@ class DecodeConfig(FrozenConfig):
     test_time_shifts: dict[RadiographKind, tuple[Annotated[int, Field(ge=1, le=31)], ...]] = Field(
         default_factory=dict)
     fusion_iou: float = Field(0.55, gt=0, lt=1)
+    # Finding detectors: a finding's score is its class's probability ("top_class"), or
+    # its finding's ("summed": the probabilities of the classes that differ only in an
+    # attribute, the caries depths, added up and capped at 1). The network splits a
+    # caries's evidence between depths, most for the small, ambiguous ones.
+    finding_score: Literal["top_class", "summed"] = "top_class"
 
     @model_validator(mode="after")
     def _known_classes_and_distinct_views(self) -> DecodeConfig:
@@ -80,6 +85,11 @@ class DecodeConfig(FrozenConfig):
     def reads_in_views(self) -> bool:
         return bool(self.test_time_flip or self.test_time_scales or self.test_time_shifts)
 
+    @property
+    def finding_only(self) -> bool:
+        """Settings that only a finding detector may have (views, summed scores)."""
+        return self.reads_in_views or self.finding_score == "summed"
+
     def threshold_for(self, finding_class: str) -> float:
         """The operating threshold of a finding class (its own, or the general one)."""
         return self.class_thresholds.get(finding_class, self.operating_threshold)
@@ -93,7 +103,7 @@ class DecodeConfig(FrozenConfig):
 
     def settings(self) -> DecodeSettings:
         return DecodeSettings(score_threshold=self.score_threshold, nms_iou=self.nms_iou, candidates=self.candidates,
-                              max_detections=self.max_detections)
+                              max_detections=self.max_detections, summed_scores=self.finding_score == "summed")
 
 
 # Per radiograph kind, the margin around the teeth's region (a fraction of the image's size).

@@ -111,6 +111,10 @@ class DecodeSettings:
     candidates: int = 1000
     max_detections: int = 100
     min_size_px: float = 2.0
+    # A detection's score: its class's probability, or (summed) the probabilities of its
+    # NMS group's classes added up, capped at 1 (the caries depths: one caries, its
+    # evidence split between depths by the network). Candidates and NMS go by the class's.
+    summed_scores: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,8 +154,15 @@ def decode_detections(cls_logits: np.ndarray, box_deltas: np.ndarray, anchors: n
     keep = batched_nms(boxes, candidate_scores, nms_groups[labels[candidates]], settings.nms_iou)
     keep = keep[: settings.max_detections]
     chosen = candidates[keep]
-    return RawDetections(boxes_xyxy=boxes[keep], scores=candidate_scores[keep], labels=labels[chosen],
-                         probs=sigmoid(logits[chosen]))
+    probs = sigmoid(logits[chosen])
+    scores = candidate_scores[keep]
+    if settings.summed_scores and len(chosen):
+        # NMS chose each box by its best class; its score is then its group's probability.
+        same_group = nms_groups[labels[chosen]][:, None] == nms_groups[None, :]
+        scores = np.minimum(np.where(same_group, probs, 0.0).sum(axis=1), 1.0).astype(np.float32)
+        order = np.argsort(-scores, kind="stable")
+        keep, chosen, probs, scores = keep[order], chosen[order], probs[order], scores[order]
+    return RawDetections(boxes_xyxy=boxes[keep], scores=scores, labels=labels[chosen], probs=probs)
 
 
 def mirror_input(tensor: np.ndarray, content_width_px: int) -> np.ndarray:

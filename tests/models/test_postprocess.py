@@ -94,6 +94,29 @@ def test_decoding_takes_the_sigmoid_of_the_candidates_only_and_finds_what_the_fu
     np.testing.assert_allclose(raw.probs, probs[candidates][keep], rtol=1e-5)
 
 
+def test_summed_scores_add_up_a_findings_classes_and_rank_by_the_sum():
+    """Classes 0-2 are one finding in three grades (one NMS group), class 3 another finding.
+    Summed, a box's score is its group's probabilities added up (capped at 1); which box NMS
+    keeps and which class it gets still go by the best class."""
+    arch = DetectorArchitecture(anchor_shapes_px=((16.0, 16.0),))
+    anchors = anchors_xyxy(arch, (64, 64))
+    logit = lambda p: float(np.log(p / (1 - p)))  # noqa: E731
+    logits = np.full((len(anchors), 4), -12.0, np.float32)
+    logits[0, :3] = [logit(0.40), logit(0.35), logit(0.10)]  # one split caries: 0.85 in all
+    logits[10, 3] = logit(0.60)  # another finding, sure in its one class
+    logits[20, :3] = [logit(0.70), logit(0.60), logit(0.50)]  # more than 1 in all: capped
+    deltas = np.zeros((len(anchors), 4), np.float32)
+    groups = np.array([0, 0, 0, 1])
+    top = decode_detections(logits, deltas, anchors, (64, 64), DecodeSettings(score_threshold=0.05), groups)
+    summed = decode_detections(logits, deltas, anchors, (64, 64),
+                               DecodeSettings(score_threshold=0.05, summed_scores=True), groups)
+    assert top.scores.tolist() == pytest.approx([0.70, 0.60, 0.40], abs=1e-5)
+    assert summed.scores.tolist() == pytest.approx([1.0, 0.85, 0.60], abs=1e-5)
+    assert summed.labels.tolist() == [0, 0, 3]  # the best class of each box
+    np.testing.assert_allclose(summed.boxes_xyxy, top.boxes_xyxy[[0, 2, 1]])
+    np.testing.assert_allclose(summed.probs[1, :3], [0.40, 0.35, 0.10], atol=1e-5)
+
+
 def test_prepare_image_geometry_round_trip():
     image = np.random.default_rng(0).random((650, 500)).astype(np.float32)
     tensor, geometry = prepare_image(image, 384)

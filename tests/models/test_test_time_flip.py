@@ -220,14 +220,14 @@ def test_a_shifted_view_changes_the_reading_and_keeps_boxes_in_place(flipping_mo
 
 
 @pytest.mark.parametrize("decode", [{"test_time_flip": ["periapical"]}, {"test_time_scales": {"periapical": [1.1]}},
-                                    {"test_time_shifts": {"periapical": [4]}}])
-def test_a_tooth_detector_may_not_flip_or_scale(tmp_path, decode):
+                                    {"test_time_shifts": {"periapical": [4]}}, {"finding_score": "summed"}])
+def test_a_tooth_detector_may_not_flip_scale_or_sum(tmp_path, decode):
     for path in SHIPPED_DIR.glob("tooth-numbering.*"):
         shutil.copy2(path, tmp_path / path.name)
     card = json.loads((tmp_path / "tooth-numbering.card.json").read_text())
     card["decode"].update(decode)
     (tmp_path / "tooth-numbering.card.json").write_text(json.dumps(card))
-    with pytest.raises(ModelCardError, match="is for finding detectors"):
+    with pytest.raises(ModelCardError, match="are for finding detectors"):
         DentalReader.from_directory(tmp_path)
 
 
