@@ -25,7 +25,7 @@ import torch
 from datasets.synth.generator import generate_case
 from evaluation.machine_speed import describe as machine_reference
 from models.inference import DentalReader, LoadedModel, available_providers, make_session
-from models.model_card import SHIPPED_DIR, ModelKey, get_model_card, write_card
+from models.model_card import PRECISIONS, SHIPPED_DIR, ModelKey, get_model_card, write_card
 from models.networks import DetectorForExport, RootCountClassifier, build_detector
 from models.preprocess import prepare_image
 from models.radiographs import RadiographKind
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--out", type=Path, default=Path("data/bench/models.json"))
     parser.add_argument("--gpu", action="store_true", help="ONNX Runtime CUDA provider (needs EXTRAS=gpu)")
-    parser.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="which files serve: auto takes a card's int8 copy on a CPU, the float file on a GPU")
     parser.add_argument("--throughput", action="store_true", help="images/s of each model alone at batch 1 and 16")
     parser.add_argument("--write-cards", action="store_true", help="store the --throughput figures in the model cards")

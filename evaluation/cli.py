@@ -12,6 +12,7 @@ from rich.console import Console
 
 from datasets.samples import Sample, disk_samples, synthetic_samples
 from models.errors import DxvError
+from models.model_card import PRECISIONS
 from models.radiographs import RadiographKind
 
 _out = Console()
@@ -27,12 +28,10 @@ def register(commands: Any) -> None:
                     "or one .onnx file with its card")
     ev.add_argument("dataset", help="COCO/DENTEX JSON, YOLO folder, or synthetic:seed=99,periapical=150,bitewing=100,"
                     "panoramic=50")
-    ev.add_argument("--format", dest="source_format", choices=["coco", "yolo"], default=None)
-    ev.add_argument("--map", dest="category_map", type=Path, help="YAML: dataset category name -> ours")
-    ev.add_argument("--kind", choices=[k.value for k in RadiographKind], help="kind of every image when files do not say")
+    dataset_options(ev)
     ev.add_argument("--out", type=Path, default=Path("data/eval"))
     ev.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
-    ev.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
+    ev.add_argument("--precision", choices=PRECISIONS, default="auto",
                     help="which files run: auto (as serving: a card's int8 copy on a CPU, the float file on a GPU), "
                     "fp32, or int8")
     ev.add_argument("--log", action="store_true", help="log the evaluation to MLflow")
@@ -69,6 +68,24 @@ def register(commands: Any) -> None:
     demo.add_argument("--out", type=Path, default=Path("data/demo/service"))
     demo.add_argument("--port", type=int, default=8765)
     demo.set_defaults(handler=_demo_service)
+
+
+def dataset_options(parser: argparse.ArgumentParser) -> None:
+    """How a dataset on disk is read: ``dxv eval``, and the datasets that ``dxv models
+    redecode --tune-on`` and ``quantize --calibrate-on`` take."""
+    parser.add_argument("--format", dest="source_format", choices=["coco", "yolo"], default=None,
+                        help="of a dataset on disk (default: yolo for a folder, else coco)")
+    parser.add_argument("--map", dest="category_map", type=Path, help="YAML: dataset category name -> ours")
+    parser.add_argument("--kind", choices=[k.value for k in RadiographKind],
+                        help="kind of every image when the files do not say (default: guessed from the shape)")
+
+
+def dataset_samples(dataset: str, args: argparse.Namespace) -> tuple[list[Sample], str]:
+    """The samples and a name for reports of a synthetic spec or a dataset on disk read as
+    ``dataset_options`` say."""
+    if dataset.startswith("synthetic:"):
+        return synthetic_images(dataset)
+    return disk_images(Path(dataset), args.source_format, args.category_map, args.kind)
 
 
 def synthetic_images(spec: str) -> tuple[list[Sample], str]:
@@ -111,10 +128,7 @@ def _eval(args: argparse.Namespace) -> int:
     from evaluation.evaluate import evaluate, headline_metrics, write_report
     from models.inference import DentalReader
 
-    if args.dataset.startswith("synthetic:"):
-        images, name = synthetic_images(args.dataset)
-    else:
-        images, name = disk_images(Path(args.dataset), args.source_format, args.category_map, args.kind)
+    images, name = dataset_samples(args.dataset, args)
     if args.model.is_file():
         reader = DentalReader.from_files([args.model], threads=args.threads, precision=args.precision)
     else:

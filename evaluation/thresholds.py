@@ -55,11 +55,10 @@ def pathology_f1_curve(curves: dict[str, dict[float, float]],
     return {t: float(np.mean([curve[t] for curve in pathology])) if pathology else 0.0 for t in candidates}
 
 
-def class_thresholds(images: Sequence, readings: Sequence[ImageReading],
-                     candidates: Sequence[float] = CANDIDATE_THRESHOLDS) -> dict[str, float]:
-    """Each finding class present in ``images``: the candidate threshold with its best F1
-    (ties to the higher)."""
-    return {name: choose_threshold(curve) for name, curve in class_f1_curves(images, readings, candidates).items()}
+def class_thresholds(curves: dict[str, dict[float, float]]) -> dict[str, float]:
+    """Each class of ``class_f1_curves``: the candidate threshold with its best F1 (ties to
+    the higher)."""
+    return {name: choose_threshold(curve) for name, curve in curves.items()}
 
 
 def choose_threshold(score_at: dict[float, float]) -> float:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -18,7 +17,7 @@ from models.detections import (
     findings_from_raw,
     teeth_from_raw,
 )
-from models.model_card import ModelCard, ModelCardError, ModelKey, card_path, read_card, verify_card
+from models.model_card import ModelCard, ModelCardError, ModelKey, Precision, card_path, read_card, verify_card
 from models.postprocess import (
     RawDetections,
     cached_anchors,
@@ -61,12 +60,6 @@ def make_session(onnx_path: str | Path, threads: int | None = None, providers: l
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(onnx_path), options, providers=providers or available_providers())
-
-
-# Which of a card's files to run: ``auto`` takes the card's int8 copy (``card.int8``) where
-# ONNX Runtime runs on the CPU alone (one with VNNI, on x86) and the float file on a GPU;
-# ``fp32`` and ``int8`` ask for one (``int8`` refused for a card without the copy).
-Precision = Literal["auto", "fp32", "int8"]
 
 
 def runs_int8(card: ModelCard, precision: Precision, providers: list[str]) -> bool:

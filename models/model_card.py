@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +28,13 @@ class ModelKey(StrEnum):
     TOOTH_NUMBERING = "tooth-numbering"
     FINDINGS = "findings"
     ROOT_COUNT = "root-count"
+
+
+# Which of a card's files to run: ``auto`` takes the card's int8 copy (``card.int8``) where
+# ONNX Runtime runs on the CPU alone (one with VNNI, on x86) and the float file on a GPU;
+# ``fp32`` and ``int8`` ask for one (``int8`` refused for a card without the copy).
+Precision = Literal["auto", "fp32", "int8"]
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 
 
 class ModelCardError(DxvError):
@@ -145,7 +153,7 @@ class QuantizedFile(FrozenConfig):
     onnx_file: str
     sha256: str
     size_bytes: int
-    scheme: str = "ONNX Runtime static QDQ: int8 weights per channel, uint8 activations, MinMax calibration"
+    scheme: str  # how it was quantized (``models.quantize.SCHEME``)
     calibration: str  # the radiographs the activation ranges were taken on
 
 

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, HttpUrl
 
 from models.config_loading import FrozenConfig, load_config
+from models.model_card import Precision
 from models.paths import PROJECT_ROOT
 from serving.drift import MonitoringSettings
 from serving.review.queue import ReviewPriority
@@ -23,7 +24,7 @@ class ModelSources(FrozenConfig):
     mlflow: dict[str, str] = Field(default_factory=dict)
     # auto: a card's int8 copy where ONNX Runtime runs on the CPU alone, the float file on
     # a GPU; fp32 or int8 to choose (models.inference.Precision).
-    precision: Literal["auto", "fp32", "int8"] = "auto"
+    precision: Precision = "auto"
 
 
 class TablePaths(FrozenConfig):

@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from evaluation.cli import dataset_options, dataset_samples
 from models.errors import DxvError
 from models.model_card import ModelKey
 
@@ -61,7 +62,7 @@ def register(commands: Any) -> None:
     redecode.add_argument("--tune-on", metavar="DATASET",
                           help="choose the operating threshold again on this dataset (synthetic:seed=...,periapical=..."
                                " or a COCO/YOLO path), read with every model in the folder")
-    _dataset_options(redecode)
+    dataset_options(redecode)
     redecode.set_defaults(handler=_redecode)
     quantize = actions.add_parser("quantize", help="give a model folder's model an int8 copy for CPUs "
                                                    "(ONNX Runtime static quantization)")
@@ -73,25 +74,14 @@ def register(commands: Any) -> None:
     quantize.add_argument("--version", required=True, help="the card's new version (CPUs now run the copy)")
     quantize.add_argument("--log", action="store_true", help="log the copy, its card and the calibration to MLflow "
                           "(experiment dxv-detectors)")
-    _dataset_options(quantize)
+    dataset_options(quantize)
     quantize.set_defaults(handler=_quantize)
-
-
-def _dataset_options(parser: argparse.ArgumentParser) -> None:
-    """How to read a dataset on disk given to --tune-on / --calibrate-on (as dxv eval)."""
-    from models.radiographs import RadiographKind
-
-    parser.add_argument("--format", dest="source_format", choices=["coco", "yolo"], default=None,
-                        help="of a dataset on disk (default: yolo for a folder, else coco)")
-    parser.add_argument("--map", dest="category_map", type=Path, help="YAML: dataset category name -> ours")
-    parser.add_argument("--kind", choices=[k.value for k in RadiographKind],
-                        help="kind of every image when the files do not say (default: guessed from the shape)")
 
 
 def _redecode(args: argparse.Namespace) -> int:
     from training.export import redecode
 
-    samples = _samples(args.tune_on, args)[0] if args.tune_on else None
+    samples = dataset_samples(args.tune_on, args)[0] if args.tune_on else None
     card = redecode(args.model_dir, ModelKey(args.key), tuple(args.overrides), args.version, samples)
     assert card.decode is not None
     _out.print(f"{card.key.value} {card.version}: decode {card.decode.model_dump(mode='json')}; held-out metrics "
@@ -99,18 +89,10 @@ def _redecode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _samples(dataset: str, args: argparse.Namespace) -> tuple[list, str]:
-    from evaluation.cli import disk_images, synthetic_images
-
-    if dataset.startswith("synthetic:"):
-        return synthetic_images(dataset)
-    return disk_images(Path(dataset), args.source_format, args.category_map, args.kind)
-
-
 def _quantize(args: argparse.Namespace) -> int:
     from training.export import quantize_model
 
-    samples, name = _samples(args.calibrate_on, args)
+    samples, name = dataset_samples(args.calibrate_on, args)
     card = quantize_model(args.model_dir, ModelKey(args.key), args.version, samples, name)
     assert card.int8 is not None
     _out.print(f"{card.key.value} {card.version}: wrote {args.model_dir / card.int8.onnx_file} "

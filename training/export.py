@@ -9,7 +9,14 @@ import numpy as np
 import yaml
 
 from evaluation.evaluate import read_all
-from evaluation.thresholds import CANDIDATE_THRESHOLDS, choose_threshold, class_f1_curves, pathology_f1_curve, teeth_f1
+from evaluation.thresholds import (
+    CANDIDATE_THRESHOLDS,
+    choose_threshold,
+    class_f1_curves,
+    class_thresholds,
+    pathology_f1_curve,
+    teeth_f1,
+)
 from models.config_loading import config_from_data
 from models.errors import DxvError
 from models.inference import DentalReader
@@ -114,7 +121,7 @@ def quantize_model(model_dir: Path, key: ModelKey, version: str, samples: list, 
     root counter on the teeth found). The card gets the copy and ``version``; its held-out
     metrics are cleared (on a CPU, serving now runs the copy: run ``dxv eval
     --write-card-metrics`` again)."""
-    from models.quantize import quantize_int8
+    from models.quantize import SCHEME, quantize_int8
 
     card = get_model_card(key, model_dir)
     if not samples:
@@ -128,7 +135,7 @@ def quantize_model(model_dir: Path, key: ModelKey, version: str, samples: list, 
     out_path = model_dir / f"{key.value}.int8.onnx"
     quantize_int8(model_dir / card.onnx_file, out_path, inputs, card.input.name)
     copy = QuantizedFile(onnx_file=out_path.name, sha256=sha256_of(out_path), size_bytes=out_path.stat().st_size,
-                         calibration=dataset_name)
+                         scheme=SCHEME, calibration=dataset_name)
     fields = card.model_dump(mode="json", exclude={"onnx_file", "sha256", "size_bytes"})
     return finalise_card({**fields, "version": version, "metrics": {}, "metrics_dataset": None,
                           "int8": copy.model_dump(mode="json")}, model_dir / card.onnx_file)
@@ -166,7 +173,7 @@ def tune_operating_threshold(card: ModelCard, onnx_path: Path, val_samples: list
     else:  # one pass over the candidates gives both the per-class and the general threshold
         curves = class_f1_curves(val_samples, readings)
         curve = pathology_f1_curve(curves)
-        own = {name: choose_threshold(class_curve) for name, class_curve in curves.items()}
+        own = class_thresholds(curves)
     threshold = choose_threshold(curve)
     print(f"operating threshold {threshold} (validation F1 {curve[threshold]:.3f})")
     if own:

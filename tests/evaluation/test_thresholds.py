@@ -3,7 +3,7 @@ from dataclasses import dataclass
 import pytest
 
 from datasets.annotations import FindingAnnotation, ImageAnnotations, ToothAnnotation
-from evaluation.thresholds import choose_threshold, class_thresholds, teeth_f1
+from evaluation.thresholds import choose_threshold, class_f1_curves, class_thresholds, teeth_f1
 from models.detections import FindingDetection, ImageReading, ToothDetection
 from models.findings import CariesDepth, FindingClass
 from models.model_card import DecodeConfig
@@ -41,7 +41,7 @@ def test_each_finding_class_gets_the_threshold_of_its_own_best_f1():
         FindingDetection(lesion, (50, 50, 70, 70), 0.93),  # true
         FindingDetection(lesion, (10, 60, 30, 80), 0.88)))  # false, almost as strong
     # F1 is 1 for caries at 0.25 and 0.30 (the higher is taken), for lesions only at 0.90.
-    assert class_thresholds([_Image(truth)], [reading]) == {"caries": 0.3, "periapical_lesion": 0.9}
+    assert class_thresholds(class_f1_curves([_Image(truth)], [reading])) == {"caries": 0.3, "periapical_lesion": 0.9}
 
 
 def test_a_class_threshold_overrides_the_general_one_and_names_a_finding_class():
