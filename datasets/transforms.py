@@ -146,6 +146,7 @@ class RandFlipFdid(RandomizableTransform, MapTransform):
 
 
 TOOTH_FOCUS_KEY = "tooth_boxes"  # finding-detector items: the teeth's boxes, for tooth-focused patches
+NEGATIVE_FOCUS_KEY = "negative_boxes"  # finding-detector items: mined hard negatives (training.hard_negatives)
 
 
 class RandBoxPatchd(RandomizableTransform, MapTransform):
@@ -159,15 +160,21 @@ class RandBoxPatchd(RandomizableTransform, MapTransform):
     so hard classes (caries) are centred more often than easy ones (crowns). With
     probability ``tooth_focus_prob`` the patch is instead placed around one of the boxes
     under ``tooth_key`` (the teeth, for the finding detector: healthy crown margins as
-    negatives)."""
+    negatives), and with probability ``negative_focus_prob`` around one of the boxes under
+    ``negative_key`` (hard negatives: where an earlier model reported a finding that is not
+    there). A set an image has no boxes in gives its share to unfocused patches."""
 
     def __init__(self, size_px: int, focus_prob: float = 0.7, image_key: str = "image", box_key: str = "boxes",
                  label_key: str = "labels", label_weights: np.ndarray | None = None,
-                 tooth_focus_prob: float = 0.0, tooth_key: str = TOOTH_FOCUS_KEY) -> None:
+                 tooth_focus_prob: float = 0.0, tooth_key: str = TOOTH_FOCUS_KEY,
+                 negative_focus_prob: float = 0.0, negative_key: str = NEGATIVE_FOCUS_KEY) -> None:
         RandomizableTransform.__init__(self, 1.0)
         MapTransform.__init__(self, keys=[image_key])
         self.size_px, self.focus_prob = int(size_px), float(focus_prob)
-        self.tooth_focus_prob, self.tooth_key = float(tooth_focus_prob), tooth_key
+        # Other box sets a patch may be centred on, in the order their shares are drawn.
+        self.other_focus = tuple((key, float(p)) for key, p in ((tooth_key, tooth_focus_prob),
+                                                                (negative_key, negative_focus_prob)) if p > 0)
+        self.frame_keys = (tooth_key, negative_key)
         self.image_key, self.box_key, self.label_key = image_key, box_key, label_key
         self.label_weights = None if label_weights is None else np.asarray(label_weights, np.float64)
 
@@ -190,15 +197,21 @@ class RandBoxPatchd(RandomizableTransform, MapTransform):
         image = torch.as_tensor(d[self.image_key])
         h, w = int(image.shape[-2]), int(image.shape[-1])
         boxes = np.asarray(d[self.box_key], np.float32).reshape(-1, 4)  # MONAI order: y0, x0, y1, x1
-        teeth = np.asarray(d.get(self.tooth_key, ()), np.float32).reshape(-1, 4) if self.tooth_focus_prob else None
-        # One draw decides the placement; with no tooth focus it is drawn only where there
+        others = [(np.asarray(d.get(key, ()), np.float32).reshape(-1, 4), p) for key, p in self.other_focus]
+        others = [(b, p) for b, p in others if len(b)]
+        # One draw decides the placement; with no other focus it is drawn only where there
         # are boxes, as before tooth focus existed (same patches for the same seed).
-        draw = self.R.random_sample() if len(boxes) or (teeth is not None and len(teeth)) else 1.0
+        draw = self.R.random_sample() if len(boxes) or others else 1.0
         focus = None
         if len(boxes) and draw < self.focus_prob:
             focus = self._focus_box(boxes, d.get(self.label_key))
-        elif teeth is not None and len(teeth) and 0 <= draw - (self.focus_prob if len(boxes) else 0) < self.tooth_focus_prob:
-            focus = teeth[self.R.randint(len(teeth))]
+        else:
+            start = self.focus_prob if len(boxes) else 0.0
+            for candidates, share in others:
+                if start <= draw < start + share:
+                    focus = candidates[self.R.randint(len(candidates))]
+                    break
+                start += share
         if focus is None:
             top, left = self._origin(h, 0.0, None), self._origin(w, 0.0, None)
         else:
@@ -210,7 +223,8 @@ class RandBoxPatchd(RandomizableTransform, MapTransform):
         patch[..., :part.shape[-2], :part.shape[-1]] = part
         d[self.image_key] = patch
         d[self.box_key] = boxes - np.asarray([top, left, top, left], np.float32)
-        d.pop(self.tooth_key, None)  # in the whole image's frame: of no use after the cut
+        for key in self.frame_keys:  # in the whole image's frame: of no use after the cut
+            d.pop(key, None)
         return d
 
 
@@ -232,14 +246,16 @@ _BOX_ALIGNED = ["labels", "fdi", "caries_depth", "root_count"]
 
 def augmentation_steps(target: Target, *, flip_prob: float = 0.5, zoom: tuple[float, float] = (0.85, 1.15),
                        intensity: bool = True, patch_px: int | None = None, patch_focus_prob: float = 0.7,
-                       patch_label_weights: np.ndarray | None = None, patch_tooth_focus_prob: float = 0.0) -> list[Any]:
+                       patch_label_weights: np.ndarray | None = None, patch_tooth_focus_prob: float = 0.0,
+                       patch_negative_focus_prob: float = 0.0) -> list[Any]:
     """A patch (when ``patch_px`` is set), flip with FDI remapping, zoom, clip boxes to the
     image and vary intensity like exposure, contrast, blur and noise vary between sensors;
     tooth labels last."""
     steps: list[Any] = []
     if patch_px is not None:
         steps.append(RandBoxPatchd(patch_px, patch_focus_prob, label_weights=patch_label_weights,
-                                   tooth_focus_prob=patch_tooth_focus_prob))
+                                   tooth_focus_prob=patch_tooth_focus_prob,
+                                   negative_focus_prob=patch_negative_focus_prob))
     steps.append(RandFlipFdid(prob=flip_prob))
     steps.append(RandZoomBoxd(image_keys="image", box_keys="boxes", box_ref_image_keys="image", prob=0.5,
                               min_zoom=zoom[0], max_zoom=zoom[1], keep_size=True, padding_mode="constant"))

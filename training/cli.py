@@ -12,7 +12,8 @@ from rich.table import Table
 
 from evaluation.cli import dataset_options, dataset_samples
 from models.errors import DxvError
-from models.model_card import ModelKey
+from models.findings import FindingClass
+from models.model_card import PRECISIONS, ModelKey
 
 _out = Console()
 
@@ -76,6 +77,18 @@ def register(commands: Any) -> None:
                           "(experiment dxv-detectors)")
     dataset_options(quantize)
     quantize.set_defaults(handler=_quantize)
+    mine = actions.add_parser("mine-negatives", help="write where a model folder reports findings a training dataset "
+                                                     "does not hold (hard negatives for data.hard_negatives)")
+    mine.add_argument("model_dir", type=Path, help="e.g. models/shipped")
+    mine.add_argument("dataset", help="the recipe's training data: synthetic:seed=...,periapical=... with the recipe's "
+                                      "seed and counts, or its COCO/YOLO path")
+    mine.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+    mine.add_argument("--classes", nargs="+", default=["caries"], choices=[c.value for c in FindingClass],
+                      help="finding classes whose false findings are kept (default: caries)")
+    mine.add_argument("--min-score", type=float, default=0.3, help="only findings scored this much or more")
+    mine.add_argument("--precision", choices=PRECISIONS, default="auto", help="which file to read with (default auto)")
+    dataset_options(mine)
+    mine.set_defaults(handler=_mine_negatives)
 
 
 def _redecode(args: argparse.Namespace) -> int:
@@ -86,6 +99,25 @@ def _redecode(args: argparse.Namespace) -> int:
     assert card.decode is not None
     _out.print(f"{card.key.value} {card.version}: decode {card.decode.model_dump(mode='json')}; held-out metrics "
                f"cleared (run dxv eval {args.model_dir} DATASET --write-card-metrics)")
+    return 0
+
+
+def _mine_negatives(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from models.inference import DentalReader
+    from training.hard_negatives import mine_hard_negatives, write_hard_negatives
+
+    samples, name = dataset_samples(args.dataset, args)
+    reader = DentalReader.from_directory(args.model_dir, precision=args.precision)
+    with Progress(console=_out, transient=True) as progress:
+        task = progress.add_task("reading images", total=len(samples))
+        mined = mine_hard_negatives(reader, samples, [FindingClass(c) for c in args.classes], args.min_score,
+                                    on_progress=lambda n: progress.update(task, completed=n))
+    write_hard_negatives(args.out, mined, name)
+    _out.print(f"{mined.count} hard negatives on {len(mined.boxes_xyxy_px)} of {len(samples)} images "
+               f"({', '.join(args.classes)} scored {args.min_score} or more, overlapping no annotated finding "
+               f"of their class) -> {args.out}")
     return 0
 
 

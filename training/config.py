@@ -50,6 +50,9 @@ class DataConfig(FrozenConfig):
     # Public datasets often label caries without a depth; the finding detector learns such
     # boxes as this depth (counted and logged with the run).
     caries_without_depth: CariesDepth = CariesDepth.DENTIN
+    # Finding detector: where an earlier model reported findings these images do not hold
+    # (``dxv models mine-negatives`` on the same data), for augment.patch_hard_negative_prob.
+    hard_negatives: Path | None = None
 
 
 class AugmentConfig(FrozenConfig):
@@ -71,6 +74,9 @@ class AugmentConfig(FrozenConfig):
     # panoramics the detector took the outline of a crown where it meets its neighbour for
     # caries; these patches show such healthy margins more often (the rest stays random).
     patch_tooth_focus_prob: float = Field(0.0, ge=0, le=1)
+    # Finding detector: share of patches centred on one of data.hard_negatives' boxes (an
+    # earlier model's false findings), so the next run meets those mistakes more often.
+    patch_hard_negative_prob: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _patches(self) -> AugmentConfig:
@@ -84,8 +90,11 @@ class AugmentConfig(FrozenConfig):
             raise ValueError("patch_focus_weights needs patch_px")
         if self.patch_tooth_focus_prob and self.patch_px is None:
             raise ValueError("patch_tooth_focus_prob needs patch_px")
-        if self.patch_focus_prob + self.patch_tooth_focus_prob > 1:
-            raise ValueError("patch_focus_prob + patch_tooth_focus_prob is a share of the patches: at most 1")
+        if self.patch_hard_negative_prob and self.patch_px is None:
+            raise ValueError("patch_hard_negative_prob needs patch_px")
+        if self.patch_focus_prob + self.patch_tooth_focus_prob + self.patch_hard_negative_prob > 1:
+            raise ValueError("patch_focus_prob + patch_tooth_focus_prob + patch_hard_negative_prob are shares of the "
+                             "patches: at most 1 together")
         return self
 
 
@@ -170,6 +179,11 @@ class TrainConfig(FrozenConfig):
             raise ValueError("teeth_region_margin applies to the finding detector only")
         if self.augment.patch_tooth_focus_prob and self.model is not ModelKey.FINDINGS:
             raise ValueError("augment.patch_tooth_focus_prob applies to the finding detector only")
+        if (self.augment.patch_hard_negative_prob or self.data.hard_negatives) and self.model is not ModelKey.FINDINGS:
+            raise ValueError("hard negatives apply to the finding detector only")
+        if bool(self.augment.patch_hard_negative_prob) != (self.data.hard_negatives is not None):
+            raise ValueError("data.hard_negatives and augment.patch_hard_negative_prob go together: the file says "
+                             "where, the share how often")
         return self
 
     @property

@@ -16,7 +16,14 @@ from monai.transforms import Compose, RandAffined, RandFlipd, RandGaussianNoised
 
 from datasets.samples import Sample, disk_samples, synthetic_samples
 from datasets.synth.config import SynthConfig
-from datasets.transforms import TOOTH_FOCUS_KEY, Target, augmentation_steps, target_arrays, to_monai_boxes
+from datasets.transforms import (
+    NEGATIVE_FOCUS_KEY,
+    TOOTH_FOCUS_KEY,
+    Target,
+    augmentation_steps,
+    target_arrays,
+    to_monai_boxes,
+)
 from models.config_loading import load_config
 from models.findings import FindingClass
 from models.preprocess import crop_tooth, resize_unit_image, resized_shape
@@ -24,6 +31,7 @@ from models.radiographs import RadiographKind
 from models.tasks import FINDING_CLASSES
 from models.teeth import Tooth
 from training.config import AugmentConfig, DataConfig, DiskSource, SyntheticSource, TrainConfig
+from training.hard_negatives import HardNegativesError
 
 
 @dataclass
@@ -36,6 +44,7 @@ class DataReport:
     unmapped_categories: Counter[str] = field(default_factory=Counter)
     caries_without_depth: int = 0
     primary_teeth: int = 0
+    hard_negatives: dict[str, int] = field(default_factory=dict)  # training images with some, and boxes
 
     def add(self, sample: Sample) -> None:
         self.images[sample.kind.value] += 1
@@ -49,7 +58,8 @@ class DataReport:
     def as_dict(self) -> dict[str, Any]:
         return {"images": dict(self.images), "teeth": self.teeth, "primary_teeth": self.primary_teeth,
                 "findings": dict(self.findings), "unmapped_categories": dict(self.unmapped_categories),
-                "caries_without_depth": self.caries_without_depth}
+                "caries_without_depth": self.caries_without_depth,
+                **({"hard_negatives": dict(self.hard_negatives)} if self.hard_negatives else {})}
 
 
 def _source_samples(source: SyntheticSource | DiskSource, report: DataReport, workers: int) -> list[Sample]:
@@ -103,6 +113,22 @@ def detection_item(sample: Sample, target: Target, long_side_px: int | None, con
     return item
 
 
+def attach_hard_negatives(items: list[dict[str, Any]], negatives: dict[str, np.ndarray], report: DataReport) -> None:
+    """Give every training item its mined hard negatives (``NEGATIVE_FOCUS_KEY``, at the
+    item's scale; none for images the file does not name). A file that names none of the
+    training images was mined on other data: refused."""
+    boxes = images = 0
+    for item in items:
+        sy, sx = item["scale_yx"]
+        found = negatives.get(item["image_id"], np.zeros((0, 4), np.float32))
+        item[NEGATIVE_FOCUS_KEY] = to_monai_boxes(found * np.asarray([sx, sy, sx, sy], np.float32))
+        boxes, images = boxes + len(found), images + bool(len(found))
+    if negatives and not images:
+        raise HardNegativesError("the hard negatives file names none of the training images: mine it on the recipe's "
+                                 "own data (same synthetic seed and counts, or the same dataset)")
+    report.hard_negatives = {"images": images, "boxes": boxes}
+
+
 def detection_train_dataset(items: list[dict[str, Any]], target: Target, augment: AugmentConfig, seed: int) -> Dataset:
     """The training items, augmented on every step; with patches, each image appears
     ``patches_per_image`` times (the same tensor, a new patch each time)."""
@@ -110,7 +136,8 @@ def detection_train_dataset(items: list[dict[str, Any]], target: Target, augment
                                            intensity=augment.intensity, patch_px=augment.patch_px,
                                            patch_focus_prob=augment.patch_focus_prob,
                                            patch_label_weights=patch_label_weights(target, augment),
-                                           patch_tooth_focus_prob=augment.patch_tooth_focus_prob))
+                                           patch_tooth_focus_prob=augment.patch_tooth_focus_prob,
+                                           patch_negative_focus_prob=augment.patch_hard_negative_prob))
     transform.set_random_state(seed=seed)
     if augment.patch_px is not None:
         items = [item for item in items for _ in range(augment.patches_per_image.get(RadiographKind(item["kind"]), 1))]

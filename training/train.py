@@ -36,6 +36,7 @@ from training.config import TrainConfig
 from training.data import (
     DataReport,
     ShapeBucketBatchSampler,
+    attach_hard_negatives,
     crop_train_transform,
     detection_item,
     detection_train_dataset,
@@ -56,6 +57,7 @@ from training.engine import (
     train_detector_one_epoch,
 )
 from training.export import export_model, network_for, tune_operating_threshold
+from training.hard_negatives import read_hard_negatives
 from training.onnx_weights import load_onnx_weights
 from training.tracking import tracked_run
 
@@ -141,7 +143,7 @@ def main(config: TrainConfig, resume: str | Path | None = None, run_dir: Path | 
 
     trainer: _DetectorTraining | _ClassifierTraining
     if config.is_detector:
-        trainer = _DetectorTraining(config, device, train_samples, val_samples)
+        trainer = _DetectorTraining(config, device, train_samples, val_samples, report)
     else:
         trainer = _ClassifierTraining(config, device, train_samples, val_samples)
     model = trainer.model
@@ -172,6 +174,8 @@ def main(config: TrainConfig, resume: str | Path | None = None, run_dir: Path | 
         if tracker is not None and checkpoint is None:
             tracker.log_config(dump_config(config), config.model_dump(mode="json"))
             tracker.log_dict(report.as_dict(), "data_report.json")
+            if config.data.hard_negatives is not None:  # the run can be repeated from its own artifacts
+                tracker.log_text(config.data.hard_negatives.read_text(), "hard_negatives.json")
         run_id = tracker.run_id if tracker else None
         for epoch in range(start_epoch, config.optim.epochs):
             means = trainer.train_epoch(optimizer, scheduler, scaler, epoch)
@@ -270,13 +274,17 @@ def _loader_workers(config: TrainConfig, epoch: int) -> dict[str, Any]:
 
 
 class _DetectorTraining:
-    def __init__(self, config: TrainConfig, device: torch.device, train_samples, val_samples) -> None:
+    def __init__(self, config: TrainConfig, device: torch.device, train_samples, val_samples,
+                 report: DataReport) -> None:
         self.config, self.device = config, device
         self.target, self.task = _target(config), config.detector_task
         self.classes = task_classes(self.task)
         self.model = network_for(config).to(device)
         self.detector = build_training_detector(self.model, config.detector, config.sampler)
         self.train_items = self._prepare(train_samples, "preparing training images")
+        if config.data.hard_negatives is not None:
+            attach_hard_negatives(self.train_items, read_hard_negatives(config.data.hard_negatives), report)
+            console.print(f"hard negatives from {config.data.hard_negatives}: {report.hard_negatives}")
         self.val_items = self._prepare(val_samples, "preparing validation images")
         self.ground_truth = {s.image_id: s.annotations for s in val_samples}
         self.dataset = detection_train_dataset(self.train_items, self.target, config.augment, config.seed)

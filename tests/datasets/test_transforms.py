@@ -4,6 +4,7 @@ import torch
 from datasets.coco import read_coco
 from datasets.synth.generator import write_dataset
 from datasets.transforms import (
+    NEGATIVE_FOCUS_KEY,
     TOOTH_FOCUS_KEY,
     TOOTH_LABELS,
     RandBoxPatchd,
@@ -143,4 +144,46 @@ def test_without_tooth_focus_the_patches_are_the_same_as_before():
     for _ in range(20):
         a = old({"image": image, "boxes": boxes})
         b = new({"image": image, "boxes": boxes, TOOTH_FOCUS_KEY: boxes})
+        assert torch.equal(a["image"], b["image"])
+
+
+def test_hard_negative_patches_hold_a_mined_box_in_their_share_beside_the_teeth():
+    ys, xs = torch.meshgrid(torch.arange(400.0), torch.arange(800.0), indexing="ij")
+    image = (ys * 1000 + xs)[None]  # each pixel names its place: a patch's first is its origin
+    finding = to_monai_boxes(np.asarray([[20, 20, 30, 30]], np.float32))
+    tooth = to_monai_boxes(np.asarray([[700, 300, 740, 360]], np.float32))
+    negative = to_monai_boxes(np.asarray([[400, 40, 410, 50]], np.float32))
+    patch = RandBoxPatchd(64, focus_prob=0.4, tooth_focus_prob=0.2, negative_focus_prob=0.3)
+    patch.set_random_state(seed=3)
+    held = {"finding": 0, "tooth": 0, "negative": 0}
+    places = {"finding": (20, 20, 30, 30), "tooth": (700, 300, 740, 360), "negative": (400, 40, 410, 50)}
+    n = 400
+    for _ in range(n):
+        out = patch({"image": image, "boxes": finding, TOOTH_FOCUS_KEY: tooth, NEGATIVE_FOCUS_KEY: negative})
+        assert NEGATIVE_FOCUS_KEY not in out and TOOTH_FOCUS_KEY not in out
+        top, left = divmod(int(out["image"][0, 0, 0]), 1000)
+        for name, (x0, y0, x1, y1) in places.items():
+            held[name] += left <= x0 and top <= y0 and left + 64 >= x1 and top + 64 >= y1
+    assert 0.33 < held["finding"] / n < 0.47 and 0.14 < held["tooth"] / n < 0.27 and 0.24 < held["negative"] / n < 0.37
+    # An image without mined boxes gives their share to unfocused patches, the others keep theirs.
+    patch.set_random_state(seed=3)
+    no_negative = [patch({"image": image, "boxes": finding, TOOTH_FOCUS_KEY: tooth,
+                          NEGATIVE_FOCUS_KEY: np.zeros((0, 4), np.float32)}) for _ in range(n)]
+    def holds_tooth(out):
+        top, left = divmod(int(out["image"][0, 0, 0]), 1000)
+        return left <= 700 and top <= 300 and left + 64 >= 740 and top + 64 >= 360
+
+    assert 0.14 < sum(map(holds_tooth, no_negative)) / n < 0.27
+
+
+def test_without_hard_negatives_the_patches_are_the_same_as_before():
+    image = torch.rand((1, 300, 500), generator=torch.Generator().manual_seed(0))
+    boxes = to_monai_boxes(np.asarray([[420, 200, 425, 206]], np.float32))
+    old = RandBoxPatchd(64, focus_prob=0.5, tooth_focus_prob=0.2)
+    new = RandBoxPatchd(64, focus_prob=0.5, tooth_focus_prob=0.2, negative_focus_prob=0.0)
+    old.set_random_state(seed=9)
+    new.set_random_state(seed=9)
+    for _ in range(20):
+        a = old({"image": image, "boxes": boxes, TOOTH_FOCUS_KEY: boxes})
+        b = new({"image": image, "boxes": boxes, TOOTH_FOCUS_KEY: boxes, NEGATIVE_FOCUS_KEY: boxes})
         assert torch.equal(a["image"], b["image"])
