@@ -12,7 +12,7 @@ INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 DEMO_DIR ?= data/demo
 
-.PHONY: install browser demo test test-fast lint bench bench-models bench-models-gpu bench-claims bench-adjudication bench-service bench-fingerprints eval-shipped train-demo-models finish-findings gpu-wheels clean
+.PHONY: install browser demo test test-fast lint bench bench-models bench-models-gpu bench-claims bench-adjudication bench-service bench-fingerprints eval-shipped train-demo-models finish-findings train-verifier gpu-wheels clean
 
 $(INSTALLED): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -125,6 +125,14 @@ train-demo-models: $(INSTALLED)
 	  --set "data.sources=[{format: synthetic, counts: {periapical: 1200, bitewing: 700, panoramic: 600}, seed: 17}]"
 	for m in root-count tooth-numbering findings; do $(BIN)/dxv models ship $$(ls -d data/runs/$$m-* | tail -1); done
 	$(MAKE) finish-findings FINDINGS_VERSION=0.5.0
+	$(MAKE) train-verifier
+
+# The finding verifier learns from the shipped finding detector's own candidates, so it is
+# trained again whenever another finding detector is shipped (finish-findings first).
+train-verifier: $(INSTALLED)
+	$(BIN)/dxv train configs/train/finding-verifier.yaml
+	$(BIN)/dxv models ship $$(ls -d data/runs/finding-verifier-* | tail -1)
+	$(BIN)/dxv eval models/shipped $(HELD_OUT) --out data/eval/shipped --write-card-metrics --log
 
 # After shipping a finding detector (from the CPU steps above, or from a GPU run's export:
 # dxv models ship RUN_DIR): its int8 copy for CPUs, the test-time views with the operating

@@ -13,6 +13,7 @@ not); ``--gpu --throughput --write-cards`` stores the CUDA figures in the model 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -26,7 +27,7 @@ from datasets.synth.generator import generate_case
 from evaluation.machine_speed import describe as machine_reference
 from models.inference import DentalReader, LoadedModel, available_providers, make_session
 from models.model_card import PRECISIONS, SHIPPED_DIR, ModelKey, get_model_card, write_card
-from models.networks import DetectorForExport, RootCountClassifier, build_detector
+from models.networks import DetectorForExport, FindingVerifier, RootCountClassifier, build_detector
 from models.preprocess import prepare_image
 from models.radiographs import RadiographKind
 
@@ -69,7 +70,24 @@ def torch_vs_onnx(reader: DentalReader, repeats: int, threads: int) -> list[dict
         assert card.classifier is not None and card.input.crop_hw_px is not None
         crops = np.random.default_rng(0).random((6, 1, *card.input.crop_hw_px)).astype(np.float32)
         rows.append(_compare(reader.roots.model, RootCountClassifier(card.classifier).eval(), crops, repeats, threads))
+    if reader.verifier is not None:
+        card = reader.verifier.model.card
+        assert card.verifier is not None
+        crops = verifier_crops(reader, 22)  # about as many candidates as a panoramic's verified ones
+        net = FindingVerifier(card.verifier, len(card.classes)).eval()
+        rows.append(_compare(reader.verifier.model, net, crops, repeats, threads))
     return rows
+
+
+def verifier_crops(reader: DentalReader, count: int) -> np.ndarray:
+    """``count`` verifier inputs cut around boxes of a typical caries' size on a synthetic
+    periapical (the crops' content does not change the network's time)."""
+    assert reader.verifier is not None
+    image = generate_case(RadiographKind.PERIAPICAL, 4242, 0).pixels_unit
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(40, 400, (count, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(8, 24, (count, 2))], axis=1).astype(np.float32)
+    return reader.verifier.network_input(image, boxes)
 
 
 def _compare(model: LoadedModel, net: torch.nn.Module, array: np.ndarray, repeats: int,
@@ -112,6 +130,8 @@ def served_inputs(reader: DentalReader) -> dict[ModelKey, dict[str, np.ndarray]]
     if reader.roots is not None:
         crop = np.random.default_rng(0).random((1, 1, *reader.roots.crop_hw)).astype(np.float32)
         inputs[ModelKey.ROOT_COUNT] = {"crop": crop}
+    if reader.verifier is not None:
+        inputs[ModelKey.FINDING_VERIFIER] = {"crop": verifier_crops(reader, 1)}
     return inputs
 
 
@@ -130,7 +150,8 @@ def throughput(session, name: str, single: np.ndarray, batch: int, seconds: floa
 
 def measure_throughput(reader: DentalReader, provider_tag: str, batches: tuple[int, ...] = (1, 16),
                        seconds: float = 2.0) -> dict[ModelKey, dict[str, float]]:
-    loaded = {ModelKey.TOOTH_NUMBERING: reader.teeth, ModelKey.FINDINGS: reader.findings, ModelKey.ROOT_COUNT: reader.roots}
+    loaded = {ModelKey.TOOTH_NUMBERING: reader.teeth, ModelKey.FINDINGS: reader.findings, ModelKey.ROOT_COUNT: reader.roots,
+              ModelKey.FINDING_VERIFIER: reader.verifier}
     figures: dict[ModelKey, dict[str, float]] = {}
     for key, inputs in served_inputs(reader).items():
         part = loaded[key]
@@ -184,6 +205,10 @@ def main(argv: list[str] | None = None) -> None:
         target = TARGET_MS[RadiographKind(kind)]
         verdict = "" if target is None else f" (target <= {target:.0f} ms: {'met' if ms <= target else 'MISSED'})"
         print(f"  {kind:<11} {ms:7.1f} ms{verdict}")
+    unverified: dict[str, float] = {}
+    if reader.verifier is not None:  # what the second look at the candidates costs
+        unverified = end_to_end(dataclasses.replace(reader, verifier=None), args.repeats)
+        print("  without the finding verifier: " + ", ".join(f"{k} {v:.1f} ms" for k, v in unverified.items()))
     rows = torch_vs_onnx(reader, args.repeats, args.threads)
     print("ONNX Runtime on the CPU vs torch eager, same input (target speed-up >= 1.2):")
     for row in rows:
@@ -206,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"throughput written into the cards in {args.models}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"threads": args.threads, "providers": providers, "latency_ms": latency,
+                                    "latency_ms_without_verifier": unverified,
                                     "torch_vs_onnx": rows, "models": dict(reader.model_versions()),
                                     "throughput": {k.value: v for k, v in figures.items()}}, indent=2) + "\n")
     print(f"wrote {args.out}")

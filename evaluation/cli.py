@@ -143,27 +143,32 @@ def _eval(args: argparse.Namespace) -> int:
     if args.write_card_metrics:
         int8_keys = frozenset(part.model.card.key.value for part in (reader.teeth, reader.findings, reader.roots)
                               if part is not None and part.model.int8)
-        _write_card_metrics(args.model, headline, name, int8_keys)
+        verified = tuple(reader.verifier.model.card.classes) if reader.verifier is not None else ()
+        _write_card_metrics(args.model, headline, name, int8_keys, verified)
     if args.log:
         _log(args.out, files, headline, name)
     return 0
 
 
 def _write_card_metrics(model_dir: Path, headline: dict[str, float], dataset_name: str,
-                        int8_keys: frozenset[str] = frozenset()) -> None:
+                        int8_keys: frozenset[str] = frozenset(), verified: tuple[str, ...] = ()) -> None:
     """The headline figures into each card; ``int8_keys`` name the models that were read
-    from their int8 copy (the card says so beside the dataset)."""
+    from their int8 copy, ``verified`` the finding classes a verifier re-scored (the cards
+    say so beside the dataset; the verifier's card gets those classes' figures)."""
     from models.model_card import ModelKey, get_model_card, write_card
 
     keys = {ModelKey.TOOTH_NUMBERING: ("tooth_recall", "numbering_accuracy"),
             ModelKey.FINDINGS: ("ap", "ap50", "sensitivity", "ppv", "caries_depth"),
-            ModelKey.ROOT_COUNT: ("root_count_accuracy",)}
+            ModelKey.ROOT_COUNT: ("root_count_accuracy",),
+            ModelKey.FINDING_VERIFIER: tuple(f"{m}_{c}" for m in ("ap", "ap50", "sensitivity", "ppv") for c in verified)}
     for key, prefixes in keys.items():
-        if not (model_dir / f"{key.value}.card.json").exists():
+        if not (model_dir / f"{key.value}.card.json").exists() or not prefixes:
             continue
         card = get_model_card(key, model_dir)
         metrics = {k: v for k, v in headline.items() if k.startswith(prefixes)}
         read_with = f"{dataset_name}; read with the int8 copy" if key.value in int8_keys else dataset_name
+        if verified and key in (ModelKey.FINDINGS, ModelKey.FINDING_VERIFIER):
+            read_with += f"; {', '.join(verified)} re-scored by the finding verifier"
         updated = card.model_copy(update={"metrics": metrics, "metrics_dataset": read_with})
         write_card(updated, model_dir / f"{key.value}.card.json")
         _out.print(f"card {key.value}: {len(metrics)} metrics on {read_with}")

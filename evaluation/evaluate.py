@@ -106,7 +106,13 @@ def _findings_section(reader: DentalReader, images: Sequence[Sample], readings: 
     assert reader.findings is not None and reader.findings.model.card.decode is not None
     decode = reader.findings.model.card.decode
     threshold = decode.operating_threshold
-    section: dict[str, Any] = {"operating_threshold": threshold, "class_thresholds": dict(decode.class_thresholds)}
+    # The thresholds in effect: a verified class's is the verifier's (its scores are the verified ones).
+    thresholds = {c.value: reader.finding_threshold(c) for c in FindingClass}
+    own = {**decode.class_thresholds, **(reader.verifier.verify.class_thresholds if reader.verifier else {})}
+    section: dict[str, Any] = {"operating_threshold": threshold, "class_thresholds": own}
+    if reader.verifier is not None:
+        card = reader.verifier.model.card
+        section["verified_by"] = {"model": f"{card.key.value} {reader.verifier.model.version}", "verifies": list(card.classes)}
     curves: dict[str, Any] = {}
     names = [c.value for c in FindingClass]
     for scope, chosen in _scopes(images):
@@ -121,21 +127,20 @@ def _findings_section(reader: DentalReader, images: Sequence[Sample], readings: 
         for name, ap in aps.items():
             if ap.gt_count == 0:
                 continue
-            op = operating_point(gt, pred, name, decode.threshold_for(name))
+            op = operating_point(gt, pred, name, thresholds[name])
             per_class[name] = {"gt": ap.gt_count, "ap": _round(ap.ap), "ap50": _round(ap.ap50), "ar100": _round(ap.ar100),
                                "sensitivity": _round(op.sensitivity), "ppv": _round(op.ppv)}
             if scope == "all":
                 curves[f"pr_{name}"] = ap.pr_curve_50
         entry: dict[str, Any] = {"images": len(chosen), "classes": per_class}
         if scope == "all":
-            entry["false_positive_places"] = {name: false_positive_places(gt, pred, name, decode.threshold_for(name))
+            entry["false_positive_places"] = {name: false_positive_places(gt, pred, name, thresholds[name])
                                               for name in per_class}
             entry["froc"] = {c.value: {str(k): _round(v) for k, v in froc(gt, pred, c.value).items()}
                              for c in LESION_CLASSES}
             curves["froc"] = entry["froc"]
         section[scope] = entry
-    section["caries_depth_accuracy"] = _round(_caries_depth_accuracy(images, readings,
-                                                                     decode.threshold_for(FindingClass.CARIES.value)))
+    section["caries_depth_accuracy"] = _round(_caries_depth_accuracy(images, readings, thresholds[FindingClass.CARIES.value]))
     return section, curves
 
 
@@ -249,7 +254,9 @@ def markdown_summary(report: dict[str, Any]) -> str:
     if "findings" in report:
         f = report["findings"]
         own = ", ".join(f"{k} {v}" for k, v in f.get("class_thresholds", {}).items())
-        lines += [f"## Findings (operating threshold {f['operating_threshold']}{'; ' + own if own else ''})", "",
+        by = f.get("verified_by")
+        verified = f"; {', '.join(by['verifies'])} re-scored by {by['model']}" if by else ""
+        lines += [f"## Findings (operating threshold {f['operating_threshold']}{'; ' + own if own else ''}{verified})", "",
                   "| scope | class | n | AP | AP50 | AR100 | sensitivity | PPV |", "|---|---|---|---|---|---|---|---|"]
         for scope, v in f.items():
             if isinstance(v, dict) and "classes" in v:

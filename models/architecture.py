@@ -40,3 +40,35 @@ class ClassifierArchitecture(FrozenConfig):
     layers: tuple[int, int, int, int] = (1, 1, 1, 1)
     crop_height_px: int = Field(128, ge=32)
     crop_width_px: int = Field(64, ge=16)
+
+
+class CropContext(FrozenConfig):
+    """One channel of a finding verifier's input: the candidate's box, centred, grown to a
+    square of ``box_multiple`` times its long side (at least ``min_side_px`` image pixels,
+    so a tiny box still shows its tooth), resized to the crop size."""
+
+    box_multiple: float = Field(ge=1.0)
+    min_side_px: float = Field(ge=4.0)
+
+
+class VerifierArchitecture(FrozenConfig):
+    """A crop classifier (MONAI ResNet) that reads a detector's candidates again, each at
+    full image resolution and at two extents of context, one channel each: the close view
+    shows the candidate's own shape and contrast, the wide one its tooth, where a caries
+    and a healthy crown's outline meeting its neighbour differ. Sized for CPU serving."""
+
+    block_inplanes: tuple[int, int, int, int] = (32, 64, 128, 256)
+    layers: tuple[int, int, int, int] = (1, 1, 1, 1)
+    crop_px: int = Field(48, ge=16)
+    contexts: tuple[CropContext, ...] = (CropContext(box_multiple=3.0, min_side_px=24.0),
+                                         CropContext(box_multiple=8.0, min_side_px=64.0))
+
+    @model_validator(mode="after")
+    def _some_context(self) -> VerifierArchitecture:
+        if not self.contexts:
+            raise ValueError("contexts needs at least one crop context (one input channel each)")
+        return self
+
+    @property
+    def channels(self) -> int:
+        return len(self.contexts)

@@ -35,6 +35,7 @@ class FindingDetection:
     score: float
     caries_depth: CariesDepth | None = None
     fdi: int | None = None  # the tooth it was assigned to, None when no tooth fits
+    verified: bool = False  # its score combines the finding verifier's probability with the detector's
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ class ImageReading:
                        "root_count_score": None if t.root_count_score is None else round(t.root_count_score, 4)}
                       for t in self.teeth],
             "findings": [{"class": f.finding_class.value, "box_xyxy_px": list(f.box_xyxy_px), "score": round(f.score, 4),
-                          "tooth_fdi": f.fdi, "caries_depth": f.caries_depth.value if f.caries_depth else None}
+                          "tooth_fdi": f.fdi, "caries_depth": f.caries_depth.value if f.caries_depth else None,
+                          **({"verified": True} if f.verified else {})}  # absent for the detector's own scores
                          for f in self.findings],
         }
 
@@ -80,7 +82,8 @@ class ImageReading:
                                        root_count_score=t.get("root_count_score")) for t in data["teeth"]),
             findings=tuple(FindingDetection(finding_class=FindingClass(f["class"]), box_xyxy_px=_box(f["box_xyxy_px"]),
                                             score=f["score"], fdi=f.get("tooth_fdi"),
-                                            caries_depth=CariesDepth(f["caries_depth"]) if f.get("caries_depth") else None)
+                                            caries_depth=CariesDepth(f["caries_depth"]) if f.get("caries_depth") else None,
+                                            verified=bool(f.get("verified", False)))
                            for f in data["findings"]),
             model_versions=tuple(data.get("model_versions", {}).items()))
 

@@ -17,6 +17,7 @@ from models.detections import (
     findings_from_raw,
     teeth_from_raw,
 )
+from models.findings import FindingClass
 from models.model_card import ModelCard, ModelCardError, ModelKey, Precision, card_path, read_card, verify_card
 from models.postprocess import (
     RawDetections,
@@ -28,7 +29,7 @@ from models.postprocess import (
     shift_input,
     unshift_detections,
 )
-from models.preprocess import InputGeometry, crop_tooth, prepare_image, prepare_region, teeth_region
+from models.preprocess import InputGeometry, crop_tooth, finding_crops, prepare_image, prepare_region, teeth_region
 from models.radiographs import RadiographKind
 from models.tasks import ROOT_COUNT_CLASSES, labels_from_names, nms_groups
 from models.teeth import Tooth
@@ -222,23 +223,98 @@ class RootCounter:
         return [(ROOT_COUNT_CLASSES[int(b)], float(probs[i, b])) for i, b in enumerate(best)]
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))).astype(np.float32)
+
+
+def verified_score(detector: np.ndarray | float, verifier: np.ndarray | float, weight: float) -> np.ndarray:
+    """A verified candidate's score: the weighted geometric mean of the detector's score and
+    the verifier's probability (``VerifyConfig``)."""
+    return np.asarray(detector, np.float64) ** (1 - weight) * np.asarray(verifier, np.float64) ** weight
+
+
+class Verifier:
+    """The finding verifier: reads the finding detector's candidates of its classes again,
+    from crops of the original image, and combines the two opinions into the candidate's
+    score (``VerifyConfig``)."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        card = model.card
+        if card.task != "verification" or card.verifier is None or card.verify is None:
+            raise ModelCardError(f"{card.key} is not a finding verifier")
+        self.model = model
+        self.arch, self.verify = card.verifier, card.verify
+        self.columns = {FindingClass(name): i for i, name in enumerate(card.classes)}
+
+    def network_input(self, image_unit: np.ndarray, boxes_xyxy_px: np.ndarray) -> np.ndarray:
+        return finding_crops(image_unit, boxes_xyxy_px, self.arch.contexts, self.arch.crop_px)
+
+    def probabilities(self, image_unit: np.ndarray, findings: list[FindingDetection]) -> np.ndarray:
+        """Each finding's probability of being a true finding of its class (the findings
+        must be of verified classes)."""
+        if not findings:
+            return np.zeros(0, np.float32)
+        crops = self.network_input(image_unit, np.array([f.box_xyxy_px for f in findings], np.float32))
+        return self.crop_probabilities(crops, [f.finding_class for f in findings])
+
+    def crop_probabilities(self, crops: np.ndarray, classes: list[FindingClass]) -> np.ndarray:
+        """The probabilities for crops already cut (``network_input``), each read as its
+        class; with ``verify.mirrored`` the plain and mirrored readings' logits averaged."""
+        crops = np.asarray(crops, np.float32)
+        batch = np.concatenate([crops, crops[..., ::-1]]) if self.verify.mirrored else crops
+        (logits,) = self.model.session.run(None, {self.model.card.input.name: np.ascontiguousarray(batch)})  # type: ignore[attr-defined]
+        rows, columns = np.arange(len(crops)), np.array([self.columns[c] for c in classes], np.int64)
+        chosen = logits[rows, columns]
+        if self.verify.mirrored:
+            chosen = (chosen + logits[rows + len(crops), columns]) / 2
+        return sigmoid(chosen)
+
+    def rescore(self, image_unit: np.ndarray, findings: list[FindingDetection]) -> list[FindingDetection]:
+        """The findings with the verified ones' scores combined with the verifier's
+        probability; the others (other classes, or under ``min_score``) unchanged."""
+        chosen = [i for i, f in enumerate(findings) if f.finding_class in self.columns and f.score >= self.verify.min_score]
+        if not chosen:
+            return findings
+        probs = self.probabilities(image_unit, [findings[i] for i in chosen])
+        out = list(findings)
+        for i, p in zip(chosen, probs, strict=True):
+            out[i] = replace(findings[i], score=float(verified_score(findings[i].score, p, self.verify.weight)),
+                             verified=True)
+        return out
+
+    def threshold_for(self, finding_class: FindingClass) -> float | None:
+        """The operating threshold of a verified class on the new scores (None: not verified,
+        or no threshold of its own)."""
+        if finding_class not in self.columns:
+            return None
+        return self.verify.class_thresholds.get(finding_class.value)
+
+
 @dataclass(frozen=True, eq=False)
 class DentalReader:
-    """The detectors and the classifier together; any of them may be absent (then that part
-    of the reading is empty, or, for root counts, taken on the teeth passed in)."""
+    """The detectors and the classifiers together; any of them may be absent (then that part
+    of the reading is empty, or, for root counts, taken on the teeth passed in). A finding
+    verifier, where there is one, re-scores the finding detector's candidates."""
 
     teeth: Detector | None = None
     findings: Detector | None = None
     roots: RootCounter | None = None
+    verifier: Verifier | None = None
+
+    def __post_init__(self) -> None:
+        if self.verifier is not None and self.findings is None:
+            raise ModelCardError("a finding verifier re-scores the finding detector's candidates: give the finding "
+                                 "detector too")
 
     @classmethod
     def from_directory(cls, directory: str | Path, *, verify: bool = True, threads: int | None = None,
                        providers: list[str] | None = None, spin: bool = False,
-                       precision: Precision = "auto") -> DentalReader:
-        """Every model with a card in ``directory`` (e.g. models/shipped)."""
+                       precision: Precision = "auto", without: tuple[ModelKey, ...] = ()) -> DentalReader:
+        """Every model with a card in ``directory`` (e.g. models/shipped), but those
+        ``without`` names (e.g. the verifier, to read the detector's own scores)."""
         base = Path(directory)
         files = [base / read_card(base / f"{key.value}.card.json").onnx_file for key in ModelKey
-                 if (base / f"{key.value}.card.json").exists()]
+                 if key not in without and (base / f"{key.value}.card.json").exists()]
         if not files:
             raise ModelCardError(f"no model cards (*.card.json) in {base}")
         return cls.from_files(files, verify=verify, threads=threads, providers=providers, spin=spin,
@@ -259,21 +335,22 @@ class DentalReader:
             model = LoadedModel.load(path, verify=verify, threads=threads, providers=providers, spin=spin,
                                      precision=wanted)
             key = model.card.key
-            attr = {ModelKey.TOOTH_NUMBERING: "teeth", ModelKey.FINDINGS: "findings", ModelKey.ROOT_COUNT: "roots"}[key]
+            attr = {ModelKey.TOOTH_NUMBERING: "teeth", ModelKey.FINDINGS: "findings", ModelKey.ROOT_COUNT: "roots",
+                    ModelKey.FINDING_VERIFIER: "verifier"}[key]
             if attr in parts:
                 raise ModelCardError(f"two {key.value} models given")
-            parts[attr] = RootCounter(model) if key is ModelKey.ROOT_COUNT else Detector(model)
+            parts[attr] = {ModelKey.ROOT_COUNT: RootCounter, ModelKey.FINDING_VERIFIER: Verifier}.get(key, Detector)(model)
         return cls(**parts)  # type: ignore[arg-type]
 
     def model_versions(self) -> tuple[tuple[str, str], ...]:
         out = []
-        for part in (self.teeth, self.findings, self.roots):
+        for part in (self.teeth, self.findings, self.roots, self.verifier):
             if part is not None:
                 out.append((part.model.card.key.value, part.model.version))
         return tuple(out)
 
     def serves(self, kind: RadiographKind) -> bool:
-        return all(kind in p.model.card.kinds_served for p in (self.teeth, self.findings) if p is not None)
+        return all(kind in p.model.card.kinds_served for p in (self.teeth, self.findings, self.verifier) if p is not None)
 
     def ready(self) -> bool:
         """Every model this reader was built with is loaded."""
@@ -301,8 +378,11 @@ class DentalReader:
             tooth_threshold = tooth_decode.operating_threshold if tooth_decode else 0.0
             confident_teeth = [t for t in teeth if t.score >= tooth_threshold]
             raw, geometry = self.findings.raw(image_unit, kind, self.findings_region(image_unit, kind, confident_teeth))
-            findings = self._threshold(findings_from_raw(raw, geometry, self.findings.labels), self.findings,
-                                       operating_point)
+            findings = findings_from_raw(raw, geometry, self.findings.labels)
+            if self.verifier is not None:
+                findings = self.verifier.rescore(image_unit, findings)
+            if operating_point:
+                findings = [f for f in findings if f.score >= self.finding_threshold(f.finding_class)]
             findings = assign_findings(findings, confident_teeth)
         h, w = image_unit.shape
         return ImageReading(image_id=image_id, kind=kind, width_px=w, height_px=h, teeth=tuple(teeth),
@@ -319,14 +399,33 @@ class DentalReader:
             return None
         return teeth_region(np.array([t.box_xyxy_px for t in teeth]), image_unit.shape, margin)
 
+    def finding_threshold(self, finding_class: FindingClass) -> float:
+        """The operating threshold of a finding class: the verifier's for a class it
+        verifies (its scores are the verified ones), else the finding detector's."""
+        assert self.findings is not None and self.findings.model.card.decode is not None
+        verified = self.verifier.threshold_for(finding_class) if self.verifier is not None else None
+        return verified if verified is not None else self.findings.model.card.decode.threshold_for(finding_class.value)
+
     @staticmethod
-    def _threshold(items, detector: Detector, operating_point: bool):
+    def _threshold(teeth: list[ToothDetection], detector: Detector, operating_point: bool) -> list[ToothDetection]:
         decode = detector.model.card.decode
         if not operating_point or decode is None:
-            return items
-        return [i for i in items if i.score >= (decode.threshold_for(i.finding_class.value)
-                                                if isinstance(i, FindingDetection) else decode.operating_threshold)]
+            return teeth
+        return [t for t in teeth if t.score >= decode.operating_threshold]
 
 
-__all__ = ["DentalReader", "Detector", "LoadedModel", "Precision", "RootCounter", "available_providers",
-           "cpu_multiplies_int8_exactly", "has_vnni", "make_session", "runs_int8"]
+__all__ = [
+    "DentalReader",
+    "Detector",
+    "LoadedModel",
+    "Precision",
+    "RootCounter",
+    "Verifier",
+    "available_providers",
+    "cpu_multiplies_int8_exactly",
+    "has_vnni",
+    "make_session",
+    "runs_int8",
+    "sigmoid",
+    "verified_score",
+]

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from models.architecture import SIZE_DIVISIBLE, ClassifierArchitecture, DetectorArchitecture
+from models.architecture import SIZE_DIVISIBLE, ClassifierArchitecture, DetectorArchitecture, VerifierArchitecture
 from models.config_loading import FrozenConfig
 from models.errors import DxvError
 from models.findings import FindingClass
@@ -28,6 +28,7 @@ class ModelKey(StrEnum):
     TOOTH_NUMBERING = "tooth-numbering"
     FINDINGS = "findings"
     ROOT_COUNT = "root-count"
+    FINDING_VERIFIER = "finding-verifier"
 
 
 # Which of a card's files to run: ``auto`` takes the card's int8 copy (``card.int8``) where
@@ -114,6 +115,24 @@ class DecodeConfig(FrozenConfig):
                               max_detections=self.max_detections, summed_scores=self.finding_score == "summed")
 
 
+class VerifyConfig(FrozenConfig):
+    """How a finding verifier changes the finding detector's scores. Candidates of the
+    verified classes scoring at least ``min_score`` are read again by the verifier; a
+    candidate's score becomes ``detector ** (1 - weight) * verifier ** weight`` (a
+    weighted geometric mean of two opinions: a candidate both find likely stays high, one
+    that either doubts falls). Candidates under ``min_score`` keep their score: below the
+    operating thresholds and the validation layer's bands they decide nothing, and
+    reading them would cost the most (a panoramic has about 80 caries candidates over
+    0.05 and 22 over 0.2). ``class_thresholds``: the operating thresholds of the verified
+    classes on the new scores (each class's best validation F1), in place of the finding
+    detector's own for those classes."""
+
+    min_score: float = Field(0.2, ge=0, le=1)
+    weight: float = Field(0.3, gt=0, le=1)
+    mirrored: bool = True  # each crop is also read mirrored left-right, the two logits averaged
+    class_thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
+
+
 # Per radiograph kind, the margin around the teeth's region (a fraction of the image's size).
 TeethRegionMargins = dict[RadiographKind, Annotated[float, Field(ge=0, le=0.5)]]
 
@@ -161,7 +180,7 @@ class ModelCard(FrozenConfig):
     key: ModelKey
     registered_name: str
     version: str
-    task: Literal["detection", "classification"]
+    task: Literal["detection", "classification", "verification"]
     classes: tuple[str, ...]
     kinds_served: tuple[RadiographKind, ...]
     input: InputContract
@@ -169,6 +188,8 @@ class ModelCard(FrozenConfig):
     detector: DetectorArchitecture | None = None
     classifier: ClassifierArchitecture | None = None
     decode: DecodeConfig | None = None
+    verifier: VerifierArchitecture | None = None  # finding verifier: its network and crops
+    verify: VerifyConfig | None = None  # finding verifier: how its probability changes a score
     training_data: str = NOT_FOR_CLINICAL_USE
     training_run_id: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
@@ -181,6 +202,23 @@ class ModelCard(FrozenConfig):
     onnx_file: str
     sha256: str
     size_bytes: int
+
+    @model_validator(mode="after")
+    def _verifier_parts(self) -> ModelCard:
+        if self.task != "verification":
+            return self
+        if self.verifier is None or self.verify is None:
+            raise ValueError("a verification model's card needs verifier (its network) and verify (its scoring)")
+        findings = {c.value for c in FindingClass}
+        unknown = [c for c in self.classes if c not in findings]
+        if unknown:
+            raise ValueError(f"a finding verifier's classes are finding classes; not {unknown}")
+        stray = set(self.verify.class_thresholds) - set(self.classes)
+        if stray:
+            raise ValueError(f"verify.class_thresholds names classes this verifier does not verify: {sorted(stray)}")
+        if self.input.channels != self.verifier.channels or self.input.crop_hw_px != (self.verifier.crop_px,) * 2:
+            raise ValueError("the input contract must give one channel per crop context, crop_px square")
+        return self
 
     @property
     def num_classes(self) -> int:
@@ -236,8 +274,8 @@ def same_network(a: ModelCard, b: ModelCard) -> bool:
     """True when two cards describe the same graph fed the same inputs (only the weights may
     differ): the condition under which throughput measured on one holds for the other."""
     return (a.key == b.key and a.task == b.task and a.classes == b.classes and a.outputs == b.outputs
-            and a.detector == b.detector and a.classifier == b.classifier and a.input == b.input
-            and a.kinds_served == b.kinds_served)
+            and a.detector == b.detector and a.classifier == b.classifier and a.verifier == b.verifier
+            and a.input == b.input and a.kinds_served == b.kinds_served)
 
 
 def with_carried_throughput(new: ModelCard, previous: ModelCard) -> ModelCard:

@@ -17,17 +17,26 @@ from monai.networks.blocks.feature_pyramid_network import FeaturePyramidNetwork
 from monai.networks.nets.resnet import ResNet, ResNetBlock
 from torch import Tensor, nn
 
-from models.architecture import LEVEL_STRIDES, SIZE_DIVISIBLE, ClassifierArchitecture, DetectorArchitecture
+from models.architecture import (
+    LEVEL_STRIDES,
+    SIZE_DIVISIBLE,
+    ClassifierArchitecture,
+    DetectorArchitecture,
+    VerifierArchitecture,
+)
 
 # The sizes live in models.architecture (no torch there, for serving); they are named here too.
 __all__ = ["LEVEL_STRIDES", "SIZE_DIVISIBLE", "ClassifierArchitecture", "DetectorArchitecture", "DetectorForExport",
-           "ResNetFPN", "RootCountClassifier", "build_detector", "flatten_head_maps"]
+           "FindingVerifier", "ResNetFPN", "RootCountClassifier", "VerifierArchitecture", "build_detector",
+           "flatten_head_maps"]
 
 
-def _resnet(block_inplanes: tuple[int, ...], layers: tuple[int, ...], num_classes: int, feed_forward: bool) -> ResNet:
+def _resnet(block_inplanes: tuple[int, ...], layers: tuple[int, ...], num_classes: int, feed_forward: bool,
+            channels: int = 1, stem_size: int = 7, stem_stride: int = 2) -> ResNet:
     return ResNet(
         block=ResNetBlock, layers=list(layers), block_inplanes=list(block_inplanes), spatial_dims=2,
-        n_input_channels=1, conv1_t_size=7, conv1_t_stride=2, num_classes=num_classes, feed_forward=feed_forward,
+        n_input_channels=channels, conv1_t_size=stem_size, conv1_t_stride=stem_stride, num_classes=num_classes,
+        feed_forward=feed_forward,
     )
 
 
@@ -90,6 +99,20 @@ class RootCountClassifier(nn.Module):
     def __init__(self, arch: ClassifierArchitecture) -> None:
         super().__init__()
         self.net = _resnet(arch.block_inplanes, arch.layers, num_classes=self.NUM_CLASSES, feed_forward=True)
+
+    def forward(self, crops: Tensor) -> Tensor:
+        return self.net(crops)
+
+
+class FindingVerifier(nn.Module):
+    """Crops around a detector's candidates (B, contexts, crop, crop) -> one logit per
+    verified class (is this candidate a true finding of that class). The stem keeps full
+    resolution (5x5, stride 1): the crops are small and a caries is a few of their pixels."""
+
+    def __init__(self, arch: VerifierArchitecture, num_classes: int) -> None:
+        super().__init__()
+        self.net = _resnet(arch.block_inplanes, arch.layers, num_classes=num_classes, feed_forward=True,
+                           channels=arch.channels, stem_size=5, stem_stride=1)
 
     def forward(self, crops: Tensor) -> Tensor:
         return self.net(crops)

@@ -16,6 +16,8 @@ from models.networks import DetectorForExport
 OPSET = 17
 DETECTOR_OUTPUTS = ("class_logits", "box_deltas")
 CLASSIFIER_OUTPUTS = ("root_count_logits",)
+VERIFIER_INPUT = "crops"
+VERIFIER_OUTPUTS = ("verifier_logits",)
 
 
 def export_detector(network: RetinaNet, path: str | Path, example_hw: tuple[int, int] = (256, 320)) -> Path:
@@ -57,6 +59,20 @@ def export_classifier(model: nn.Module, path: str | Path, crop_hw: tuple[int, in
             model, (example,), str(path), input_names=["image"], output_names=list(CLASSIFIER_OUTPUTS),
             dynamic_axes={"image": {0: "batch"}, "root_count_logits": {0: "batch"}}, opset_version=OPSET, dynamo=False,
         )
+    return Path(path)
+
+
+def export_verifier(model: nn.Module, path: str | Path, channels: int, crop_px: int, num_classes: int) -> Path:
+    model = model.eval().cpu()
+    example = torch.rand(2, channels, crop_px, crop_px)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (example,), str(path), input_names=[VERIFIER_INPUT], output_names=list(VERIFIER_OUTPUTS),
+            dynamic_axes={VERIFIER_INPUT: {0: "batch"}, VERIFIER_OUTPUTS[0]: {0: "batch"}}, opset_version=OPSET,
+            dynamo=False,
+        )
+    _fix_last_dims(path, {VERIFIER_OUTPUTS[0]: num_classes})
     return Path(path)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from models.architecture import SIZE_DIVISIBLE
+from models.architecture import SIZE_DIVISIBLE, CropContext
 from models.radiographs import RadiographKind
 
 
@@ -125,3 +125,27 @@ def crop_tooth(image_unit: np.ndarray, box_xyxy_px: tuple[float, float, float, f
     if maxillary:
         crop = crop[::-1]
     return resize_unit_image(np.ascontiguousarray(crop), crop_hw)
+
+
+def finding_crops(image_unit: np.ndarray, boxes_xyxy_px: np.ndarray, contexts: tuple[CropContext, ...],
+                  crop_px: int) -> np.ndarray:
+    """A finding verifier's input for each box: (N, len(contexts), crop_px, crop_px). Per
+    context, a square centred on the box, ``box_multiple`` times its long side (at least
+    ``min_side_px``), cut at whole pixels (zeros beyond the image's edge), resized, then
+    brought to zero mean and unit spread: contrast and exposure differ between sensors
+    and kinds, a finding's shape and its contrast with its surroundings do not."""
+    boxes = np.asarray(boxes_xyxy_px, np.float32).reshape(-1, 4)
+    out = np.zeros((len(boxes), len(contexts), crop_px, crop_px), np.float32)
+    h, w = image_unit.shape
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        cx, cy, long_side = float(x0 + x1) / 2, float(y0 + y1) / 2, float(max(x1 - x0, y1 - y0))
+        for c, context in enumerate(contexts):
+            side = max(round(max(context.box_multiple * long_side, context.min_side_px)), 2)
+            left, top = round(cx - side / 2), round(cy - side / 2)
+            window = np.zeros((side, side), np.float32)
+            xs, ys, xe, ye = max(left, 0), max(top, 0), min(left + side, w), min(top + side, h)
+            if xe > xs and ye > ys:
+                window[ys - top:ye - top, xs - left:xe - left] = image_unit[ys:ye, xs:xe]
+            crop = resize_unit_image(window, (crop_px, crop_px))
+            out[i, c] = (crop - crop.mean()) / (crop.std() + 1e-3)
+    return out

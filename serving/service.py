@@ -45,7 +45,6 @@ def model_deployment(config: ServingConfig) -> Any:
     from serving.image_analysis import analyze_or_refuse
 
     gpu = gpu_available()
-    precision = config.models.precision
 
     # Enough requests in flight per replica for a full batch to form.
     @serve.deployment(name=MODEL_DEPLOYMENT, ray_actor_options={"num_gpus": 1 if gpu else 0},
@@ -57,10 +56,7 @@ def model_deployment(config: ServingConfig) -> Any:
                                    "batch_wait_timeout_s": config.batching.batch_wait_timeout_s})
     class ModelDeployment:
         def __init__(self, model_dir: str) -> None:
-            from models.inference import DentalReader
-
-            threads = None if gpu else int(os.environ.get("DXV_ORT_THREADS", "0")) or None
-            self.models = DentalReader.from_directory(model_dir, threads=threads, precision=precision)
+            self.models = local_models(model_dir, config)
             self.batch_sizes: list[int] = []  # the sizes of the last batches (for tests and diagnostics)
 
         def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -88,11 +84,22 @@ def model_deployment(config: ServingConfig) -> Any:
     return ModelDeployment
 
 
+def local_models(model_dir: str, config: ServingConfig) -> Any:
+    """The ONNX Runtime sessions of a model replica, or of an ingress replica with
+    ``models.placement: ingress`` (CUDA where there is a GPU; on a CPU, $DXV_ORT_THREADS
+    threads each, or ONNX Runtime's default)."""
+    from models.inference import DentalReader
+
+    threads = None if gpu_available() else int(os.environ.get("DXV_ORT_THREADS", "0")) or None
+    return DentalReader.from_directory(model_dir, threads=threads, precision=config.models.precision)
+
+
 def build_ingress_app(models: Any, config: ServingConfig) -> Any:
     """The FastAPI app of an ingress replica: the API (``serving.api.app``) reading images
-    through ``models``, a handle to the model deployment."""
+    through ``models``: a handle to the model deployment, or the folder of the models it
+    loads itself (``models.placement: ingress``)."""
     from serving.adjudication import RuleTables
-    from serving.api.app import create_app
+    from serving.api.app import ModelReader, create_app
     from serving.image_analysis import raise_if_refused
     from serving.runtime import limit_blas_threads, tune_gc
     from serving.store.database import Store
@@ -110,6 +117,7 @@ def build_ingress_app(models: Any, config: ServingConfig) -> Any:
             except Exception:  # a replica still starting is simply not ready
                 return False
 
+    reader: Any = ModelReader(local_models(models, config)) if isinstance(models, str) else HandleReader()
     store = Store.open(config.state_url, checkpoint_in_background=True)
     if config.webhooks:
         import threading
@@ -125,7 +133,7 @@ def build_ingress_app(models: Any, config: ServingConfig) -> Any:
                 time.sleep(2.0)
 
         threading.Thread(target=deliver_forever, name="outbox", daemon=True).start()
-    app = create_app(reader=HandleReader(), store=store, tables=RuleTables.from_config(config),
+    app = create_app(reader=reader, store=store, tables=RuleTables.from_config(config),
                      config=config)
     tune_gc()  # after start-up: the tables and modules are frozen out of the collector's reach
     limit_blas_threads()
@@ -138,12 +146,16 @@ def build_application(config: ServingConfig) -> Any:
 
     from serving.model_sources import resolve_model_dir
 
+    in_ingress = config.models.placement == "ingress"
+    options = {"num_gpus": 1} if in_ingress and gpu_available() else {}
+
     @serve.deployment(name="Ingress", autoscaling_config={"min_replicas": 1, "max_replicas": config.autoscaling.max_replicas,
-                                                          "target_ongoing_requests": config.autoscaling.target_ongoing_requests})
+                                                          "target_ongoing_requests": config.autoscaling.target_ongoing_requests},
+                      ray_actor_options=options)
     @serve.ingress()
     class Ingress:
         def __init__(self, models: Any) -> None:
-            self.models = models  # the model deployment's handle, bound by Serve
+            self.models = models  # the model deployment's handle, bound by Serve; or the models' folder
 
         def __serve_build_asgi_app__(self) -> Any:  # called by Serve after __init__
             return build_ingress_app(self.models, config)
@@ -153,6 +165,8 @@ def build_application(config: ServingConfig) -> Any:
         logging.getLogger("dxv.serve").warning("model %s: %s pinned to %s version %s", pin.key.value, pin.reference,
                                                pin.name, pin.version)
     ingress: Any = Ingress
+    if in_ingress:
+        return ingress.bind(str(model_dir))
     return ingress.bind(model_deployment(config).bind(str(model_dir)))
 
 

@@ -25,6 +25,12 @@ class ModelSources(FrozenConfig):
     # auto: a card's int8 copy where ONNX Runtime runs on the CPU alone, the float file on
     # a GPU; fp32 or int8 to choose (models.inference.Precision).
     precision: Precision = "auto"
+    # Where the ONNX Runtime sessions run. "deployment": a model deployment of its own,
+    # reached through a Serve handle, batched with @serve.batch and scaled apart from the
+    # ingress (several nodes, GPUs). "ingress": inside every ingress replica, read in the
+    # request's own thread: no trip between replicas and no second busy process, for one
+    # small node (README, "The service under load").
+    placement: Literal["deployment", "ingress"] = "deployment"
 
 
 class TablePaths(FrozenConfig):

@@ -160,7 +160,10 @@ def collect_tooth_evidence(tooth: Tooth, readings: tuple[ImageReading, ...], thr
             if found.fdi != tooth.fdi:
                 continue
             surfaces = surfaces_touched(found.box_xyxy_px, detection.box_xyxy_px, tooth) if detection else None
-            findings.append(SeenFinding(reading.image_id, reading.kind, found, _model_name(reading, "findings"), surfaces))
+            model = _model_name(reading, "findings")
+            if found.verified:  # its score is the detector's and the verifier's together
+                model += f" + {_model_name(reading, 'finding-verifier')}"
+            findings.append(SeenFinding(reading.image_id, reading.kind, found, model, surfaces))
     best = max((s.tooth.score for s in sightings), default=0.0)
     impacted = thresholds.findings[FindingClass.IMPACTED_TOOTH].support
     if best >= band.support or any(f.detection.finding_class is FindingClass.IMPACTED_TOOTH

@@ -4,14 +4,14 @@ frozen models; unknown keys are refused and ``--set`` overrides must name a fiel
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from models.architecture import ClassifierArchitecture, DetectorArchitecture
+from models.architecture import ClassifierArchitecture, DetectorArchitecture, VerifierArchitecture
 from models.config_loading import FrozenConfig
 from models.findings import CariesDepth, FindingClass
-from models.model_card import DecodeConfig, ModelKey, TeethRegionMargins
+from models.model_card import DecodeConfig, ModelKey, TeethRegionMargins, VerifyConfig
 from models.radiographs import RadiographKind
 from models.tasks import DetectorTask
 
@@ -121,6 +121,36 @@ class SamplerConfig(FrozenConfig):
     hard_negative_pool: int = Field(20, ge=1)
 
 
+class VerificationConfig(FrozenConfig):
+    """Finding verifier: where its training examples come from. The finding detector in
+    ``candidates_from`` (a model folder, read as served: with its tooth detector the
+    panoramic's teeth region) reads every image; its candidates of ``classes`` scoring at
+    least ``candidate_min_score`` are the examples, true where they overlap a true box of
+    their class at IoU >= ``match_iou``. Each true box also gives ``true_box_copies``
+    jittered copies (centre moved by ``jitter`` of its size, sides scaled by up to the same
+    share; kept only at IoU >= ``match_iou``) as more true examples, since a detector finds
+    each true finding once and misses some. ``positive_fraction`` of every batch is true.
+    ``weights``: the fusion weights tried on the validation split after training; the best
+    re-scored AP50 goes into the card (``verify.weight`` is what validation reads with)."""
+
+    candidates_from: Path = Path("models/shipped")
+    classes: tuple[FindingClass, ...] = (FindingClass.CARIES,)
+    candidate_min_score: float = Field(0.05, ge=0, le=1)
+    match_iou: float = Field(0.5, gt=0, le=1)
+    true_box_copies: int = Field(6, ge=0)
+    jitter: float = Field(0.12, ge=0, le=0.5)
+    positive_fraction: float = Field(0.25, gt=0, lt=1)
+    weights: tuple[Annotated[float, Field(gt=0, le=1)], ...] = (0.2, 0.3, 0.4, 0.5)
+
+    @model_validator(mode="after")
+    def _some(self) -> VerificationConfig:
+        if not self.classes or len(set(self.classes)) != len(self.classes):
+            raise ValueError("verification.classes names the finding classes to verify, each once")
+        if not self.weights:
+            raise ValueError("verification.weights needs at least one fusion weight to try")
+        return self
+
+
 class TrackingConfig(FrozenConfig):
     experiment: str = "dxv-detectors"
     tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else the local SQLite store
@@ -146,6 +176,9 @@ class TrainConfig(FrozenConfig):
     detector: DetectorArchitecture = DetectorArchitecture()
     classifier: ClassifierArchitecture = ClassifierArchitecture()
     decode: DecodeConfig = DecodeConfig()
+    verifier: VerifierArchitecture = VerifierArchitecture()  # finding verifier: network and crops
+    verify: VerifyConfig = VerifyConfig()  # finding verifier: how it re-scores (weight chosen again at the end)
+    verification: VerificationConfig = VerificationConfig()  # finding verifier: its training examples
     sampler: SamplerConfig = SamplerConfig()
     data: DataConfig = DataConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -188,7 +221,11 @@ class TrainConfig(FrozenConfig):
 
     @property
     def is_detector(self) -> bool:
-        return self.model is not ModelKey.ROOT_COUNT
+        return self.model in (ModelKey.TOOTH_NUMBERING, ModelKey.FINDINGS)
+
+    @property
+    def is_verifier(self) -> bool:
+        return self.model is ModelKey.FINDING_VERIFIER
 
     @property
     def detector_task(self) -> DetectorTask:

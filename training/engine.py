@@ -145,20 +145,36 @@ def _backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, params:
         optimizer.step()
 
 
+def cross_entropy_loss(logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+    """The root counter's loss: one class of three per crop."""
+    return nn.functional.cross_entropy(logits.float(), batch["label"].to(logits.device))
+
+
+def verifier_loss(logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+    """The finding verifier's loss: each crop answers for its own class's logit only
+    (true finding of that class or not), as a sigmoid."""
+    column = batch["column"].to(logits.device).long()
+    chosen = logits.float().gather(1, column[:, None])[:, 0]
+    return nn.functional.binary_cross_entropy_with_logits(chosen, batch["label"].to(logits.device).float())
+
+
 def train_classifier_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
                                scheduler: torch.optim.lr_scheduler.LRScheduler, loader: Iterable[dict[str, Any]],
                                device: torch.device, epoch: int, scaler: torch.amp.GradScaler | None, grad_clip: float,
                                max_steps: int | None, on_step: Callable[[EpochState], None],
-                               freeze_batchnorm: bool = False) -> dict[str, float]:
+                               freeze_batchnorm: bool = False,
+                               loss_of: Callable[[torch.Tensor, dict[str, Any]], torch.Tensor] = cross_entropy_loss,
+                               ) -> dict[str, float]:
+    """One epoch of a crop classifier (the root counter; the finding verifier with
+    ``loss_of=verifier_loss``)."""
     train_mode(model, freeze_batchnorm)
     state = EpochState(epoch)
-    criterion = nn.CrossEntropyLoss()
     for step, batch in enumerate(loader):
         if max_steps is not None and step >= max_steps:
             break
         with torch.autocast(device_type=device.type, enabled=scaler is not None):
             logits = model(batch["image"].to(device))
-            loss = criterion(logits.float(), batch["label"].to(device))
+            loss = loss_of(logits, batch)
         _check_finite(loss, epoch, step)
         optimizer.zero_grad(set_to_none=True)
         _backward_step(loss, optimizer, model.parameters(), scaler, grad_clip)
@@ -265,3 +281,20 @@ def cosine_with_warmup(total_steps: int, warmup: int) -> Callable[[int], float]:
         progress = (step - warmup) / max(total_steps - warmup, 1)
         return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     return factor
+
+
+def verifier_logits(model: nn.Module, crops: np.ndarray, columns: np.ndarray, mirrored: bool, device: torch.device,
+                    batch_size: int = 512) -> np.ndarray:
+    """Each crop's logit for its class column, as ``models.inference.Verifier`` reads it
+    (mirrored and plain averaged when ``mirrored``), with the torch network."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(crops), batch_size):
+            chunk = torch.from_numpy(np.asarray(crops[start:start + batch_size], np.float32)).to(device)
+            logits = model(chunk).float()
+            if mirrored:
+                logits = (logits + model(torch.flip(chunk, [3])).float()) / 2
+            picked = logits.gather(1, torch.as_tensor(columns[start:start + batch_size], device=device).long()[:, None])
+            out.append(picked[:, 0].cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)

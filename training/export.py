@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +21,17 @@ from models.config_loading import config_from_data
 from models.errors import DxvError
 from models.inference import DentalReader
 from models.model_card import InputContract, ModelCard, ModelKey, QuantizedFile, get_model_card, sha256_of
-from models.networks import RootCountClassifier, build_detector
-from models.onnx_export import CLASSIFIER_OUTPUTS, DETECTOR_OUTPUTS, export_classifier, export_detector, finalise_card
+from models.networks import FindingVerifier, RootCountClassifier, build_detector
+from models.onnx_export import (
+    CLASSIFIER_OUTPUTS,
+    DETECTOR_OUTPUTS,
+    VERIFIER_INPUT,
+    VERIFIER_OUTPUTS,
+    export_classifier,
+    export_detector,
+    export_verifier,
+    finalise_card,
+)
 from models.tasks import class_names, task_classes
 from training.checkpoints import load_checkpoint
 from training.config import TrainConfig
@@ -39,6 +48,11 @@ def card_fields(config: TrainConfig, run_id: str | None) -> dict:
                 "input": InputContract(long_side_px=config.long_side_px, teeth_region_margin=config.teeth_region_margin),
                 "outputs": DETECTOR_OUTPUTS,
                 "detector": config.detector, "decode": config.decode}
+    if config.is_verifier:
+        arch = config.verifier
+        return {**base, "task": "verification", "classes": tuple(c.value for c in config.verification.classes),
+                "input": InputContract(name=VERIFIER_INPUT, channels=arch.channels, crop_hw_px=(arch.crop_px, arch.crop_px)),
+                "outputs": VERIFIER_OUTPUTS, "verifier": arch, "verify": config.verify}
     crop = (config.classifier.crop_height_px, config.classifier.crop_width_px)
     return {**base, "kinds_served": tuple(k for k in config.kinds_served if k.value != "bitewing"),
             "task": "classification", "classes": ROOT_COUNT_CLASS_NAMES, "input": InputContract(crop_hw_px=crop),
@@ -50,6 +64,8 @@ def export_model(config: TrainConfig, model, out_dir: Path, run_id: str | None) 
     path = out_dir / f"{config.model.value}.onnx"
     if config.is_detector:
         export_detector(model, path)
+    elif config.is_verifier:
+        export_verifier(model, path, config.verifier.channels, config.verifier.crop_px, len(config.verification.classes))
     else:
         export_classifier(model, path, (config.classifier.crop_height_px, config.classifier.crop_width_px))
     return path, finalise_card(card_fields(config, run_id), path)
@@ -58,6 +74,8 @@ def export_model(config: TrainConfig, model, out_dir: Path, run_id: str | None) 
 def network_for(config: TrainConfig):
     if config.is_detector:
         return build_detector(config.detector, len(task_classes(config.detector_task)))
+    if config.is_verifier:
+        return FindingVerifier(config.verifier, len(config.verification.classes))
     return RootCountClassifier(config.classifier)
 
 
@@ -78,6 +96,14 @@ def export_checkpoint(checkpoint_path: Path, out_dir: Path, tune_threshold: bool
     model = network_for(config)
     model.load_state_dict(checkpoint.model_state)
     path, card = export_model(config, model, out_dir, checkpoint.run_id)
+    if tune_threshold and config.is_verifier:
+        from training.verifier_data import candidate_reader, mine_examples
+
+        _, val_samples = split_samples(load_samples(config.data, DataReport()), config.data.val_fraction,
+                                       config.data.split_seed)
+        examples = mine_examples(candidate_reader(config.verification), val_samples, config.verifier,
+                                 config.verification, config.seed, true_box_copies=0)
+        card = tune_verifier(card, path, val_samples, examples.candidates, examples.crops, config)
     if tune_threshold and config.is_detector:
         _, val_samples = split_samples(load_samples(config.data, DataReport()), config.data.val_fraction,
                                        config.data.split_seed)
@@ -124,6 +150,9 @@ def quantize_model(model_dir: Path, key: ModelKey, version: str, samples: list, 
     from models.quantize import SCHEME, quantize_int8
 
     card = get_model_card(key, model_dir)
+    if key is ModelKey.FINDING_VERIFIER:
+        raise ExportError("the finding verifier has no int8 copy: it reads a few dozen small crops per radiograph "
+                          "and runs in float")
     if not samples:
         raise ExportError("quantizing needs calibration radiographs (--calibrate-on DATASET)")
     reader = DentalReader.from_directory(model_dir, precision="fp32", threads=None)
@@ -182,3 +211,31 @@ def tune_operating_threshold(card: ModelCard, onnx_path: Path, val_samples: list
     fields = card.model_dump(mode="json", exclude={"onnx_file", "sha256", "size_bytes"})
     return finalise_card({**fields, "decode": decode.model_dump(mode="json")}, onnx_path)
 
+
+
+def tune_verifier(card: ModelCard, onnx_path: Path, val_samples: list, candidates: Sequence, crops: np.ndarray,
+                  config: TrainConfig) -> ModelCard:
+    """A finding verifier's fusion weight (the best validation AP50 of the verified
+    classes among ``verification.weights``) and its classes' operating thresholds (each
+    one's best F1 on the combined scores), from the validation split's candidates read by
+    the exported file (the ONNX file and its hash are unchanged; both live in the card)."""
+    from evaluation.verification import candidate_readings, choose_weight, combined_scores, verified_thresholds
+    from models.inference import LoadedModel, Verifier
+
+    detected = [i for i, c in enumerate(candidates) if c.score is not None]
+    chosen = [candidates[i] for i in detected]
+    if not chosen or not val_samples:
+        return card
+    verifier = Verifier(LoadedModel.load(onnx_path))
+    probabilities = verifier.crop_probabilities(crops[detected], [c.finding_class for c in chosen])
+    classes = config.verification.classes
+    weight, at = choose_weight(val_samples, chosen, probabilities, classes, config.verification.weights,
+                               card.verify.min_score if card.verify else config.verify.min_score)
+    print("fusion weight " + ", ".join(f"{w}: AP50 {v:.3f}" for w, v in at.items()) + f" -> {weight}")
+    assert card.verify is not None
+    readings = candidate_readings(val_samples, chosen, combined_scores(chosen, probabilities, weight, card.verify.min_score))
+    thresholds = verified_thresholds(val_samples, readings, classes)
+    print("operating thresholds: " + ", ".join(f"{k} {v}" for k, v in thresholds.items()))
+    verify = card.verify.model_copy(update={"weight": weight, "class_thresholds": thresholds})
+    fields = card.model_dump(mode="json", exclude={"onnx_file", "sha256", "size_bytes"})
+    return finalise_card({**fields, "verify": verify.model_dump(mode="json")}, onnx_path)

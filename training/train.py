@@ -25,8 +25,10 @@ from torch import nn
 from datasets.samples import parallel_map
 from datasets.transforms import Target
 from evaluation.evaluate import evaluate, headline_metrics, write_report
+from evaluation.verification import candidate_readings, classes_ap50, combined_scores, mean_ap50
 from models.config_loading import dump_config
-from models.inference import DentalReader
+from models.findings import FindingClass
+from models.inference import DentalReader, sigmoid
 from models.model_card import ModelCard, ModelKey
 from models.networks import DetectorForExport
 from models.onnx_export import finalise_card
@@ -55,11 +57,14 @@ from training.engine import (
     evaluate_detector,
     train_classifier_one_epoch,
     train_detector_one_epoch,
+    verifier_logits,
+    verifier_loss,
 )
-from training.export import export_model, network_for, tune_operating_threshold
+from training.export import export_model, network_for, tune_operating_threshold, tune_verifier
 from training.hard_negatives import read_hard_negatives
 from training.onnx_weights import load_onnx_weights
 from training.tracking import tracked_run
+from training.verifier_data import VerifierExamples, balanced_sampler, candidate_reader, mine_examples, verifier_dataset
 
 log = logging.getLogger("dxv.train")
 console = Console(stderr=True)
@@ -141,9 +146,11 @@ def main(config: TrainConfig, resume: str | Path | None = None, run_dir: Path | 
     if report.unmapped_categories:
         console.print(f"[yellow]annotations that map to nothing of ours (dropped, counted): {dict(report.unmapped_categories)}")
 
-    trainer: _DetectorTraining | _ClassifierTraining
+    trainer: _DetectorTraining | _ClassifierTraining | _VerifierTraining
     if config.is_detector:
         trainer = _DetectorTraining(config, device, train_samples, val_samples, report)
+    elif config.is_verifier:
+        trainer = _VerifierTraining(config, device, train_samples, val_samples)
     else:
         trainer = _ClassifierTraining(config, device, train_samples, val_samples)
     model = trainer.model
@@ -173,7 +180,7 @@ def main(config: TrainConfig, resume: str | Path | None = None, run_dir: Path | 
     try:
         if tracker is not None and checkpoint is None:
             tracker.log_config(dump_config(config), config.model_dump(mode="json"))
-            tracker.log_dict(report.as_dict(), "data_report.json")
+            tracker.log_dict({**report.as_dict(), **getattr(trainer, "examples_report", {})}, "data_report.json")
             if config.data.hard_negatives is not None:  # the run can be repeated from its own artifacts
                 tracker.log_text(config.data.hard_negatives.read_text(), "hard_negatives.json")
         run_id = tracker.run_id if tracker else None
@@ -204,11 +211,19 @@ def main(config: TrainConfig, resume: str | Path | None = None, run_dir: Path | 
             if best_state is not None:
                 model.load_state_dict(best_state.model_state)
             onnx_path, card = export_model(config, model, run_dir / "export", run_id)
-            card = tune_operating_threshold(card, onnx_path, val_samples)
-            result = evaluate(DentalReader.from_directory(run_dir / "export"), val_samples,
-                              f"validation split ({len(val_samples)} images)")
+            if isinstance(trainer, _VerifierTraining):
+                val = trainer.val_examples
+                card = tune_verifier(card, onnx_path, val_samples, val.candidates, val.crops, config)
+                # Evaluated as served: the models it was trained on, with it re-scoring their candidates.
+                reader = DentalReader.from_files([*trainer.candidate_files, onnx_path])
+            else:
+                card = tune_operating_threshold(card, onnx_path, val_samples)
+                reader = DentalReader.from_directory(run_dir / "export")
+            result = evaluate(reader, val_samples, f"validation split ({len(val_samples)} images)")
             files = write_report(result, run_dir / "eval")
             final = headline_metrics(result.report)
+            if config.is_verifier:
+                final = verified_metrics(final, config.verification.classes)
             card = finalise_card({**card.model_dump(mode="json", exclude={"onnx_file", "sha256", "size_bytes"}),
                                   "metrics": final, "metrics_dataset": "validation split"}, onnx_path)
             if tracker is not None:
@@ -247,6 +262,9 @@ def _warm_start(config: TrainConfig, model: nn.Module, device: torch.device) -> 
     model.cpu()
     if config.is_detector:
         load_onnx_weights(model, config.init_from, DetectorForExport(model))  # type: ignore[arg-type]
+    elif config.is_verifier:
+        arch = config.verifier
+        load_onnx_weights(model, config.init_from, model, torch.rand(2, arch.channels, arch.crop_px, arch.crop_px))
     else:
         crop = config.classifier
         load_onnx_weights(model, config.init_from, model, torch.rand(2, 1, crop.crop_height_px, crop.crop_width_px))
@@ -357,3 +375,75 @@ class _ClassifierTraining:
         metrics, _, _ = evaluate_classifier(self.model, self.val, self.device)
         return metrics
 
+
+
+
+def verified_metrics(headline: dict[str, float], classes: tuple[FindingClass, ...]) -> dict[str, float]:
+    """A verifier's figures: those of the classes it verifies (the rest are its finding
+    detector's, unchanged by it)."""
+    names = tuple(f"_{c.value}" for c in classes)
+    return {k: v for k, v in headline.items() if k.endswith(names)}
+
+
+class _VerifierTraining:
+    """The finding verifier: examples mined once with the models of
+    ``verification.candidates_from`` (training and validation images), crops drawn with
+    a fixed share of true ones; validated by the AP50 of the validation candidates
+    re-scored at ``verify.weight`` (and, for reference, with the detector's own scores)."""
+
+    def __init__(self, config: TrainConfig, device: torch.device, train_samples, val_samples) -> None:
+        self.config, self.device = config, device
+        self.classes = config.verification.classes
+        self.model = network_for(config).to(device)
+        reader = candidate_reader(config.verification)
+        self.candidate_files = [config.verification.candidates_from / part.model.card.onnx_file
+                                for part in (reader.teeth, reader.findings, reader.roots) if part is not None]
+        train = self._mine(reader, train_samples, "reading training images", None)
+        self.val_examples = self._mine(reader, val_samples, "reading validation images", 0)
+        self.examples_report = {"verifier_examples": {"train": train.counts(), "validation": self.val_examples.counts()}}
+        console.print(f"verifier examples: {self.examples_report['verifier_examples']}")
+        self.labels = train.labels
+        self.dataset = verifier_dataset(train, self.classes, config.verifier.crop_px, config.seed)
+        self.val_samples = val_samples
+        column = {cls: i for i, cls in enumerate(self.classes)}
+        detected = [c for c in self.val_examples.candidates if c.score is not None]
+        self.val_columns = np.array([column[c.finding_class] for c in detected], np.int64)
+        self.val_detected = detected
+        own = candidate_readings(val_samples, detected, np.array([c.score for c in detected], np.float64))
+        self.detector_ap50 = classes_ap50(val_samples, own, self.classes) if val_samples else {}
+
+    def _mine(self, reader: DentalReader, samples, label: str, copies: int | None) -> VerifierExamples:
+        with _progress() as progress:
+            task = progress.add_task(label, total=len(samples), loss="-")
+            return mine_examples(reader, samples, self.config.verifier, self.config.verification, self.config.seed,
+                                 true_box_copies=copies, on_progress=lambda n: progress.update(task, completed=n))
+
+    def _sampler(self, epoch: int) -> torch.utils.data.WeightedRandomSampler:
+        return balanced_sampler(self.labels, self.config.verification.positive_fraction, self.config.seed + epoch)
+
+    def steps_per_epoch(self) -> int:
+        steps = -(-self._sampler(0).num_samples // self.config.optim.batch_size)
+        return min(steps, self.config.optim.max_iters_per_epoch or steps)
+
+    def train_epoch(self, optimizer, scheduler, scaler, epoch: int) -> dict[str, float]:
+        self.dataset.transform.set_random_state(seed=self.config.seed + epoch)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.config.optim.batch_size,
+                                             sampler=self._sampler(epoch), **_loader_workers(self.config, epoch))
+        with epoch_progress(epoch, self.steps_per_epoch()) as on_step:
+            return train_classifier_one_epoch(self.model, optimizer, scheduler, loader, self.device, epoch, scaler,
+                                              self.config.optim.grad_clip, self.config.optim.max_iters_per_epoch, on_step,
+                                              self.config.optim.freeze_batchnorm, loss_of=verifier_loss)
+
+    def validate(self) -> dict[str, float]:
+        if not self.val_detected:
+            return {}
+        detected = [i for i, c in enumerate(self.val_examples.candidates) if c.score is not None]
+        logits = verifier_logits(self.model, self.val_examples.crops[detected], self.val_columns,
+                                 self.config.verify.mirrored, self.device)
+        scores = combined_scores(self.val_detected, sigmoid(logits), self.config.verify.weight,
+                                 self.config.verify.min_score)
+        aps = classes_ap50(self.val_samples, candidate_readings(self.val_samples, self.val_detected, scores), self.classes)
+        metrics = {f"ap50_{k}": v for k, v in aps.items()}
+        metrics.update({f"ap50_{k}_detector": v for k, v in self.detector_ap50.items()})
+        metrics["selection"] = mean_ap50(aps)
+        return metrics

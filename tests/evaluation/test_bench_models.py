@@ -21,7 +21,7 @@ def reader() -> DentalReader:
 
 def test_served_inputs_are_what_each_model_reads_in_serving(reader):
     inputs = served_inputs(reader)
-    assert set(inputs) == {ModelKey.TOOTH_NUMBERING, ModelKey.FINDINGS, ModelKey.ROOT_COUNT}
+    assert set(inputs) == {ModelKey.TOOTH_NUMBERING, ModelKey.FINDINGS, ModelKey.ROOT_COUNT, ModelKey.FINDING_VERIFIER}
     findings_card = reader.findings.model.card
     periapical = generate_case(RadiographKind.PERIAPICAL, 4242, 0).pixels_unit
     expected, _ = prepare_image(periapical, findings_card.long_side_for(RadiographKind.PERIAPICAL))
@@ -33,6 +33,8 @@ def test_served_inputs_are_what_each_model_reads_in_serving(reader):
     region = inputs[ModelKey.FINDINGS]["panoramic"]
     assert region.shape[2] * region.shape[3] < 0.8 * whole.shape[2] * whole.shape[3]
     assert inputs[ModelKey.ROOT_COUNT]["crop"].shape == (1, 1, *reader.roots.crop_hw)
+    arch = reader.verifier.arch  # one candidate's crops, one channel per context
+    assert inputs[ModelKey.FINDING_VERIFIER]["crop"].shape == (1, arch.channels, arch.crop_px, arch.crop_px)
 
 
 class _SleepingSession:
@@ -70,6 +72,8 @@ def test_write_cards_stores_the_figures_and_leaves_the_models_alone(tmp_path):
     assert findings.throughput_device.startswith("CPU")
     roots = get_model_card(ModelKey.ROOT_COUNT, models)
     assert set(roots.throughput) == {"cpu_crop_batch1_images_per_s", "cpu_crop_batch2_images_per_s"}
+    verifier = get_model_card(ModelKey.FINDING_VERIFIER, models)  # one candidate's two crops per input
+    assert set(verifier.throughput) == {"cpu_crop_batch1_images_per_s", "cpu_crop_batch2_images_per_s"}
     for key in ModelKey:
         card = get_model_card(key, models)
         verify_card(card, models / card.onnx_file)  # same file, same hash

@@ -22,7 +22,7 @@ def test_reading_is_in_original_pixels_with_versions(reader, kind):
     case = generate_case(kind, 777, 1)
     reading = reader.read(case.image_id, case.pixels_unit, kind)
     assert (reading.width_px, reading.height_px) == (case.annotations.width_px, case.annotations.height_px)
-    assert dict(reading.model_versions).keys() == {"tooth-numbering", "findings", "root-count"}
+    assert dict(reading.model_versions).keys() == {"tooth-numbering", "findings", "root-count", "finding-verifier"}
     assert reading.teeth, "a synthetic radiograph always shows teeth"
     for item in (*reading.teeth, *reading.findings):
         x0, y0, x1, y1 = item.box_xyxy_px
@@ -52,9 +52,8 @@ def test_operating_point_keeps_fewer_detections_than_candidates(reader):
     at_op = reader.read("x", case.pixels_unit, RadiographKind.PANORAMIC)
     everything = reader.read("x", case.pixels_unit, RadiographKind.PANORAMIC, operating_point=False)
     assert len(everything.findings) > len(at_op.findings) > 0
-    decode = reader.findings.model.card.decode
-    kept = tuple(f for f in everything.findings if f.score >= decode.threshold_for(f.finding_class.value))
-    assert at_op.findings == kept, "exactly the candidates at or above their class's threshold"
+    kept = tuple(f for f in everything.findings if f.score >= reader.finding_threshold(f.finding_class))
+    assert at_op.findings == kept, "exactly the candidates at or above their class's threshold in effect"
 
 
 def test_a_folder_without_cards_is_refused(tmp_path):

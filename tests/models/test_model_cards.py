@@ -5,6 +5,7 @@ import shutil
 import onnxruntime as ort
 import pytest
 
+from models.findings import FindingClass
 from models.model_card import NOT_FOR_CLINICAL_USE, SHIPPED_DIR, ModelCardError, ModelKey, get_model_card, verify_card
 from models.radiographs import RadiographKind
 from models.tasks import DetectorTask, class_names
@@ -20,12 +21,15 @@ def test_shipped_card_matches_its_onnx_file(key):
     assert card.metrics, "held-out metrics are recorded"
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (inp,) = session.get_inputs()
-    assert inp.name == card.input.name and inp.shape[1] == 1
+    assert inp.name == card.input.name and inp.shape[1] == card.input.channels
     assert session.get_outputs()[0].shape[-1] == len(card.classes)
     if key is ModelKey.TOOTH_NUMBERING:
         assert card.classes == class_names(DetectorTask.TEETH)
     elif key is ModelKey.FINDINGS:
         assert card.classes == class_names(DetectorTask.FINDINGS)
+    elif key is ModelKey.FINDING_VERIFIER:
+        assert set(card.classes) <= {c.value for c in FindingClass}
+        assert tuple(inp.shape[2:]) == tuple(card.input.crop_hw_px)
     else:
         assert RadiographKind.BITEWING not in card.kinds_served
         assert tuple(inp.shape[2:]) == tuple(card.input.crop_hw_px)

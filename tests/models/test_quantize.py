@@ -192,9 +192,22 @@ def test_card_metrics_say_which_file_was_read(tmp_path):
     assert dxv(["eval", str(tmp_path), dataset, "--out", str(tmp_path / "eval"), "--write-card-metrics",
                 "--precision", "int8"]) == 0
     findings, roots = read_card(tmp_path / "findings.card.json"), read_card(tmp_path / "root-count.card.json")
-    assert findings.metrics and findings.metrics_dataset.endswith("; read with the int8 copy")
+    assert findings.metrics and findings.metrics_dataset.endswith("; read with the int8 copy; caries re-scored by the "
+                                                                  "finding verifier")
     assert roots.metrics and roots.metrics_dataset == "synthetic seed 5 (periapical 2, panoramic 1)"
+    # The verifier's card: the figures of the class it re-scores, read with it.
+    verifier = read_card(tmp_path / "finding-verifier.card.json")
+    assert verifier.metrics and all(k.endswith("_caries") for k in verifier.metrics)
+    assert verifier.metrics["ap50_caries"] == findings.metrics["ap50_caries"]
+    assert verifier.metrics_dataset == roots.metrics_dataset + "; caries re-scored by the finding verifier"
     assert dxv(["eval", str(tmp_path), dataset, "--out", str(tmp_path / "eval"), "--write-card-metrics",
                 "--precision", "fp32"]) == 0
-    assert read_card(tmp_path / "findings.card.json").metrics_dataset == roots.metrics_dataset
+    assert read_card(tmp_path / "findings.card.json").metrics_dataset == (roots.metrics_dataset
+                                                                          + "; caries re-scored by the finding verifier")
     verify_card(read_card(tmp_path / "findings.card.json"), tmp_path / findings.onnx_file)
+
+
+def test_the_finding_verifier_is_not_quantized(capsys):
+    assert dxv(["models", "quantize", str(SHIPPED_DIR), "finding-verifier", "--version", "9",
+                "--calibrate-on", "synthetic:seed=5,periapical=1"]) == 2
+    assert "runs in float" in " ".join(capsys.readouterr().err.split())

@@ -61,8 +61,7 @@ def test_the_model_deployment_batches_concurrent_reads(models_handle) -> None:
     assert isinstance(outcomes[3], ImageAnalysisRefused) and outcomes[3].error.code == "image.not_an_image"
 
 
-def test_the_ingress_app_decides_a_claim_through_the_deployment_handle(models_handle, tmp_path) -> None:
-    handle, config = models_handle
+def _demo_store(tmp_path) -> tuple[str, str]:
     url = f"sqlite:///{tmp_path / 'state.db'}"
     store = Store.open(url)
     with store.transaction() as session:
@@ -71,7 +70,10 @@ def test_the_ingress_app_decides_a_claim_through_the_deployment_handle(models_ha
                         RuleTables.load().validation.catalogue, NOW)
         key = create_key(session, tenant="demo", role=Role.ADJUDICATOR, label="", now=NOW)[1]
     store.close()
-    client = TestClient(build_ingress_app(handle, config.model_copy(update={"state_url": url})))
+    return url, key
+
+
+def _decides_the_upcoded_root_canal(client: TestClient, key: str) -> None:
     assert client.get("/readyz").json() == {"ready": True}
     case = generate_case(RadiographKind.PERIAPICAL, 404, 9)
     claim = {"claim_id": "LOCAL-1", "tenant": "demo", "member": {"member_id": "MBR-0001", "birth_date": "1980-05-17"},
@@ -86,14 +88,31 @@ def test_the_ingress_app_decides_a_claim_through_the_deployment_handle(models_ha
     # On a CPU the replica runs the finding detector's int8 copy (models.precision: auto), and says so.
     findings = get_model_card(ModelKey.FINDINGS)
     int8 = available_providers() == ["CPUExecutionProvider"] and cpu_multiplies_int8_exactly()
-    assert answer.json()["versions"]["model:findings"] == findings.version + ("+int8" if int8 else "")
+    versions = answer.json()["versions"]
+    assert versions["model:findings"] == findings.version + ("+int8" if int8 else "")
+    assert versions["model:finding-verifier"] == get_model_card(ModelKey.FINDING_VERIFIER).version
     bad = client.post("/v1/claims:validate", content=b"{not json", headers={"X-API-Key": key})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "request.invalid"
-    # A file the model replica cannot decode comes back as its own error code, not a 500.
+    # A file the models cannot decode comes back as its own error code, not a 500.
     junk = {**claim, "claim_id": "LOCAL-2",
             "attachments": [{"radiograph_id": "x", "kind": "periapical", "content": base64.b64encode(b"GIF89a...").decode()}]}
     refused = client.post("/v1/claims:validate", json=junk, headers={"X-API-Key": key})
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "image.not_an_image"
+
+
+def test_the_ingress_app_decides_a_claim_through_the_deployment_handle(models_handle, tmp_path) -> None:
+    handle, config = models_handle
+    url, key = _demo_store(tmp_path)
+    _decides_the_upcoded_root_canal(TestClient(build_ingress_app(handle, config.model_copy(update={"state_url": url}))), key)
+
+
+def test_with_the_models_placed_in_the_ingress_it_decides_the_same(tmp_path) -> None:
+    config = load_serving_config(overrides=("models.placement=ingress",))
+    url, key = _demo_store(tmp_path)
+    app = build_ingress_app(str(SHIPPED_DIR), config.model_copy(update={"state_url": url}))
+    _decides_the_upcoded_root_canal(TestClient(app), key)
+    with pytest.raises(ConfigError, match="placement"):
+        load_serving_config(overrides=("models.placement=elsewhere",))
 
 
 def test_the_precision_setting_is_checked_when_the_config_loads() -> None:

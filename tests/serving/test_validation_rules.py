@@ -3,6 +3,8 @@ numbering systems, payer codes, narrative against image, evidence and versions."
 
 from __future__ import annotations
 
+import dataclasses
+
 from models.radiographs import RadiographKind
 from serving.decisions import Action
 from serving.validation.engine import load_tables, validate_claim
@@ -94,6 +96,17 @@ def test_evidence_names_image_box_score_and_model_version() -> None:
     refs = [r for h in decision.rule_hits if h.rule_id == "R1.necessity" for r in h.evidence]
     assert refs and refs[0].image_id == "img-1" and refs[0].box_xyxy_px == lesion.box_xyxy_px
     assert refs[0].score == 0.83 and refs[0].model == "findings@f1" and refs[0].tooth_fdi == 46
+
+
+def test_a_verified_findings_evidence_names_the_verifier_too() -> None:
+    caries = dataclasses.replace(finding("caries", 46, "crown", score=0.7, depth="near_pulp"), verified=True)
+    versions = (("tooth-numbering", "t1"), ("findings", "f1"), ("finding-verifier", "v1"))
+    decision = _decide([line("D3330", 46)], [dataclasses.replace(reading(LOWER_RIGHT, [caries]), model_versions=versions)])
+    models = {r.score: r.model for h in decision.lines[0].rule_hits for r in h.evidence if r.source == "image"}
+    assert models[0.7] == "findings@f1 + finding-verifier@v1"  # its score is both models' together
+    lesion = finding("periapical_lesion", 46, "apex", score=0.8)  # not verified: the detector's alone
+    decision = _decide([line("D3330", 46)], [dataclasses.replace(reading(LOWER_RIGHT, [lesion]), model_versions=versions)])
+    assert {r.model for h in decision.lines[0].rule_hits for r in h.evidence if r.score == 0.8} == {"findings@f1"}
 
 
 def test_versions_of_tables_rules_and_models_are_recorded() -> None:
