@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from models.findings import FindingClass
 from models.radiographs import RadiographKind
 from serving.decisions import Action
 from serving.validation.engine import load_tables, validate_claim
@@ -116,7 +117,9 @@ def test_versions_of_tables_rules_and_models_are_recorded() -> None:
 
 
 def test_surfaces_the_model_is_unsure_about_are_flagged_not_downcoded() -> None:
-    image = reading(LOWER_RIGHT, [finding("caries", 46, "mesial"), finding("caries", 46, "occlusal", score=0.3)])
+    band = load_tables().thresholds.findings[FindingClass.CARIES]
+    between = (band.absent + band.support) / 2  # neither clear support nor clearly nothing
+    image = reading(LOWER_RIGHT, [finding("caries", 46, "mesial"), finding("caries", 46, "occlusal", score=between)])
     decision = _decide([line("D2392", 46, "MO")], [image]).lines[0]
     assert decision.action is Action.FLAG
     assert any("uncertain" in h.reason for h in _fired(decision))
