@@ -45,6 +45,7 @@ class DataReport:
     caries_without_depth: int = 0
     primary_teeth: int = 0
     hard_negatives: dict[str, int] = field(default_factory=dict)  # training images with some, and boxes
+    verifier_examples: dict[str, dict[str, int]] = field(default_factory=dict)  # finding verifier: per split
 
     def add(self, sample: Sample) -> None:
         self.images[sample.kind.value] += 1
@@ -59,7 +60,8 @@ class DataReport:
         return {"images": dict(self.images), "teeth": self.teeth, "primary_teeth": self.primary_teeth,
                 "findings": dict(self.findings), "unmapped_categories": dict(self.unmapped_categories),
                 "caries_without_depth": self.caries_without_depth,
-                **({"hard_negatives": dict(self.hard_negatives)} if self.hard_negatives else {})}
+                **({"hard_negatives": dict(self.hard_negatives)} if self.hard_negatives else {}),
+                **({"verifier_examples": dict(self.verifier_examples)} if self.verifier_examples else {})}
 
 
 def _source_samples(source: SyntheticSource | DiskSource, report: DataReport, workers: int) -> list[Sample]:

@@ -150,7 +150,7 @@ def main(config: TrainConfig, resume: str | Path | None = None, run_dir: Path | 
     if config.is_detector:
         trainer = _DetectorTraining(config, device, train_samples, val_samples, report)
     elif config.is_verifier:
-        trainer = _VerifierTraining(config, device, train_samples, val_samples)
+        trainer = _VerifierTraining(config, device, train_samples, val_samples, report)
     else:
         trainer = _ClassifierTraining(config, device, train_samples, val_samples)
     model = trainer.model
@@ -180,7 +180,7 @@ def main(config: TrainConfig, resume: str | Path | None = None, run_dir: Path | 
     try:
         if tracker is not None and checkpoint is None:
             tracker.log_config(dump_config(config), config.model_dump(mode="json"))
-            tracker.log_dict({**report.as_dict(), **getattr(trainer, "examples_report", {})}, "data_report.json")
+            tracker.log_dict(report.as_dict(), "data_report.json")
             if config.data.hard_negatives is not None:  # the run can be repeated from its own artifacts
                 tracker.log_text(config.data.hard_negatives.read_text(), "hard_negatives.json")
         run_id = tracker.run_id if tracker else None
@@ -376,8 +376,6 @@ class _ClassifierTraining:
         return metrics
 
 
-
-
 def verified_metrics(headline: dict[str, float], classes: tuple[FindingClass, ...]) -> dict[str, float]:
     """A verifier's figures: those of the classes it verifies (the rest are its finding
     detector's, unchanged by it)."""
@@ -391,7 +389,8 @@ class _VerifierTraining:
     a fixed share of true ones; validated by the AP50 of the validation candidates
     re-scored at ``verify.weight`` (and, for reference, with the detector's own scores)."""
 
-    def __init__(self, config: TrainConfig, device: torch.device, train_samples, val_samples) -> None:
+    def __init__(self, config: TrainConfig, device: torch.device, train_samples, val_samples,
+                 report: DataReport) -> None:
         self.config, self.device = config, device
         self.classes = config.verification.classes
         self.model = network_for(config).to(device)
@@ -400,12 +399,13 @@ class _VerifierTraining:
                                 for part in (reader.teeth, reader.findings, reader.roots) if part is not None]
         train = self._mine(reader, train_samples, "reading training images", None)
         self.val_examples = self._mine(reader, val_samples, "reading validation images", 0)
-        self.examples_report = {"verifier_examples": {"train": train.counts(), "validation": self.val_examples.counts()}}
-        console.print(f"verifier examples: {self.examples_report['verifier_examples']}")
+        report.verifier_examples = {"train": train.counts(), "validation": self.val_examples.counts()}
+        console.print(f"verifier examples: {report.verifier_examples}")
         self.labels = train.labels
         self.dataset = verifier_dataset(train, self.classes, config.verifier.crop_px, config.seed)
         self.val_samples = val_samples
         column = {cls: i for i, cls in enumerate(self.classes)}
+        # Validation reads the detector's candidates only (with true_box_copies 0 there are no others).
         detected = [c for c in self.val_examples.candidates if c.score is not None]
         self.val_columns = np.array([column[c.finding_class] for c in detected], np.int64)
         self.val_detected = detected
@@ -437,8 +437,7 @@ class _VerifierTraining:
     def validate(self) -> dict[str, float]:
         if not self.val_detected:
             return {}
-        detected = [i for i, c in enumerate(self.val_examples.candidates) if c.score is not None]
-        logits = verifier_logits(self.model, self.val_examples.crops[detected], self.val_columns,
+        logits = verifier_logits(self.model, self.val_examples.crops, self.val_columns,
                                  self.config.verify.mirrored, self.device)
         scores = combined_scores(self.val_detected, sigmoid(logits), self.config.verify.weight,
                                  self.config.verify.min_score)
