@@ -221,13 +221,19 @@ def _wait_ready(base_url: str, process: subprocess.Popen, timeout_s: float) -> N
 
 
 def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)  # dxv serve shuts Serve and Ray down on Ctrl-C
+    """Ctrl-C (dxv serve shuts Serve and Ray down), a second one if Serve's graceful
+    shutdown hangs (Ray still goes down), and a kill as the last resort."""
+    for wait_s in (120, 60):
+        if process.poll() is not None:
+            return
+        process.send_signal(signal.SIGINT)
         try:
-            process.wait(timeout=180)
+            process.wait(timeout=wait_s)
+            return
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            continue
+    process.kill()
+    process.wait()
 
 
 def state_url(out: Path) -> str:

@@ -32,8 +32,11 @@ def _serve(args: argparse.Namespace) -> int:
     from serving.service_config import DEFAULT_SERVING_CONFIG
 
     if args.stop:
-        if not stop_service():
-            raise ServeError("no running service to stop (no pid file, or it did not stop in time)")
+        outcome = stop_service()
+        if outcome == "not_running":
+            raise ServeError("no running service to stop (no pid file, or its process has ended)")
+        if outcome == "timeout":
+            raise ServeError("the service did not stop in time (asked twice); its process is still running")
         _out.print("service stopped")
         return 0
 

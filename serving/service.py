@@ -222,12 +222,12 @@ def run_service(config_path: Path = DEFAULT_SERVING_CONFIG, overrides: tuple[str
         ray.init(include_dashboard=False, logging_level=logging.WARNING, _node_ip_address="127.0.0.1",
                  runtime_env=runtime_env)
     pid = pid_file()
+    pid.parent.mkdir(parents=True, exist_ok=True)
+    pid.write_text(str(os.getpid()))  # from here on `dxv serve --stop` reaches this process, starting or serving
     try:
         logs = {"enable_access_log": config.access_log, "log_level": "INFO" if config.access_log else "WARNING"}
         serve.start(http_options={"host": config.http.host, "port": config.http.port}, logging_config=logs)
         serve.run(application, name=APP_NAME, route_prefix="/", blocking=False, logging_config=logs)
-        pid.parent.mkdir(parents=True, exist_ok=True)
-        pid.write_text(str(os.getpid()))
         if on_ready:
             on_ready(config)
         while True:
@@ -237,22 +237,15 @@ def run_service(config_path: Path = DEFAULT_SERVING_CONFIG, overrides: tuple[str
     finally:
         try:
             serve.shutdown()
+        except KeyboardInterrupt:  # a second stop: Serve's graceful shutdown is cut short, Ray still goes down
+            logging.getLogger("dxv.serve").warning("Serve's shutdown interrupted; shutting Ray down")
         finally:
             ray.shutdown()
             pid.unlink(missing_ok=True)  # last: `dxv serve --stop` waits for it to go
 
 
-def stop_service(timeout_s: float = 180.0) -> bool:
-    """Ask the running ``dxv serve`` (found by its pid file) to shut down; wait for it."""
-    pid = pid_file()
-    if not pid.exists():
-        return False
-    number = int(pid.read_text().strip())
-    try:
-        os.kill(number, signal.SIGINT)
-    except ProcessLookupError:
-        pid.unlink(missing_ok=True)
-        return False
+def _gone(pid: Path, number: int, timeout_s: float) -> bool:
+    """Whether the service process has ended (or removed its pid file) within ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not pid.exists():  # removed once Serve and Ray are down
@@ -263,6 +256,30 @@ def stop_service(timeout_s: float = 180.0) -> bool:
             return True
         time.sleep(0.5)
     return False
+
+
+def stop_service(timeout_s: float = 180.0) -> str:
+    """Ask the running ``dxv serve`` (found by its pid file) to shut down and wait for it:
+    "stopped", "not_running" (no pid file, or no such process) or "timeout". Serve's
+    graceful shutdown can hang on a busy machine (its controller's shutdown task retried
+    without end), so after two thirds of the time a second interrupt cuts it short; the
+    service then shuts Ray down all the same."""
+    pid = pid_file()
+    if not pid.exists():
+        return "not_running"
+    number = int(pid.read_text().strip())
+    try:
+        os.kill(number, signal.SIGINT)
+    except ProcessLookupError:
+        pid.unlink(missing_ok=True)
+        return "not_running"
+    if _gone(pid, number, timeout_s * 2 / 3):
+        return "stopped"
+    try:
+        os.kill(number, signal.SIGINT)
+    except ProcessLookupError:
+        return "stopped"
+    return "stopped" if _gone(pid, number, timeout_s / 3) else "timeout"
 
 
 __all__ = ["ServingConfig", "build_application", "run_service", "stop_service"]

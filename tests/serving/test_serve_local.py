@@ -142,3 +142,53 @@ def test_serve_environment_sets_the_front_only_for_the_ray_dxv_serve_starts(monk
     attached = serve_environment(load_serving_config(), attaching=True)
     assert "RAY_SERVE_ENABLE_HA_PROXY" not in attached and "RAY_max_direct_call_object_size" not in attached
     assert "RAY_SERVE_CONTROL_LOOP_INTERVAL_S" not in attached
+
+
+_STUBBORN = """
+import os, signal, sys, time
+from pathlib import Path
+pid = Path(sys.argv[1]); asked = []
+signal.signal(signal.SIGINT, lambda *_: asked.append(1))
+pid.parent.mkdir(parents=True, exist_ok=True); pid.write_text(str(os.getpid()))
+while len(asked) < int(sys.argv[2]):
+    time.sleep(0.05)
+pid.unlink()
+"""
+
+
+@pytest.mark.parametrize("interrupts_needed", [1, 2])
+def test_stop_asks_again_when_the_first_interrupt_is_not_enough(tmp_path, monkeypatch, interrupts_needed) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from serving.service import pid_file, stop_service
+
+    monkeypatch.setenv("DXV_DATA_DIR", str(tmp_path))
+    assert stop_service(timeout_s=1) == "not_running"
+    # A service whose Serve shutdown hangs after the first Ctrl-C ends at the second.
+    process = subprocess.Popen([sys.executable, "-c", _STUBBORN, str(pid_file()), str(interrupts_needed)])
+    deadline = time.monotonic() + 30
+    while not pid_file().exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stop_service(timeout_s=3) == "stopped"
+    assert process.wait(timeout=10) == 0 and not pid_file().exists()
+
+
+def test_stop_reports_a_service_that_does_not_end(tmp_path, monkeypatch) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from serving.service import pid_file, stop_service
+
+    monkeypatch.setenv("DXV_DATA_DIR", str(tmp_path))
+    process = subprocess.Popen([sys.executable, "-c", _STUBBORN, str(pid_file()), "3"])
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file().exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stop_service(timeout_s=1.5) == "timeout"
+    finally:
+        process.kill()
+        process.wait()
