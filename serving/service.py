@@ -221,6 +221,11 @@ def run_service(config_path: Path = DEFAULT_SERVING_CONFIG, overrides: tuple[str
     else:
         ray.init(include_dashboard=False, logging_level=logging.WARNING, _node_ip_address="127.0.0.1",
                  runtime_env=runtime_env)
+    # Ctrl-C, `dxv serve --stop` (SIGINT) and a process manager's SIGTERM all end the service,
+    # even where it was started with SIGINT ignored (a background job of a script, nohup),
+    # which Python would otherwise leave ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     pid = pid_file()
     pid.parent.mkdir(parents=True, exist_ok=True)
     pid.write_text(str(os.getpid()))  # from here on `dxv serve --stop` reaches this process, starting or serving

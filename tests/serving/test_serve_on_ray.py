@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -57,8 +58,10 @@ def test_service_on_ray_over_http(tmp_path) -> None:
     _dxv("state", "seed", "configs/seed/demo.yaml", env=env)
     key = _dxv("keys", "create", "--tenant", "demo", "--role", "adjudicator", env=env).stdout.strip().splitlines()[-1]
     log = (tmp_path / "serve.log").open("w")
+    # Started as a script's background job is (SIGINT ignored, which Python would keep): it still stops.
     server = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", "--set", f"http.port={port}",
-                               "--set", "autoscaling.max_replicas=1"], env=env, stdout=log, stderr=subprocess.STDOUT)
+                               "--set", "autoscaling.max_replicas=1"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 420
