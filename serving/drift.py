@@ -78,6 +78,17 @@ def _detections(model: str, reading: Mapping[str, Any]) -> list[tuple[str, float
     return [(f["class"], f["score"]) for f in reading.get("findings", [])]
 
 
+def monitored_version(model: str, versions: Mapping[str, str]) -> str:
+    """The version a model's detection scores are monitored under: the finding detector's
+    scores of the classes a finding verifier re-scores are both models' together, so a
+    new verifier is a new release of what is monitored (``0.5.0+int8+verifier-0.1.0``),
+    not drift of the detector."""
+    version = versions[model]
+    if model == "findings" and "finding-verifier" in versions:
+        version += f"+verifier-{versions['finding-verifier']}"
+    return version
+
+
 def score_summary(readings: Iterable[Mapping[str, Any]], lines: int) -> dict[str, Any]:
     """What drift needs of one decided claim, kept beside its readings so that a window is
     summed from a few hundred bytes per claim instead of every detection's box and
@@ -90,8 +101,8 @@ def score_summary(readings: Iterable[Mapping[str, Any]], lines: int) -> dict[str
         for model in MONITORED:
             if model not in versions:
                 continue
-            entry = models.setdefault((model, versions[model]), {"model": model, "version": versions[model],
-                                                                 "images": 0, "scores": {}})
+            version = monitored_version(model, versions)
+            entry = models.setdefault((model, version), {"model": model, "version": version, "images": 0, "scores": {}})
             entry["images"] += 1
             for cls, score in _detections(model, reading):
                 entry["scores"].setdefault(cls, []).append(score)

@@ -195,6 +195,13 @@ def test_a_claims_summary_keeps_every_score_by_model_version_and_counts_at_any_r
         assert stats.histograms["caries"][3] == 1 and stats.histograms["caries"][7] == 1
 
 
+def test_verified_finding_scores_are_monitored_under_both_versions() -> None:
+    stored = {**reading([44], [finding("caries", 44, "occlusal", 0.7)]).to_json(),
+              "model_versions": {"tooth-numbering": "t1", "findings": "f1+int8", "finding-verifier": "v1"}}
+    versions = {(e["model"], e["version"]) for e in score_summary([stored], lines=1)["models"]}
+    assert versions == {("findings", "f1+int8+verifier-v1"), ("tooth-numbering", "t1")}
+
+
 def test_migration_0011_summarises_the_records_already_stored(store_url: str) -> None:
     from sqlalchemy import text
 
