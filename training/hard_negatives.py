@@ -60,7 +60,8 @@ def false_finding_boxes(reported: Sequence[tuple[FindingClass, tuple[float, floa
         truth = [b for c, b in annotated if c is finding_class]
         if truth and float(box_iou(np.asarray(box), np.asarray(truth)).max()) >= FREE_IOU:
             continue
-        found.append(tuple(float(v) for v in box))
+        x0, y0, x1, y1 = (float(v) for v in box)
+        found.append((x0, y0, x1, y1))
     return found
 
 

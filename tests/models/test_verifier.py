@@ -23,11 +23,12 @@ TINY = VerifierArchitecture(block_inplanes=(4, 8, 8, 16), crop_px=24,
 
 
 def _card_fields(arch=TINY, classes=("caries",), verify=None):
+    verify = verify or VerifyConfig(min_score=0.2, weight=0.5, class_thresholds={"caries": 0.4})
     return {"key": "finding-verifier", "registered_name": "dxv-finding-verifier", "version": "0.0.1",
             "task": "verification", "classes": list(classes), "kinds_served": ["periapical", "bitewing", "panoramic"],
             "input": {"name": VERIFIER_INPUT, "channels": arch.channels, "crop_hw_px": [arch.crop_px, arch.crop_px]},
             "outputs": list(VERIFIER_OUTPUTS), "verifier": arch.model_dump(mode="json"),
-            "verify": (verify or VerifyConfig(min_score=0.2, weight=0.5, class_thresholds={"caries": 0.4})).model_dump(mode="json")}
+            "verify": verify.model_dump(mode="json")}
 
 
 @pytest.fixture
