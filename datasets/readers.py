@@ -220,8 +220,23 @@ def _dicom_to_unit(
         top = float(2 ** int(ds.BitsAllocated) - 1)
         return np.clip(grey / top, 0.0, 1.0).astype(np.float32), "none"
 
-    values = apply_modality_lut(stored, ds)
     low, high = _stored_value_range(ds, bits_stored)
+    if not ds.get("ModalityLUTSequence") and not ds.get("VOILUTSequence") \
+            and not ("WindowCenter" in ds and "WindowWidth" in ds):
+        # Rescale only (the common case): the same mapping as below in one float32 pass over
+        # the pixels instead of four float64 ones (3.5 -> 1.3 ms for a periapical here).
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        span = high - low if high > low else 1.0
+        unit = stored.astype(np.float32)
+        unit *= np.float32(slope / span)
+        unit += np.float32((intercept - low) / span)
+        np.clip(unit, 0.0, 1.0, out=unit)
+        if photometric == "MONOCHROME1":
+            np.subtract(np.float32(1.0), unit, out=unit)
+        return unit, "none"
+
+    values = apply_modality_lut(stored, ds)
     voi_applied = "none"
     if ds.get("VOILUTSequence"):
         values = apply_voi_lut(values, ds, prefer_lut=True)

@@ -28,7 +28,7 @@ def register(commands: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from serving.service import run_service, stop_service
+    from serving.service import resolved_placement, run_service, stop_service
     from serving.service_config import DEFAULT_SERVING_CONFIG
 
     if args.stop:
@@ -41,8 +41,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
 
     def ready(config: Any) -> None:
-        _out.print(f"service running at http://{config.http.host}:{config.http.port} (OpenAPI at /docs); "
-                   "Ctrl-C or 'dxv serve --stop' to end", highlight=False)
+        where = "in the ingress" if resolved_placement(config) == "ingress" else "in a model deployment"
+        _out.print(f"service running at http://{config.http.host}:{config.http.port} (OpenAPI at /docs; "
+                   f"models {where}); Ctrl-C or 'dxv serve --stop' to end", highlight=False, soft_wrap=True)
 
     run_service(args.config or DEFAULT_SERVING_CONFIG, tuple(args.overrides), args.address, on_ready=ready)
     _out.print("service stopped")

@@ -38,6 +38,15 @@ def gpu_available() -> bool:
         return False
 
 
+def resolved_placement(config: ServingConfig) -> str:
+    """Where the models run, ``models.placement`` with "auto" settled: their own deployment
+    where ONNX Runtime has a GPU (batches across requests fill it), the ingress where it
+    has the CPU alone (a hop between replicas and a second busy process only cost there)."""
+    if config.models.placement != "auto":
+        return config.models.placement
+    return "deployment" if gpu_available() else "ingress"
+
+
 def model_deployment(config: ServingConfig) -> Any:
     """The deployment holding the ONNX Runtime sessions, with ``@serve.batch`` on reads."""
     from ray import serve
@@ -146,7 +155,7 @@ def build_application(config: ServingConfig) -> Any:
 
     from serving.model_sources import resolve_model_dir
 
-    in_ingress = config.models.placement == "ingress"
+    in_ingress = resolved_placement(config) == "ingress"
     options = {"num_gpus": 1} if in_ingress and gpu_available() else {}
 
     @serve.deployment(name="Ingress", autoscaling_config={"min_replicas": 1, "max_replicas": config.autoscaling.max_replicas,

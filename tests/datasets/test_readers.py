@@ -77,6 +77,34 @@ def test_rescale_slope_intercept_keeps_display_order():
     np.testing.assert_allclose(radiograph.pixels_unit, stored / 4095, atol=1e-6)
 
 
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+@pytest.mark.parametrize("rescale", [(1.0, 0.0), (0.5, 1024.0), (-2.0, 300.0)])
+@pytest.mark.parametrize("signed", [False, True])
+def test_rescale_only_mapping_equals_pydicoms_modality_lut(photometric, rescale, signed):
+    """The one-pass float32 mapping used when there is no LUT or window gives what
+    pydicom's modality LUT and the general path give, signed pixels and negative slopes
+    included."""
+    from pydicom import dcmread
+    from pydicom.pixels import apply_modality_lut
+
+    stored = _stored(12)
+    ds = _dicom(stored, photometric=photometric, rescale=rescale)
+    if signed:
+        ds.PixelRepresentation = 1
+        ds.PixelData = (stored.astype(np.int16) - 2048).astype(np.int16).tobytes()
+    data = dicom_bytes(ds)
+    values = apply_modality_lut(dcmread(io.BytesIO(data)).pixel_array, ds).astype(np.float64)
+    low, high = (-2048, 2047) if signed else (0, 4095)
+    ends = sorted((low * rescale[0] + rescale[1], high * rescale[0] + rescale[1]))
+    expected = np.clip((values - ends[0]) / (ends[1] - ends[0]), 0, 1)
+    if photometric == "MONOCHROME1":
+        expected = 1 - expected
+    radiograph = read_radiograph(data)
+    assert radiograph.pixels_unit.dtype == np.float32 and radiograph.metadata.voi_applied == "none"
+    np.testing.assert_allclose(radiograph.pixels_unit, expected, atol=1e-6)
+    assert radiograph.pixels_unit.min() >= 0 and radiograph.pixels_unit.max() <= 1
+
+
 def test_panoramic_kind_from_modality_and_no_phi_in_metadata():
     patient = SyntheticPatient(name="DOE^JANE", patient_id="MEMBER-12345")
     info = DicomImageInfo(kind=RadiographKind.PANORAMIC, pixel_spacing_mm=0.1)

@@ -115,6 +115,18 @@ def test_with_the_models_placed_in_the_ingress_it_decides_the_same(tmp_path) -> 
         load_serving_config(overrides=("models.placement=elsewhere",))
 
 
+def test_auto_placement_puts_the_models_in_the_ingress_on_a_cpu_and_in_a_deployment_on_a_gpu(monkeypatch) -> None:
+    import serving.service as service
+
+    assert load_serving_config().models.placement == "auto"
+    for gpu, expected in ((False, "ingress"), (True, "deployment")):
+        monkeypatch.setattr(service, "gpu_available", lambda gpu=gpu: gpu)
+        assert service.resolved_placement(load_serving_config()) == expected
+        # Named explicitly, a placement is kept whatever the machine has.
+        for named in ("deployment", "ingress"):
+            assert service.resolved_placement(load_serving_config(overrides=(f"models.placement={named}",))) == named
+
+
 def test_the_precision_setting_is_checked_when_the_config_loads() -> None:
     assert load_serving_config().models.precision == "auto"
     assert load_serving_config(overrides=("models.precision=fp32",)).models.precision == "fp32"

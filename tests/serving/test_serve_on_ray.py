@@ -17,6 +17,7 @@ import pytest
 
 from datasets.synth.generator import case_dicom_bytes, generate_case
 from models.radiographs import RadiographKind
+from serving.service import gpu_available
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +51,10 @@ def _dxv(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "serving.cli", *args], env=env, capture_output=True, text=True, check=True)
 
 
-def test_service_on_ray_over_http(tmp_path) -> None:
+@pytest.mark.parametrize("placement", ["auto", "deployment"])
+def test_service_on_ray_over_http(tmp_path, placement) -> None:
+    """With the default placement (on this CPU machine: the models in the ingress) and with
+    the models in a deployment of their own, reached through a Serve handle."""
     port = _free_port()
     env = {**os.environ, "DXV_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}", "DXV_DATA_DIR": str(tmp_path),
            "DXV_ORT_THREADS": "1"}
@@ -60,7 +64,8 @@ def test_service_on_ray_over_http(tmp_path) -> None:
     log = (tmp_path / "serve.log").open("w")
     # Started as a script's background job is (SIGINT ignored, which Python would keep): it still stops.
     server = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", "--set", f"http.port={port}",
-                               "--set", "autoscaling.max_replicas=1"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                               "--set", "autoscaling.max_replicas=1", "--set", f"models.placement={placement}"],
+                              env=env, stdout=log, stderr=subprocess.STDOUT,
                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     base = f"http://127.0.0.1:{port}"
     try:
@@ -89,6 +94,8 @@ def test_service_on_ray_over_http(tmp_path) -> None:
         assert httpx.get(f"{base}/openapi.json", timeout=10).json()["paths"]["/v1/claims:validate"]
         # http.front defaults to HAProxy, which forwards straight to the ingress replica.
         assert _listener(port) == "haproxy"
+        expected = "in a model deployment" if placement == "deployment" or gpu_available() else "in the ingress"
+        assert f"models {expected})" in (tmp_path / "serve.log").read_text()
     finally:
         stopped = subprocess.run([sys.executable, "-m", "serving.cli", "serve", "--stop"], env=env, capture_output=True,
                                  text=True)
