@@ -30,7 +30,7 @@ class ModelSources(FrozenConfig):
     # ingress (GPUs, several nodes). "ingress": inside every ingress replica, read in the
     # request's own thread: no trip between replicas and no second busy process (CPUs).
     # "auto": the deployment where ONNX Runtime has a GPU, the ingress where it runs on the
-    # CPU alone (README, "The service under load": on 2 cores the ingress took 19-37 ms
+    # CPU alone (README, "The service under load": on 2 cores the ingress took 7-22 ms
     # off a claim's overhead, with as many images/s under load).
     placement: Literal["auto", "deployment", "ingress"] = "auto"
 
