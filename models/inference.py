@@ -134,6 +134,41 @@ class LoadedModel:
         return f"{self.card.version}+int8" if self.int8 else self.card.version
 
 
+# A network run takes inputs of one shape from several images up to about this many input
+# pixels (about one panoramic's views of one scale); a request larger alone still runs whole.
+# A GPU reads a batch for little more than one input; on a CPU it bounds the memory a run takes.
+MAX_RUN_PIXELS = 8_000_000
+
+
+def run_batched(session, input_name: str, batches: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """Each batch's outputs, as ``session.run`` would give them for it alone; batches of one
+    shape (past the batch axis) go through the network together, in runs of at most
+    ``MAX_RUN_PIXELS`` input pixels, and their outputs are split back."""
+    results: list[list[np.ndarray] | None] = [None] * len(batches)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for index, batch in enumerate(batches):
+        by_shape.setdefault(tuple(batch.shape[1:]), []).append(index)
+    runs: list[list[int]] = []
+    for shape, indices in by_shape.items():
+        per_input, inputs = int(np.prod(shape)), 0
+        run: list[int] = []
+        for index in indices:
+            if run and (inputs + len(batches[index])) * per_input > MAX_RUN_PIXELS:
+                runs.append(run)
+                run, inputs = [], 0
+            run.append(index)
+            inputs += len(batches[index])
+        runs.append(run)
+    for run in runs:
+        joined = batches[run[0]] if len(run) == 1 else np.concatenate([batches[i] for i in run])
+        outputs = session.run(None, {input_name: joined})
+        start = 0
+        for i in run:
+            results[i] = [out[start:start + len(batches[i])] for out in outputs]
+            start += len(batches[i])
+    return [r for r in results if r is not None]
+
+
 class Detector:
     def __init__(self, model: LoadedModel) -> None:
         card = model.card
@@ -166,18 +201,31 @@ class Detector:
         the image's). A kind the card reads in several views (``decode.views``: mirrored,
         other scales, shifted) gets every view's detections fused, in the first view's
         pixels. The views of one scale go through the network as one batch."""
+        return self.raw_many([(image_unit, kind, region_xyxy_px)])[0]
+
+    def raw_many(self, items: list[tuple[np.ndarray, RadiographKind, tuple[int, int, int, int] | None]]
+                 ) -> list[tuple[RawDetections, InputGeometry]]:
+        """``raw`` for several images (image, kind, region) at once: the network inputs of
+        one shape, every view of every image, go through the network together
+        (``run_batched``); each image's detections are what ``raw`` gives it alone."""
         card = self.model.card
         assert card.detector is not None and card.decode is not None
-        views = card.decode.views(kind)
-        found: list[RawDetections] = []
-        base_geometry: InputGeometry | None = None
-        for scale in dict.fromkeys(s for s, _, _ in views):
-            tensor, geometry = self.network_input(image_unit, kind, region_xyxy_px, scale)
-            base_geometry = base_geometry or geometry
+        inputs: list[tuple[int, list[tuple[bool, int]], np.ndarray, InputGeometry]] = []
+        for index, (image_unit, kind, region_xyxy_px) in enumerate(items):
+            views = card.decode.views(kind)
+            for scale in dict.fromkeys(s for s, _, _ in views):
+                tensor, geometry = self.network_input(image_unit, kind, region_xyxy_px, scale)
+                width = geometry.resized_hw[1]
+                these = [(flip, shift) for s, flip, shift in views if s == scale]
+                batch = np.concatenate([_view_input(tensor, width, flip, shift) for flip, shift in these])
+                inputs.append((index, these, batch, geometry))
+        outputs = run_batched(self.model.session, card.input.name, [batch for _, _, batch, _ in inputs])
+        found: list[list[RawDetections]] = [[] for _ in items]
+        base: list[InputGeometry | None] = [None] * len(items)
+        for (index, these, _, geometry), (cls, box) in zip(inputs, outputs, strict=True):
+            base_geometry: InputGeometry = base[index] or geometry
+            base[index] = base_geometry
             width = geometry.resized_hw[1]
-            these = [(flip, shift) for s, flip, shift in views if s == scale]
-            batch = np.concatenate([_view_input(tensor, width, flip, shift) for flip, shift in these])
-            cls, box = self.model.session.run(None, {card.input.name: batch})  # type: ignore[attr-defined]
             anchors = cached_anchors(card.detector, geometry.padded_hw)
             for i, (flip, shift) in enumerate(these):
                 raw = decode_detections(cls[i], box[i], anchors, geometry.padded_hw, self.settings, self.groups)
@@ -185,11 +233,14 @@ class Detector:
                 raw = mirror_detections(raw, width) if flip else raw
                 if geometry is not base_geometry:
                     raw = replace(raw, boxes_xyxy=base_geometry.to_input(geometry.to_original(raw.boxes_xyxy)))
-                found.append(raw)
-        assert base_geometry is not None
-        if len(found) == 1:
-            return found[0], base_geometry
-        return fuse_views(found, self.groups, card.decode.fusion_iou, self.settings.max_detections), base_geometry
+                found[index].append(raw)
+        out = []
+        for views_found, first in zip(found, base, strict=True):
+            assert first is not None
+            fused = views_found[0] if len(views_found) == 1 else fuse_views(
+                views_found, self.groups, card.decode.fusion_iou, self.settings.max_detections)
+            out.append((fused, first))
+        return out
 
 
 def _view_input(tensor: np.ndarray, content_width_px: int, flip: bool, shift_px: int) -> np.ndarray:
@@ -213,14 +264,21 @@ class RootCounter:
         ])[:, None].astype(np.float32)
 
     def classify(self, image_unit: np.ndarray, teeth: list[ToothDetection]) -> list[tuple[int, float]]:
-        if not teeth:
-            return []
-        crops = self.network_input(image_unit, teeth)
-        (logits,) = self.model.session.run(None, {self.model.card.input.name: crops})  # type: ignore[attr-defined]
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs = exp / exp.sum(axis=1, keepdims=True)
-        best = probs.argmax(axis=1)
-        return [(ROOT_COUNT_CLASSES[int(b)], float(probs[i, b])) for i, b in enumerate(best)]
+        return self.classify_many([(image_unit, teeth)])[0]
+
+    def classify_many(self, items: list[tuple[np.ndarray, list[ToothDetection]]]) -> list[list[tuple[int, float]]]:
+        """(root count, probability) for each tooth of each (image, teeth), the crops of
+        every image read as one batch."""
+        chosen = [i for i, (_, teeth) in enumerate(items) if teeth]
+        batches = [self.network_input(items[i][0], items[i][1]) for i in chosen]
+        out: list[list[tuple[int, float]]] = [[] for _ in items]
+        for i, (logits,) in zip(chosen, run_batched(self.model.session, self.model.card.input.name, batches),
+                                strict=True):
+            exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+            probs = exp / exp.sum(axis=1, keepdims=True)
+            best = probs.argmax(axis=1)
+            out[i] = [(ROOT_COUNT_CLASSES[int(b)], float(probs[k, b])) for k, b in enumerate(best)]
+        return out
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -260,26 +318,43 @@ class Verifier:
     def crop_probabilities(self, crops: np.ndarray, classes: list[FindingClass]) -> np.ndarray:
         """The probabilities for crops already cut (``network_input``), each read as its
         class; with ``verify.mirrored`` the plain and mirrored readings' logits averaged."""
-        crops = np.asarray(crops, np.float32)
-        batch = np.concatenate([crops, crops[..., ::-1]]) if self.verify.mirrored else crops
-        (logits,) = self.model.session.run(None, {self.model.card.input.name: np.ascontiguousarray(batch)})  # type: ignore[attr-defined]
-        rows, columns = np.arange(len(crops)), np.array([self.columns[c] for c in classes], np.int64)
-        chosen = logits[rows, columns]
-        if self.verify.mirrored:
-            chosen = (chosen + logits[rows + len(crops), columns]) / 2
-        return sigmoid(chosen)
+        return self.crop_probabilities_many([(crops, classes)])[0]
+
+    def crop_probabilities_many(self, items: list[tuple[np.ndarray, list[FindingClass]]]) -> list[np.ndarray]:
+        """``crop_probabilities`` for the crops of several images, read as one batch."""
+        batches = []
+        for crops, _ in items:
+            crops = np.asarray(crops, np.float32)
+            batches.append(np.ascontiguousarray(np.concatenate([crops, crops[..., ::-1]]) if self.verify.mirrored
+                                                else crops))
+        out = []
+        for (crops, classes), (logits,) in zip(items, run_batched(self.model.session, self.model.card.input.name,
+                                                                    batches), strict=True):
+            rows, columns = np.arange(len(crops)), np.array([self.columns[c] for c in classes], np.int64)
+            chosen = logits[rows, columns]
+            if self.verify.mirrored:
+                chosen = (chosen + logits[rows + len(crops), columns]) / 2
+            out.append(sigmoid(chosen))
+        return out
 
     def rescore(self, image_unit: np.ndarray, findings: list[FindingDetection]) -> list[FindingDetection]:
         """The findings with the verified ones' scores combined with the verifier's
         probability; the others (other classes, or under ``min_score``) unchanged."""
-        chosen = [i for i, f in enumerate(findings) if f.finding_class in self.columns and f.score >= self.verify.min_score]
-        if not chosen:
-            return findings
-        probs = self.probabilities(image_unit, [findings[i] for i in chosen])
-        out = list(findings)
-        for i, p in zip(chosen, probs, strict=True):
-            out[i] = replace(findings[i], score=float(verified_score(findings[i].score, p, self.verify.weight)),
-                             verified=True)
+        return self.rescore_many([(image_unit, findings)])[0]
+
+    def rescore_many(self, items: list[tuple[np.ndarray, list[FindingDetection]]]) -> list[list[FindingDetection]]:
+        """``rescore`` for several (image, findings), every image's crops read as one batch."""
+        chosen = [[i for i, f in enumerate(findings) if f.finding_class in self.columns
+                   and f.score >= self.verify.min_score] for _, findings in items]
+        todo = [k for k, picked in enumerate(chosen) if picked]
+        crops = [(self.network_input(items[k][0], np.array([items[k][1][i].box_xyxy_px for i in chosen[k]], np.float32)),
+                  [items[k][1][i].finding_class for i in chosen[k]]) for k in todo]
+        out = [list(findings) for _, findings in items]
+        for k, probs in zip(todo, self.crop_probabilities_many(crops), strict=True):
+            findings = items[k][1]
+            for i, p in zip(chosen[k], probs, strict=True):
+                out[k][i] = replace(findings[i], score=float(verified_score(findings[i].score, p, self.verify.weight)),
+                                    verified=True)
         return out
 
     def threshold_for(self, finding_class: FindingClass) -> float | None:
@@ -361,32 +436,47 @@ class DentalReader:
         """Read one image. With ``operating_point`` only detections at or above each model's
         operating threshold are kept (what the rules see); without, everything above the
         candidate threshold (what AP and FROC need)."""
-        teeth: list[ToothDetection] = list(given_teeth or [])
+        return self.read_many([(image_id, image_unit, kind)], operating_point=operating_point,
+                              given_teeth=None if given_teeth is None else [given_teeth])[0]
+
+    def read_many(self, images: list[tuple[str, np.ndarray, RadiographKind]], *, operating_point: bool = True,
+                  given_teeth: list[list[ToothDetection]] | None = None) -> list[ImageReading]:
+        """Read several images (id, pixels, kind) together, model by model: each model's
+        inputs of one shape from every image go through it as one batch (``run_batched``),
+        which is what a GPU reads fastest; each reading is the one ``read`` gives that
+        image alone. ``given_teeth``: each image's teeth, instead of the tooth detector's."""
+        teeth: list[list[ToothDetection]] = [list(t) for t in given_teeth] if given_teeth is not None \
+            else [[] for _ in images]
         if self.teeth is not None and given_teeth is None:
-            raw, geometry = self.teeth.raw(image_unit, kind)
             decode = self.teeth.model.card.decode
             unique_at = decode.operating_threshold if decode and decode.unique_tooth_numbers else None
-            teeth = teeth_from_raw(raw, geometry, self.teeth.labels, unique_at)
-            teeth = self._threshold(teeth, self.teeth, operating_point)
-        if self.roots is not None and kind is not RadiographKind.BITEWING:
+            found = self.teeth.raw_many([(pixels, kind, None) for _, pixels, kind in images])
+            teeth = [self._threshold(teeth_from_raw(raw, geometry, self.teeth.labels, unique_at), self.teeth,
+                                     operating_point) for raw, geometry in found]
+        if self.roots is not None:
             # Bitewings do not show the apices, so no root count is read from them.
-            counts = self.roots.classify(image_unit, teeth)
-            teeth = [replace(t, root_count=n, root_count_score=s) for t, (n, s) in zip(teeth, counts, strict=True)]
-        findings: list[FindingDetection] = []
+            counted = [k for k, (_, _, kind) in enumerate(images) if kind is not RadiographKind.BITEWING]
+            counts = self.roots.classify_many([(images[k][1], teeth[k]) for k in counted])
+            for k, these in zip(counted, counts, strict=True):
+                teeth[k] = [replace(t, root_count=n, root_count_score=sc) for t, (n, sc) in zip(teeth[k], these,
+                                                                                               strict=True)]
+        findings: list[list[FindingDetection]] = [[] for _ in images]
         if self.findings is not None:
             tooth_decode = self.teeth.model.card.decode if self.teeth else None
             tooth_threshold = tooth_decode.operating_threshold if tooth_decode else 0.0
-            confident_teeth = [t for t in teeth if t.score >= tooth_threshold]
-            raw, geometry = self.findings.raw(image_unit, kind, self.findings_region(image_unit, kind, confident_teeth))
-            findings = findings_from_raw(raw, geometry, self.findings.labels)
+            confident = [[t for t in these if t.score >= tooth_threshold] for these in teeth]
+            found = self.findings.raw_many([(pixels, kind, self.findings_region(pixels, kind, confident[k]))
+                                            for k, (_, pixels, kind) in enumerate(images)])
+            findings = [findings_from_raw(raw, geometry, self.findings.labels) for raw, geometry in found]
             if self.verifier is not None:
-                findings = self.verifier.rescore(image_unit, findings)
+                findings = self.verifier.rescore_many([(pixels, findings[k]) for k, (_, pixels, _) in enumerate(images)])
             if operating_point:
-                findings = [f for f in findings if f.score >= self.finding_threshold(f.finding_class)]
-            findings = assign_findings(findings, confident_teeth)
-        h, w = image_unit.shape
-        return ImageReading(image_id=image_id, kind=kind, width_px=w, height_px=h, teeth=tuple(teeth),
-                            findings=tuple(findings), model_versions=self.model_versions())
+                findings = [[f for f in these if f.score >= self.finding_threshold(f.finding_class)] for these in findings]
+            findings = [assign_findings(these, confident[k]) for k, these in enumerate(findings)]
+        versions = self.model_versions()
+        return [ImageReading(image_id=image_id, kind=kind, width_px=pixels.shape[1], height_px=pixels.shape[0],
+                             teeth=tuple(teeth[k]), findings=tuple(findings[k]), model_versions=versions)
+                for k, (image_id, pixels, kind) in enumerate(images)]
 
     def findings_region(self, image_unit: np.ndarray, kind: RadiographKind,
                          teeth: list[ToothDetection]) -> tuple[int, int, int, int] | None:
@@ -425,6 +515,7 @@ __all__ = [
     "cpu_multiplies_int8_exactly",
     "has_vnni",
     "make_session",
+    "run_batched",
     "runs_int8",
     "sigmoid",
     "verified_score",

@@ -38,26 +38,58 @@ class ImageAnalysisRefused:
     error: DxvError
 
 
+def analyze_files(models: Any, files: list[tuple[str, bytes, RadiographKind | None, ReaderLimits]]
+                  ) -> list[ImageAnalysis | ImageAnalysisRefused]:
+    """Each file (id, bytes, kind, limits) decoded and fingerprinted, then the decoded ones
+    read together (``models.read_many``: each model's inputs of one shape as one batch, a
+    GPU's pace; each reading the one the image gets alone). A file that cannot be read is
+    refused on its own. ``models`` is a ``models.inference.DentalReader``; every detection
+    above the candidate threshold is kept, because the validation layer applies its own
+    bands. An image's ``models_s`` is its share of the batch's time."""
+    out: list[ImageAnalysis | ImageAnalysisRefused | None] = [None] * len(files)
+    decoded = []
+    for index, (image_id, data, kind, limits) in enumerate(files):
+        start = time.perf_counter()
+        try:
+            radiograph = read_radiograph(data, limits=limits, kind_hint=kind)
+            chosen = radiograph.kind_or_guess(kind)
+            printed = ImagePrint(image_id, chosen.value, fingerprint(radiograph.pixels_unit))
+        except DxvError as exc:
+            out[index] = ImageAnalysisRefused(exc)
+            continue
+        decoded.append((index, image_id, radiograph.pixels_unit, chosen, printed, time.perf_counter() - start))
+    if not decoded:
+        return [o for o in out if o is not None]
+    start = time.perf_counter()
+    try:
+        readings = models.read_many([(image_id, pixels, kind) for _, image_id, pixels, kind, _, _ in decoded],
+                                    operating_point=False)
+    except DxvError:
+        # One image the models refuse must not fail the others: read one by one to find it.
+        readings = [_read_or_refuse(models, image_id, pixels, kind) for _, image_id, pixels, kind, _, _ in decoded]
+    share = (time.perf_counter() - start) / len(decoded)
+    for (index, _, _, _, printed, decode_s), reading in zip(decoded, readings, strict=True):
+        out[index] = reading if isinstance(reading, ImageAnalysisRefused) else \
+            ImageAnalysis(reading, printed, decode_s, share)
+    return [o for o in out if o is not None]
+
+
+def _read_or_refuse(models: Any, image_id: str, pixels: Any, kind: RadiographKind
+                    ) -> ImageReading | ImageAnalysisRefused:
+    try:
+        return models.read(image_id, pixels, kind, operating_point=False)
+    except DxvError as exc:
+        return ImageAnalysisRefused(exc)
+
+
 def analyze_file(models: Any, image_id: str, data: bytes, kind: RadiographKind | None,
                  limits: ReaderLimits) -> ImageAnalysis:
-    """``models`` is a ``models.inference.DentalReader``; every detection above the
-    candidate threshold is kept, because the validation layer applies its own bands."""
-    start = time.perf_counter()
-    radiograph = read_radiograph(data, limits=limits, kind_hint=kind)
-    pixels = radiograph.pixels_unit
-    chosen = radiograph.kind_or_guess(kind)
-    printed = ImagePrint(image_id, chosen.value, fingerprint(pixels))
-    decoded = time.perf_counter()
-    reading = models.read(image_id, pixels, chosen, operating_point=False)
-    return ImageAnalysis(reading, printed, decoded - start, time.perf_counter() - decoded)
+    return raise_if_refused(analyze_or_refuse(models, image_id, data, kind, limits))
 
 
 def analyze_or_refuse(models: Any, image_id: str, data: bytes, kind: RadiographKind | None,
                       limits: ReaderLimits) -> ImageAnalysis | ImageAnalysisRefused:
-    try:
-        return analyze_file(models, image_id, data, kind, limits)
-    except DxvError as exc:
-        return ImageAnalysisRefused(exc)
+    return analyze_files(models, [(image_id, data, kind, limits)])[0]
 
 
 def raise_if_refused(outcome: ImageAnalysis | ImageAnalysisRefused) -> ImageAnalysis:

@@ -51,7 +51,7 @@ def model_deployment(config: ServingConfig) -> Any:
     """The deployment holding the ONNX Runtime sessions, with ``@serve.batch`` on reads."""
     from ray import serve
 
-    from serving.image_analysis import analyze_or_refuse
+    from serving.image_analysis import analyze_files
 
     gpu = gpu_available()
 
@@ -76,8 +76,8 @@ def model_deployment(config: ServingConfig) -> Any:
         @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
         async def analyze_batch(self, requests: list[tuple[str, bytes, str | None, Any]]) -> list[Any]:
             self.batch_sizes = [*self.batch_sizes[-63:], len(requests)]
-            return [analyze_or_refuse(self.models, image_id, data, RadiographKind(kind) if kind else None, limits)
-                    for image_id, data, kind, limits in requests]
+            return analyze_files(self.models, [(image_id, data, RadiographKind(kind) if kind else None, limits)
+                                               for image_id, data, kind, limits in requests])
 
         async def analyze(self, image_id: str, data: bytes, kind: str | None, limits: Any) -> Any:
             """The file as received: decoded, fingerprinted and read here, so only its bytes

@@ -38,7 +38,7 @@ from serving.api.review_routes import add_review_routes
 from serving.appeals import AppealError, AppealInputError
 from serving.claims import Claim, InvalidClaimError, claim_from_json
 from serving.effective_tables import EffectiveTables
-from serving.image_analysis import ImageAnalysis, analyze_file
+from serving.image_analysis import ImageAnalysis, analyze_files, raise_if_refused
 from serving.review.dispositions import DispositionError
 from serving.rules.recycled import ImagePrint
 from serving.service_config import ServingConfig
@@ -328,7 +328,9 @@ class ModelReader:
 
     def analyze(self, files: list[tuple[str, bytes, RadiographKind | None]], limits: ReaderLimits
                 ) -> list[ImageAnalysis]:
-        return [analyze_file(self.models, image_id, data, kind, limits) for image_id, data, kind in files]
+        # A request's radiographs read together, as a model replica reads a batch.
+        return [raise_if_refused(a) for a in analyze_files(self.models, [(image_id, data, kind, limits)
+                                                                           for image_id, data, kind in files])]
 
     def ready(self) -> bool:
         return bool(self.models.ready())
