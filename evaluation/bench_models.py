@@ -52,6 +52,27 @@ def end_to_end(reader: DentalReader, repeats: int) -> dict[str, float]:
     return out
 
 
+def serving_throughput(reader: DentalReader, batches: tuple[int, ...], seconds: float = 2.0
+                       ) -> dict[str, dict[str, float]]:
+    """Images/s of the full serving path (all models, pre- and post-processing) per kind,
+    reading ``batch`` different radiographs together (``DentalReader.read_many``, what a
+    model replica does with a ``@serve.batch``) for each batch size."""
+    out: dict[str, dict[str, float]] = {}
+    for kind in RadiographKind:
+        cases = [generate_case(kind, 4343, i) for i in range(max(batches))]
+        figures = {}
+        for batch in batches:
+            images = [(c.image_id, c.pixels_unit, kind) for c in cases[:batch]]
+            reader.read_many(images, operating_point=False)  # warm-up (this batch's shapes)
+            done, start = 0, time.perf_counter()
+            while done == 0 or time.perf_counter() - start < seconds:
+                reader.read_many(images, operating_point=False)
+                done += batch
+            figures[f"batch {batch}"] = round(done / (time.perf_counter() - start), 1)
+        out[kind.value] = figures
+    return out
+
+
 def torch_vs_onnx(reader: DentalReader, repeats: int, threads: int) -> list[dict[str, object]]:
     """Same input, same architecture: torch eager (no grad) vs the ONNX Runtime session of
     the float file, and of its int8 copy where the card has one (what a CPU serves)."""
@@ -216,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {row['model']:<16} input {row['input']}: torch {row['torch_ms']} ms, ONNX {row['onnx_ms']} ms, "
               f"x{row['speedup']}{int8}")
     figures: dict[ModelKey, dict[str, float]] = {}
+    serving: dict[str, dict[str, float]] = {}
     if args.throughput:
         device = processor_name(args.gpu, args.threads)
         figures = measure_throughput(reader, "cuda" if args.gpu else "cpu", args.batches, args.throughput_seconds)
@@ -223,6 +245,10 @@ def main(argv: list[str] | None = None) -> None:
         for key, values in figures.items():
             for name, value in values.items():
                 print(f"  {key.value:<16} {name:<48} {value:9.1f}")
+        serving = serving_throughput(reader, args.batches, args.throughput_seconds)
+        print(f"Throughput, the full serving path, radiographs read together ({device}), images/s:")
+        for kind, values in serving.items():
+            print(f"  {kind:<11} " + ", ".join(f"{name}: {value:.1f}" for name, value in values.items()))
         if args.write_cards:
             for key, values in figures.items():
                 card = get_model_card(key, args.models)
@@ -233,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.write_text(json.dumps({"threads": args.threads, "providers": providers, "latency_ms": latency,
                                     "latency_ms_without_verifier": unverified,
                                     "torch_vs_onnx": rows, "models": dict(reader.model_versions()),
-                                    "throughput": {k.value: v for k, v in figures.items()}}, indent=2) + "\n")
+                                    "throughput": {k.value: v for k, v in figures.items()},
+                                    "serving_throughput": serving}, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

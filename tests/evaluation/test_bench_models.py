@@ -77,7 +77,11 @@ def test_write_cards_stores_the_figures_and_leaves_the_models_alone(tmp_path):
     for key in ModelKey:
         card = get_model_card(key, models)
         verify_card(card, models / card.onnx_file)  # same file, same hash
-    assert json.loads(out.read_text())["throughput"]["findings"] == findings.throughput
+    written = json.loads(out.read_text())
+    assert written["throughput"]["findings"] == findings.throughput
+    # The full serving path, radiographs read together: every kind, every batch size.
+    assert set(written["serving_throughput"]) == {kind.value for kind in RadiographKind}
+    assert all(set(v) == {"batch 1", "batch 2"} and min(v.values()) > 0 for v in written["serving_throughput"].values())
 
 
 def test_gpu_without_a_cuda_provider_and_write_cards_without_throughput_are_refused(capsys):
