@@ -320,8 +320,8 @@ def _parse_claim_text(text: str) -> Claim:
 
 
 class ModelReader:
-    """The ONNX models in this process (tests, ``dxv validate``-style use): the file is
-    decoded and read here, as the model replica does in the service."""
+    """The ONNX models in this process (an ingress replica with the models placed in it, the
+    default on CPUs; tests): the files are decoded and read here, as a model replica does."""
 
     def __init__(self, models: Any) -> None:  # a models.inference.DentalReader
         self.models = models
