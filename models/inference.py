@@ -311,10 +311,18 @@ class Verifier:
     def probabilities(self, image_unit: np.ndarray, findings: list[FindingDetection]) -> np.ndarray:
         """Each finding's probability of being a true finding of its class (the findings
         must be of verified classes)."""
-        if not findings:
-            return np.zeros(0, np.float32)
-        crops = self.network_input(image_unit, np.array([f.box_xyxy_px for f in findings], np.float32))
-        return self.crop_probabilities(crops, [f.finding_class for f in findings])
+        return self.probabilities_many([(image_unit, findings)])[0]
+
+    def probabilities_many(self, items: list[tuple[np.ndarray, list[FindingDetection]]]) -> list[np.ndarray]:
+        """``probabilities`` for the findings of several images, every image's crops read
+        as one batch."""
+        todo = [k for k, (_, findings) in enumerate(items) if findings]
+        crops = [(self.network_input(items[k][0], np.array([f.box_xyxy_px for f in items[k][1]], np.float32)),
+                  [f.finding_class for f in items[k][1]]) for k in todo]
+        out = [np.zeros(0, np.float32) for _ in items]
+        for k, probs in zip(todo, self.crop_probabilities_many(crops), strict=True):
+            out[k] = probs
+        return out
 
     def crop_probabilities(self, crops: np.ndarray, classes: list[FindingClass]) -> np.ndarray:
         """The probabilities for crops already cut (``network_input``), each read as its
@@ -347,11 +355,10 @@ class Verifier:
         """``rescore`` for several (image, findings), every image's crops read as one batch."""
         chosen = [[i for i, f in enumerate(findings) if f.finding_class in self.columns
                    and f.score >= self.verify.min_score] for _, findings in items]
-        todo = [k for k, picked in enumerate(chosen) if picked]
-        crops = [(self.network_input(items[k][0], np.array([items[k][1][i].box_xyxy_px for i in chosen[k]], np.float32)),
-                  [items[k][1][i].finding_class for i in chosen[k]]) for k in todo]
+        probabilities = self.probabilities_many([(image, [findings[i] for i in picked])
+                                                 for (image, findings), picked in zip(items, chosen, strict=True)])
         out = [list(findings) for _, findings in items]
-        for k, probs in zip(todo, self.crop_probabilities_many(crops), strict=True):
+        for k, probs in enumerate(probabilities):
             findings = items[k][1]
             for i, p in zip(chosen[k], probs, strict=True):
                 out[k][i] = replace(findings[i], score=float(verified_score(findings[i].score, p, self.verify.weight)),

@@ -84,12 +84,8 @@ def _read_or_refuse(models: Any, image_id: str, pixels: Any, kind: RadiographKin
 
 def analyze_file(models: Any, image_id: str, data: bytes, kind: RadiographKind | None,
                  limits: ReaderLimits) -> ImageAnalysis:
-    return raise_if_refused(analyze_or_refuse(models, image_id, data, kind, limits))
-
-
-def analyze_or_refuse(models: Any, image_id: str, data: bytes, kind: RadiographKind | None,
-                      limits: ReaderLimits) -> ImageAnalysis | ImageAnalysisRefused:
-    return analyze_files(models, [(image_id, data, kind, limits)])[0]
+    """One file alone (its error raised)."""
+    return raise_if_refused(analyze_files(models, [(image_id, data, kind, limits)])[0])
 
 
 def raise_if_refused(outcome: ImageAnalysis | ImageAnalysisRefused) -> ImageAnalysis:
