@@ -96,19 +96,17 @@ def export_checkpoint(checkpoint_path: Path, out_dir: Path, tune_threshold: bool
     model = network_for(config)
     model.load_state_dict(checkpoint.model_state)
     path, card = export_model(config, model, out_dir, checkpoint.run_id)
-    if tune_threshold and config.is_verifier:
-        from training.verifier_data import candidate_reader, mine_examples
+    if not tune_threshold or not (config.is_verifier or config.is_detector):
+        return card  # the root counter has no operating threshold
+    _, val_samples = split_samples(load_samples(config.data, DataReport()), config.data.val_fraction,
+                                   config.data.split_seed)
+    if config.is_detector:
+        return tune_operating_threshold(card, path, val_samples)
+    from training.verifier_data import candidate_reader, mine_examples
 
-        _, val_samples = split_samples(load_samples(config.data, DataReport()), config.data.val_fraction,
-                                       config.data.split_seed)
-        examples = mine_examples(candidate_reader(config.verification), val_samples, config.verifier,
-                                 config.verification, config.seed, true_box_copies=0)
-        card = tune_verifier(card, path, val_samples, examples.candidates, examples.crops, config)
-    if tune_threshold and config.is_detector:
-        _, val_samples = split_samples(load_samples(config.data, DataReport()), config.data.val_fraction,
-                                       config.data.split_seed)
-        card = tune_operating_threshold(card, path, val_samples)
-    return card
+    examples = mine_examples(candidate_reader(config.verification), val_samples, config.verifier,
+                             config.verification, config.seed, true_box_copies=0)
+    return tune_verifier(card, path, val_samples, examples.candidates, examples.crops, config)
 
 
 def _check_decode_overrides(overrides: tuple[str, ...]) -> None:
