@@ -94,8 +94,6 @@ def test_service_on_ray_over_http(tmp_path, placement) -> None:
         assert httpx.get(f"{base}/openapi.json", timeout=10).json()["paths"]["/v1/claims:validate"]
         # http.front defaults to HAProxy, which forwards straight to the ingress replica.
         assert _listener(port) == "haproxy"
-        expected = "in a model deployment" if placement == "deployment" or gpu_available() else "in the ingress"
-        assert f"models {expected})" in (tmp_path / "serve.log").read_text()
     finally:
         stopped = subprocess.run([sys.executable, "-m", "serving.cli", "serve", "--stop"], env=env, capture_output=True,
                                  text=True)
@@ -106,4 +104,7 @@ def test_service_on_ray_over_http(tmp_path, placement) -> None:
         log.close()
     assert stopped.returncode == 0, stopped.stderr
     assert server.returncode == 0
+    # Read once the service has ended: its stdout goes to a file, buffered until then.
+    expected = "in a model deployment" if placement == "deployment" or gpu_available() else "in the ingress"
+    assert f"models {expected})" in (tmp_path / "serve.log").read_text()
     assert _listener(port) is None  # HAProxy went with the service
