@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -168,7 +169,8 @@ def _inspect(args: argparse.Namespace) -> int:
         "frames": meta.number_of_frames,
         "voi_applied": meta.voi_applied,
         "pixel_range_unit": [round(float(pixels.min()), 4), round(float(pixels.max()), 4)],
-        "sha256": meta.sha256,
+        # Of the file, hashed here: the reader leaves it out (the service hashes each file once, for its audit digest).
+        "sha256": hashlib.sha256(args.file.read_bytes()).hexdigest(),
         "header": dict(meta.header),
     }
     if args.json:

@@ -34,7 +34,6 @@ class RadiographMetadata:
     transfer_syntax_name: str | None = None
     number_of_frames: int = 1
     voi_applied: str = "none"  # "window", "voi-lut" or "none"
-    sha256: str = ""
     # De-identified header summary: acquisition facts only, never names, IDs or dates.
     header: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 

@@ -5,7 +5,6 @@ the limits are checked before any pixel data is decoded."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import struct
 from pathlib import Path
@@ -189,7 +188,6 @@ def _read_dicom(data: bytes, limits: ReaderLimits, kind_hint: RadiographKind | N
         transfer_syntax_name=transfer_syntax.name,
         number_of_frames=frames,
         voi_applied=voi_applied,
-        sha256=hashlib.sha256(data).hexdigest(),
         header=_safe_header(ds, transfer_syntax.name),
     )
     return Radiograph(pixels_unit=pixels, metadata=metadata)
@@ -330,7 +328,6 @@ def _read_pillow(
         kind=kind_hint,
         kind_source="caller" if kind_hint is not None else "unknown",
         pixel_spacing_mm=_pillow_spacing(image),
-        sha256=hashlib.sha256(data).hexdigest(),
         header=(("Format", source_format.upper()), ("Mode", image.mode)),
     )
     return Radiograph(pixels_unit=pixels, metadata=metadata)

@@ -46,8 +46,9 @@ def _images(n: int) -> list[tuple[str, bytes, np.ndarray]]:
 
 class ClaimFactory:
     """Claims as normal traffic: fresh claim ids (nothing is replayed), a different member
-    each time, radiographs never sent before (no recycled-image matches), one D0220 line
-    per image."""
+    each time, radiographs never sent before (no recycled-image matches), coded as a clinic
+    codes them: D0220 for the first periapical, D0230 for each additional one, each line on
+    a tooth its image shows (two lines of one code on one tooth would be an exact duplicate)."""
 
     def __init__(self, members: int, seed: int = 808) -> None:
         self.members, self.seed = members, seed
@@ -55,11 +56,13 @@ class ClaimFactory:
         self.next_image = 0
         self.lock = threading.Lock()
 
-    def images(self, n: int) -> list[tuple[str, str]]:
+    def images(self, n: int) -> list[tuple[str, str, tuple[int, ...]]]:
+        """(radiograph id, base64 DICOM, the FDI numbers of the teeth it shows) for ``n`` new ones."""
         with self.lock:
             first, self.next_image = self.next_image, self.next_image + n
         cases = [generate_case(RadiographKind.PERIAPICAL, self.seed, i) for i in range(first, first + n)]
-        return [(c.image_id, base64.b64encode(case_dicom_bytes(c)).decode("ascii")) for c in cases]
+        return [(c.image_id, base64.b64encode(case_dicom_bytes(c)).decode("ascii"),
+                 tuple(t.fdi for t in c.annotations.teeth)) for c in cases]
 
     def make(self, n_images: int) -> dict:
         with self.lock:
@@ -67,12 +70,18 @@ class ClaimFactory:
             number = self.counter
         member = f"SYN-{(number - 1) % self.members + 1:05d}"
         birth = f"{1950 + ((number - 1) % self.members + 1) % 50}-06-15"
+        images = self.images(n_images)
+        lines, used = [], set()
+        for k, (_, _, teeth) in enumerate(images):
+            tooth = next((t for t in teeth if t not in used), teeth[0])
+            used.add(tooth)
+            lines.append({"line_id": str(k + 1), "code": "D0220" if k == 0 else "D0230", "tooth": str(tooth),
+                          "tooth_system": "FDI", "fee": 30.0 if k == 0 else 25.0})
         return {"claim_id": f"BENCH-{number:06d}", "tenant": "demo",
                 "member": {"member_id": member, "birth_date": birth}, "provider": {"provider_id": f"PRV-00{number % 3 + 1}"},
-                "date_of_service": "2026-05-04",
-                "lines": [{"line_id": str(k + 1), "code": "D0220", "fee": 30.0} for k in range(n_images)],
+                "date_of_service": "2026-05-04", "lines": lines,
                 "attachments": [{"radiograph_id": rid, "kind": "periapical", "content": content}
-                                for rid, content in self.images(n_images)]}
+                                for rid, content, _ in images]}
 
 
 def store_earlier_radiographs(url: str, count: int, seed: int = 9) -> None:

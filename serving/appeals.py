@@ -18,7 +18,6 @@ the line's status and ledger, and a webhook event are written in one transaction
 
 from __future__ import annotations
 
-import base64
 import binascii
 import dataclasses
 import datetime as dt
@@ -28,6 +27,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
+import pybase64
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -100,7 +100,7 @@ class AppealIn(BaseModel):
         out = []
         for doc in self.documents:
             try:
-                out.append((doc, base64.b64decode(doc.content_base64, validate=True)))
+                out.append((doc, pybase64.b64decode(doc.content_base64, validate=True)))
             except (binascii.Error, ValueError) as exc:
                 raise AppealInputError(f"document {doc.name!r}: content is not valid base64 ({exc})") from exc
         return out

@@ -21,10 +21,10 @@ adjudication reason and a process note with the reasons and evidence."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 from typing import Any
 
+import pybase64
 from fhir.resources.R4B.claim import Claim as FhirClaim
 from fhir.resources.R4B.claimresponse import ClaimResponse as FhirClaimResponse
 from pydantic import ValidationError
@@ -97,7 +97,7 @@ def claim_from_fhir(resource: dict[str, Any], tenant: str) -> tuple[Claim, FhirC
         if category is not None and category.code == "attachment" and info.valueAttachment is not None:
             att = info.valueAttachment
             raw = att.data  # fhir.resources decodes base64Binary into the file's bytes
-            content = base64.b64encode(raw).decode("ascii") if isinstance(raw, bytes) else raw
+            content = pybase64.b64encode(raw).decode("ascii") if isinstance(raw, bytes) else raw
             attachments.append(Attachment(radiograph_id=att.title or f"attachment-{info.sequence}",
                                           kind=kind_code if kind_code in ("periapical", "bitewing", "panoramic") else None,
                                           content=content))

@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 from serving.cli import main
@@ -22,6 +23,7 @@ def test_inspect_json_reports_reader_view(tmp_path, capsys):
     shown = json.loads(capsys.readouterr().out)
     assert shown["kind"] == "panoramic" and shown["modality"] == "PX" and shown["bits_stored"] == 12
     assert shown["transfer_syntax"] == "Explicit VR Little Endian"
+    assert shown["sha256"] == hashlib.sha256((tmp_path / "images" / "px-s1-00000.dcm").read_bytes()).hexdigest()
     assert "PatientName" not in json.dumps(shown)
 
 

@@ -35,3 +35,27 @@ def test_earlier_radiographs_fill_the_likeness_pool_and_never_match(tmp_path) ->
         assert all(c.claim_id.startswith("EARLIER-") and not c.same_member for c in found)
     finally:
         store.close()
+
+
+def test_benchmark_claims_are_coded_as_clean_traffic(tmp_path) -> None:
+    """D0220 for the first periapical and D0230 for each additional one, each on a tooth its
+    image shows: every line passes (two D0220 lines would reject the second as a duplicate and
+    keep the files for review, which is not the clean claim the overhead target is about)."""
+    from serving.adjudication import RuleTables, adjudicate
+    from tests.serving.builders import reading
+
+    url = state_url(tmp_path)
+    prepare_store(url, dt.datetime(2026, 5, 1), extra_members=3)
+    body = ClaimFactory(members=3).make(4)
+    assert [line["code"] for line in body["lines"]] == ["D0220", "D0230", "D0230", "D0230"]
+    assert len({line["tooth"] for line in body["lines"]}) == 4
+    claim = Claim.model_validate(body)
+    readings = tuple(reading([int(line["tooth"])], image_id=a["radiograph_id"])
+                     for line, a in zip(body["lines"], body["attachments"], strict=True))
+    store = Store.open(url)
+    try:
+        decided = adjudicate(claim, readings, store, RuleTables.load(), now=dt.datetime(2026, 5, 5))
+    finally:
+        store.close()
+    assert [(d.line_id, d.action.value) for d in decided.lines] == [("1", "pass"), ("2", "pass"), ("3", "pass"),
+                                                                   ("4", "pass")]

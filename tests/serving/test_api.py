@@ -122,6 +122,12 @@ def _bad(kind: str, periapical):
     if kind == "base64":
         body["attachments"][0]["content"] = "@@@not base64@@@"
         return {"json": body}
+    if kind == "base64-padding":  # data after the padding: refused, not decoded in part
+        body["attachments"][0]["content"] = base64.b64encode(periapical[2]).decode() + "=QUJD"
+        return {"json": body}
+    if kind == "base64-non-ascii":
+        body["attachments"][0]["content"] = "QUJDé"
+        return {"json": body}
     if kind == "not-an-image":
         body["attachments"][0]["content"] = base64.b64encode(b"hello, this is text").decode()
         return {"json": body}
@@ -140,6 +146,7 @@ def _bad(kind: str, periapical):
 
 @pytest.mark.parametrize(("kind", "status", "code"), [
     ("json", 400, "request.invalid"), ("schema", 400, "request.invalid"), ("base64", 400, "request.invalid"),
+    ("base64-padding", 400, "request.invalid"), ("base64-non-ascii", 400, "request.invalid"),
     ("id-too-long", 400, "request.invalid"),
     ("not-an-image", 400, "image.not_an_image"), ("truncated-dicom", 400, "image.truncated"),
     ("too-many", 413, "request.too_large"), ("too-large", 413, "request.too_large"),
