@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from models.config_loading import ConfigError
 from models.paths import data_dir
 from models.radiographs import RadiographKind
 from serving.service_config import DEFAULT_SERVING_CONFIG, ServingConfig, load_serving_config
@@ -93,13 +94,25 @@ def model_deployment(config: ServingConfig) -> Any:
     return ModelDeployment
 
 
+def ort_threads_from_environment() -> int | None:
+    """$DXV_ORT_THREADS as ONNX Runtime's threads per session on a CPU; unset, empty or 0:
+    ONNX Runtime's default. Checked by ``dxv serve`` before Ray starts, so that a bad value
+    is a clear error there instead of model replicas that fail to start."""
+    text = os.environ.get("DXV_ORT_THREADS", "").strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ConfigError(f"DXV_ORT_THREADS must be a whole number of threads (0: ONNX Runtime's default), got {text!r}")
+    return int(text) or None
+
+
 def local_models(model_dir: str, config: ServingConfig) -> Any:
     """The ONNX Runtime sessions of a model replica, or of an ingress replica with
     ``models.placement: ingress`` (CUDA where there is a GPU; on a CPU, $DXV_ORT_THREADS
     threads each, or ONNX Runtime's default)."""
     from models.inference import DentalReader
 
-    threads = None if gpu_available() else int(os.environ.get("DXV_ORT_THREADS", "0")) or None
+    threads = None if gpu_available() else ort_threads_from_environment()
     return DentalReader.from_directory(model_dir, threads=threads, precision=config.models.precision)
 
 
@@ -215,6 +228,7 @@ def serve_environment(config: ServingConfig, attaching: bool) -> dict[str, str]:
 def run_service(config_path: Path = DEFAULT_SERVING_CONFIG, overrides: tuple[str, ...] = (), address: str | None = None,
                 on_ready: Any = None) -> None:
     config = load_serving_config(config_path, overrides)
+    ort_threads_from_environment()  # a bad value stops here, before Ray starts
     address = address or config.ray_address
     # Before Ray is imported: Serve reads these when its modules load, in this process and
     # in the Ray processes started from it.

@@ -134,6 +134,27 @@ def test_the_precision_setting_is_checked_when_the_config_loads() -> None:
         load_serving_config(overrides=("models.precision=int4",))
 
 
+@pytest.mark.parametrize(("value", "threads"), [(None, None), ("", None), (" ", None), ("0", None), ("2", 2), (" 3 ", 3)])
+def test_ort_threads_come_from_the_environment(monkeypatch, value, threads) -> None:
+    from serving.service import ort_threads_from_environment
+
+    if value is None:
+        monkeypatch.delenv("DXV_ORT_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("DXV_ORT_THREADS", value)
+    assert ort_threads_from_environment() == threads
+
+
+@pytest.mark.parametrize("value", ["two", "-1", "1.5"])
+def test_a_bad_ort_threads_value_stops_dxv_serve_before_ray_starts(monkeypatch, value) -> None:
+    from serving import service
+
+    monkeypatch.setenv("DXV_ORT_THREADS", value)
+    monkeypatch.setattr(service, "serve_environment", lambda *_: pytest.fail("went on to start Ray"))
+    with pytest.raises(ConfigError, match="DXV_ORT_THREADS"):
+        service.run_service()
+
+
 def test_serve_environment_sets_the_front_only_for_the_ray_dxv_serve_starts(monkeypatch) -> None:
     from serving.service import serve_environment
 
