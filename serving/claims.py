@@ -138,6 +138,13 @@ class InvalidClaimError(DxvError):
 def claim_from_json(text: str) -> Claim:
     """Parse and validate a claim; InvalidClaimError says what is wrong and where."""
     try:
+        # pydantic's own JSON parser: a request with two periapicals' base64 in 0.3 ms, where
+        # json.loads and validating the dict took 1.2. Bad input is parsed again below, for the
+        # messages (line and column of a JSON error; every problem of an invalid claim).
+        return Claim.model_validate_json(text)
+    except ValidationError:
+        pass
+    try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidClaimError(f"the claim is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
