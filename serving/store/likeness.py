@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from serving.fingerprints import Fingerprint, coarse_similarity
 from serving.store.schema import FingerprintRow
@@ -28,6 +28,13 @@ from serving.store.schema import FingerprintRow
 POOL_SIZE = 5000
 REREAD_ROWS = 256
 MAX_POOLS = 64  # (tenant, kind) pools held at once
+
+_f = FingerprintRow
+_POOL_COLUMNS = (_f.id, _f.claim_id, _f.mode, _f.coarse)  # all in the (tenant, kind, id, ...) index: no row visited
+_SCOPE = (_f.tenant == bindparam("tenant"), _f.kind == bindparam("kind"))
+# Built once (the newer rows are read for every claim): building the statement per call and
+# adapting SQLAlchemy's cached compiled form to each new object cost more than the query.
+_NEWER_ROWS = select(*_POOL_COLUMNS).where(*_SCOPE, _f.id > bindparam("floor")).order_by(_f.id)
 
 
 def claim_key(claim_id: str, mode: str) -> int:
@@ -90,19 +97,16 @@ class LikenessPools:
 
     def latest(self, db: Connection, tenant: str, kind: str) -> Pool:
         """The tenant's latest radiographs of ``kind`` as committed for ``db``'s transaction."""
-        f = FingerprintRow
-        scope = (f.tenant == tenant, f.kind == kind)
-        columns = (f.id, f.claim_id, f.mode, f.coarse)  # all in the (tenant, kind, id, ...) index: no row visited
         key = (tenant, kind)
+        scope = {"tenant": tenant, "kind": kind}
         with self._lock:
             held = self._pools.get(key)
         if held is None or not len(held.ids):
-            rows = db.execute(select(*columns).where(*scope).order_by(f.id.desc()).limit(self.size)).all()
+            rows = db.execute(select(*_POOL_COLUMNS).where(*_SCOPE).order_by(_f.id.desc()).limit(self.size), scope).all()
             pool = Pool.of_rows(rows[::-1])
         else:
             floor = int(held.ids[-min(self.reread, len(held.ids))]) - 1  # from the last rows held, again
-            rows = db.execute(select(*columns).where(*scope, f.id > floor).order_by(f.id)).all()
-            pool = held.joined(Pool.of_rows(rows), self.size)
+            pool = held.joined(Pool.of_rows(db.execute(_NEWER_ROWS, {**scope, "floor": floor}).all()), self.size)
         # Read outside the lock (no thread waits on another's query); kept unless another
         # thread has meanwhile kept a newer one. Either is complete up to its own reading.
         with self._lock:
