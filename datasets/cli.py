@@ -152,7 +152,7 @@ def _stats(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from datasets.readers import read_radiograph
 
-    radiograph = read_radiograph(args.file)
+    radiograph = read_radiograph(args.file, with_header=True)
     meta = radiograph.metadata
     pixels = radiograph.pixels_unit
     summary: dict[str, Any] = {

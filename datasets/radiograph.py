@@ -34,7 +34,8 @@ class RadiographMetadata:
     transfer_syntax_name: str | None = None
     number_of_frames: int = 1
     voi_applied: str = "none"  # "window", "voi-lut" or "none"
-    # De-identified header summary: acquisition facts only, never names, IDs or dates.
+    # De-identified header summary: acquisition facts only, never names, IDs or dates (a DICOM
+    # file's when read with ``with_header=True``, as ``dxv inspect`` does).
     header: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
 

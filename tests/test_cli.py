@@ -25,6 +25,7 @@ def test_inspect_json_reports_reader_view(tmp_path, capsys):
     assert shown["transfer_syntax"] == "Explicit VR Little Endian"
     assert shown["sha256"] == hashlib.sha256((tmp_path / "images" / "px-s1-00000.dcm").read_bytes()).hexdigest()
     assert "PatientName" not in json.dumps(shown)
+    assert shown["header"]["Modality"] == "PX" and shown["header"]["BitsStored"] == "12"  # read for inspect only
 
 
 def test_bad_input_gives_code_and_exit_2(tmp_path, capsys):
