@@ -164,17 +164,22 @@ def test_serve_environment_sets_the_front_only_for_the_ray_dxv_serve_starts(monk
     monkeypatch.delenv("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", raising=False)
     monkeypatch.setenv("RAY_SERVE_METRICS_EXPORT_INTERVAL_MS", "250")
     monkeypatch.setenv("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "90")
-    started = serve_environment(load_serving_config(), attaching=False)
+    monkeypatch.delenv("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", raising=False)
+    started = serve_environment(load_serving_config(overrides=("models.placement=ingress",)), attaching=False)
     assert started == {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "90",
                        "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
                        "RAY_max_direct_call_object_size": str(4 * 1024 * 1024),
-                       "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5", "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "250"}
+                       "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5", "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "250",
+                       "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
+    # A model deployment blocks its event loop while it reads a batch: Serve's default stays.
+    with_deployment = serve_environment(load_serving_config(overrides=("models.placement=deployment",)), attaching=False)
+    assert "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD" not in with_deployment
     python_proxy = serve_environment(load_serving_config(overrides=("http.front=serve",)), attaching=False)
     assert python_proxy["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
     assert "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S" not in python_proxy
     attached = serve_environment(load_serving_config(), attaching=True)
     assert "RAY_SERVE_ENABLE_HA_PROXY" not in attached and "RAY_max_direct_call_object_size" not in attached
-    assert "RAY_SERVE_CONTROL_LOOP_INTERVAL_S" not in attached
+    assert "RAY_SERVE_CONTROL_LOOP_INTERVAL_S" not in attached and "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD" not in attached
 
 
 _STUBBORN = """
