@@ -85,6 +85,23 @@ def test_a_fingerprint_round_trips_through_its_stored_bytes(images) -> None:
     assert similarity(again, original, "periapical") > 0.999
 
 
+@pytest.mark.parametrize("shape", [(650, 500), (333, 517), (700, 1400)])
+def test_a_fingerprint_is_the_box_thumbnail_and_the_centres_coarse_grid(shape: tuple[int, int]) -> None:
+    """What stored fingerprints were made of (they are compared with new ones): the whole
+    image box-resized to 48x48 and stretched to 0-255, and its centre (a tenth off each
+    side, cropped) box-resized to 8x8 as a zero-mean unit vector."""
+    pixels = np.random.default_rng(sum(shape)).random(shape).astype(np.float32)
+    made = fingerprint(pixels)
+    thumb = np.asarray(Image.fromarray(pixels, mode="F").resize((48, 48), Image.Resampling.BOX))
+    stretched = np.round((thumb - thumb.min()) / (thumb.max() - thumb.min() + 1e-9) * 255.0).astype(np.uint8)
+    h, w = shape
+    centre = np.ascontiguousarray(pixels[h // 10: h - h // 10, w // 10: w - w // 10])
+    grid = np.asarray(Image.fromarray(centre, mode="F").resize((8, 8), Image.Resampling.BOX)).reshape(-1)
+    grid = (grid - grid.mean()) / (np.linalg.norm(grid - grid.mean()) + 1e-9)
+    assert np.array_equal(made.thumb, stretched)
+    assert np.allclose(made.coarse, grid, atol=1e-6)
+
+
 def test_a_fingerprint_refuses_what_is_not_an_image() -> None:
     with pytest.raises(ValueError, match="2-D image"):
         fingerprint(np.zeros((8, 8)))
