@@ -86,9 +86,8 @@ class Fingerprint:
 
 
 def _resize(pixels: np.ndarray, width: int, height: int, resample: Image.Resampling) -> np.ndarray:
-    # ascontiguousarray: no copy of a radiograph's pixels that are float32 already (astype always copies).
-    return np.asarray(Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32), mode="F").resize(
-        (width, height), resample), dtype=np.float32)
+    return np.asarray(Image.fromarray(pixels.astype(np.float32), mode="F").resize((width, height), resample),
+                      dtype=np.float32)
 
 
 def _unit_rows(rows: np.ndarray) -> np.ndarray:
