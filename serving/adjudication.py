@@ -150,15 +150,18 @@ def history_hits(current: CurrentLine, earlier: tuple[CurrentLine, ...], everyth
     )
 
 
-def input_digest(claim_text: str, readings: tuple[ImageReading, ...], files: Mapping[str, bytes]) -> str:
+def input_digest(claim_text: str, readings_text: str, files: Mapping[str, bytes]) -> str:
     """SHA-256 over the claim as stored (``reviews.claim_json``: pydantic's JSON, fields in
-    contract order, the attachments without their contents), the SHA-256 of each attached
-    file as received, and the readings the models produced in their stored JSON form: it
-    can be recomputed from a claim record and its files. The files are hashed as bytes, not
-    as the base64 text of a JSON request, so the same claim sent as JSON or multipart has
-    the same digest, and a megabyte of base64 is not serialised again to be hashed."""
+    contract order, the attachments without their contents), the readings the models
+    produced as the claim record keeps them (``reviews.readings_json``: canonical JSON),
+    and the SHA-256 of each attached file as received: it can be recomputed from a claim
+    record and its files (records written before session 21 kept the readings with
+    spaces: ``audit.canonical_json(json.loads(...))`` of their text gives what was hashed).
+    The files are hashed as bytes, not as the base64 text of a JSON request, so the same
+    claim sent as JSON or multipart has the same digest, and a megabyte of base64 is not
+    serialised again to be hashed."""
     files_digest = {rid: hashlib.sha256(data).hexdigest() for rid, data in files.items()}
-    text = claim_text + audit.canonical_json([r.to_json() for r in readings]) + audit.canonical_json(files_digest)
+    text = claim_text + readings_text + audit.canonical_json(files_digest)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -325,12 +328,15 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
                                               "audit_id": seq, "replayed": False})
             as_json = result.model_dump_json(exclude_none=True)
             claim_text = reviews.claim_json(claim)  # stored with the record, and what the digest covers
+            readings_text = reviews.readings_json(images)  # the same
             received = files[index] if files else {}
             chain.add(tenant=claim.tenant, kind=claim.mode, subject=claim.claim_id, actor=actor,
-                      input_digest=input_digest(claim_text, images, received), versions=versions, payload_text=as_json,
+                      input_digest=input_digest(claim_text, readings_text, received), versions=versions,
+                      payload_text=as_json,
                       created_at=now.isoformat())
             writes.decisions.append(repository.decision_row(claim, seq, now))
-            record, kept, queued = reviews.decision_rows(claim, decided, images, received, seq, now, weights, claim_text)
+            record, kept, queued = reviews.decision_rows(claim, decided, images, received, seq, now, weights, claim_text,
+                                                         readings_text)
             writes.records += record
             writes.images += kept
             writes.review_items += queued

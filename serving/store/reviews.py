@@ -54,26 +54,35 @@ def claim_json(claim: Claim) -> str:
     return claim.model_dump_json(exclude={"attachments": {"__all__": {"content"}}}, exclude_none=True)
 
 
+def readings_json(readings: tuple[ImageReading, ...]) -> str:
+    """The readings as a claim record keeps them: canonical JSON (sorted keys, no spaces),
+    which is also what the input digest hashes, so it is serialised once."""
+    return audit.canonical_json([r.to_json() for r in readings])
+
+
 def record_row(claim: Claim, claim_text: str, readings: tuple[ImageReading, ...], audit_seq: int,
-               now: dt.datetime) -> dict[str, Any]:
+               now: dt.datetime, readings_text: str | None = None) -> dict[str, Any]:
     """The claim record: the claim as decided (``claim_text``: its ``claim_json``, which the
-    caller also hashes into the input digest), its readings and their drift summary."""
+    caller also hashes into the input digest), its readings (``readings_text``: their
+    ``readings_json`` where the caller has it already) and their drift summary."""
     stored = [r.to_json() for r in readings]
+    text = readings_text if readings_text is not None else audit.canonical_json(stored)
     return {"audit_seq": audit_seq, "tenant": claim.tenant, "claim_id": claim.claim_id, "mode": claim.mode,
-            "claim": claim_text, "readings": json.dumps(stored),
+            "claim": claim_text, "readings": text,
             "summary": json.dumps(score_summary(stored, len(claim.lines))), "created_at": now}
 
 
 def decision_rows(claim: Claim, decided: tuple[LineDecision, ...], readings: tuple[ImageReading, ...],
                   files: Mapping[str, bytes], audit_seq: int, now: dt.datetime,
-                  weights: ReviewPriority, claim_text: str) -> tuple[list[dict], list[dict], list[dict]]:
+                  weights: ReviewPriority, claim_text: str, readings_text: str | None = None
+                  ) -> tuple[list[dict], list[dict], list[dict]]:
     """(claim record, radiographs, queue items) rows for one decided claim. A record is kept
     when the claim had radiographs (the readings feed monitoring) or a line was not
     passed; the files when a line was not passed (a person may need to look)."""
     not_passed = any(d.action is not Action.PASS for d in decided)
     if not readings and not not_passed:
         return [], [], []
-    record = [record_row(claim, claim_text, readings, audit_seq, now)]
+    record = [record_row(claim, claim_text, readings, audit_seq, now, readings_text)]
     kinds = {r.image_id: r.kind.value for r in readings}
     images = [{"audit_seq": audit_seq, "tenant": claim.tenant, "radiograph_id": rid, "kind": kinds.get(rid, "unknown"),
                "media": data, "created_at": now} for rid, data in files.items()] if not_passed else []

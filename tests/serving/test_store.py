@@ -529,6 +529,7 @@ def test_the_input_digest_is_recomputed_from_the_claim_record_and_its_stored_fil
                                                                                    rule_tables) -> None:
     from models.detections import ImageReading
     from serving.adjudication import input_digest
+    from serving.store.reviews import readings_json
     from serving.store.schema import ClaimImageRow, ClaimRecordRow
     from tests.serving.builders import reading
 
@@ -545,9 +546,11 @@ def test_the_input_digest_is_recomputed_from_the_claim_record_and_its_stored_fil
         kept = dict(session.execute(select(ClaimImageRow.radiograph_id, ClaimImageRow.media)
                                     .where(ClaimImageRow.audit_seq == decided.audit_id)).all())
     assert stored is not None and record is not None and kept == files
-    readings = tuple(ImageReading.from_json(r) for r in json.loads(record.readings))
-    assert input_digest(record.claim, readings, kept) == stored.input_digest
+    # The record keeps the readings as they were hashed: their text as stored, and the same
+    # from the readings read back.
+    assert record.readings == readings_json(tuple(ImageReading.from_json(r) for r in json.loads(record.readings)))
+    assert input_digest(record.claim, record.readings, kept) == stored.input_digest
     # Any change to the file, the claim or the readings changes it.
-    assert input_digest(record.claim, readings, {image.image_id: b"another file"}) != stored.input_digest
-    assert input_digest(record.claim.replace("C-DIGEST", "C-OTHER"), readings, kept) != stored.input_digest
-    assert input_digest(record.claim, (), kept) != stored.input_digest
+    assert input_digest(record.claim, record.readings, {image.image_id: b"another file"}) != stored.input_digest
+    assert input_digest(record.claim.replace("C-DIGEST", "C-OTHER"), record.readings, kept) != stored.input_digest
+    assert input_digest(record.claim, readings_json(()), kept) != stored.input_digest
