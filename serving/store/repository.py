@@ -155,7 +155,7 @@ _HISTORY_COLUMNS = (ClaimLineRow.member_id, ClaimLineRow.claim_id, ClaimLineRow.
 def _member_statements() -> tuple[Any, Any, Any, Any]:
     """The four queries of ``load_members``, built once (for every claim, building them and
     adapting SQLAlchemy's cached compiled form to new objects took about half the time)."""
-    ids = bindparam("ids", expanding=True)
+    ids: Any = bindparam("ids", expanding=True)
     return (select(MemberRow.member_id, MemberRow.birth_date).where(MemberRow.member_id.in_(ids)),
             select(EnrolmentRow.member_id, EnrolmentRow.plan_id, EnrolmentRow.start_date, EnrolmentRow.end_date)
             .where(EnrolmentRow.member_id.in_(ids)),
