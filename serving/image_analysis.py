@@ -82,12 +82,6 @@ def _read_or_refuse(models: Any, image_id: str, pixels: Any, kind: RadiographKin
         return ImageAnalysisRefused(exc)
 
 
-def analyze_file(models: Any, image_id: str, data: bytes, kind: RadiographKind | None,
-                 limits: ReaderLimits) -> ImageAnalysis:
-    """One file alone (its error raised)."""
-    return raise_if_refused(analyze_files(models, [(image_id, data, kind, limits)])[0])
-
-
 def raise_if_refused(outcome: ImageAnalysis | ImageAnalysisRefused) -> ImageAnalysis:
     if isinstance(outcome, ImageAnalysisRefused):
         raise outcome.error

@@ -5,7 +5,7 @@ from datasets.radiograph import ReaderLimits
 from datasets.synth.generator import case_dicom_bytes, generate_case
 from models.errors import DxvError
 from models.radiographs import RadiographKind
-from serving.image_analysis import ImageAnalysis, ImageAnalysisRefused, analyze_file, analyze_files
+from serving.image_analysis import ImageAnalysis, ImageAnalysisRefused, analyze_files, raise_if_refused
 
 
 class RefusedByModels(DxvError):
@@ -44,7 +44,7 @@ def test_a_batch_answers_each_file_and_refuses_a_bad_one_on_its_own(models) -> N
     outcomes = analyze_files(models.models, files)
     assert isinstance(outcomes[1], ImageAnalysisRefused) and outcomes[1].error.code == "image.not_an_image"
     for outcome, (image_id, data, kind, limits) in zip((outcomes[0], outcomes[2]), (files[0], files[2]), strict=True):
-        alone = analyze_file(models.models, image_id, data, kind, limits)
+        alone = raise_if_refused(analyze_files(models.models, [(image_id, data, kind, limits)])[0])
         assert isinstance(outcome, ImageAnalysis) and outcome.reading.image_id == image_id
         assert [t.fdi for t in outcome.reading.teeth] == [t.fdi for t in alone.reading.teeth]
         assert [(f.finding_class, round(f.score, 4)) for f in outcome.reading.findings] == \
