@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from serving.store.bulk import insert_many
@@ -21,6 +21,11 @@ from serving.store.schema import AuditHeadRow, AuditRow
 
 CHAIN = "main"
 GENESIS = "0" * 64
+_h = AuditHeadRow
+# Built once (every decision appends): Core statements, not an ORM object and its flush.
+_HEAD_FOR_UPDATE = select(_h.last_seq, _h.last_hash).where(_h.chain == bindparam("of_chain")).with_for_update()
+_HEAD_MOVED = update(cast(Table, _h.__table__)).where(_h.chain == bindparam("of_chain")).values(
+    last_seq=bindparam("new_seq"), last_hash=bindparam("new_hash"))
 
 
 def canonical_json(value: Any) -> str:
@@ -44,8 +49,7 @@ class ChainWriter:
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        self.head = session.execute(select(AuditHeadRow).where(AuditHeadRow.chain == CHAIN).with_for_update()).scalar_one()
-        self.seq, self.last = self.head.last_seq, self.head.last_hash
+        self.seq, self.last = session.connection().execute(_HEAD_FOR_UPDATE, {"of_chain": CHAIN}).one()
         self.rows: list[dict[str, Any]] = []
         self._versions_text: dict[tuple[tuple[str, str], ...], str] = {}  # a batch's records share a few
 
@@ -74,7 +78,7 @@ class ChainWriter:
     def flush(self) -> None:
         if self.rows:
             insert_many(self.session.connection(), cast(Table, AuditRow.__table__), self.rows)
-            self.head.last_seq, self.head.last_hash = self.seq, self.last
+            self.session.connection().execute(_HEAD_MOVED, {"of_chain": CHAIN, "new_seq": self.seq, "new_hash": self.last})
             self.rows = []
         self.session.flush()
 

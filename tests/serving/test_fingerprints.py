@@ -249,7 +249,7 @@ def test_candidate_lookups_read_the_latest_fingerprints_by_index_without_sorting
         event.remove(store.engine, "before_cursor_execute", listener)
     assert {c.claim_id for c in found} == {f"C-{n}" for n in range(6)}
     lookups = [(sql, params) for sql, params in statements if "image_fingerprints" in sql]
-    assert len(lookups) >= 3  # the member's, the provider's, the tenant's latest
+    assert len(lookups) == 2  # the tenant's latest (the likeness pool), then the member's, provider's and closest in one
     with store.engine.connect() as connection:
         plans = {sql: " ".join(row[3] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
                  for sql, params in lookups}
