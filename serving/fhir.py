@@ -46,6 +46,15 @@ def _problems(exc: ValidationError) -> str:
     return validation_problems(exc, "Claim")
 
 
+def _contained_types(resource: dict[str, Any]) -> str:
+    contained = resource.get("contained")
+    if not isinstance(contained, list):
+        return "Claim.contained is not a list"
+    kinds = [f"[{i}] {item.get('resourceType')!r}" if isinstance(item, dict) else f"[{i}] not an object"
+             for i, item in enumerate(contained)]
+    return "Claim.contained: " + ", ".join(kinds)
+
+
 def claim_from_fhir(resource: dict[str, Any], tenant: str) -> tuple[Claim, FhirClaim]:
     if not isinstance(resource, dict) or resource.get("resourceType") != "Claim":
         raise FhirError("expected a FHIR Claim resource (resourceType 'Claim')")
@@ -53,6 +62,11 @@ def claim_from_fhir(resource: dict[str, Any], tenant: str) -> tuple[Claim, FhirC
         fhir = FhirClaim.model_validate(resource)
     except ValidationError as exc:
         raise FhirError(f"not a valid FHIR Claim: {_problems(exc)}") from exc
+    except (TypeError, KeyError) as exc:
+        # fhir.resources looks a contained resource's model up by its resourceType without
+        # checking it: a missing, non-text or unknown one raises these, not a ValidationError.
+        raise FhirError(f"not a valid FHIR Claim: a resource in it has no known resourceType ({_contained_types(resource)})"
+                        ) from exc
     contained = {f"#{r.id}": r for r in (fhir.contained or []) if getattr(r, "id", None)}
     patient: Any = contained.get(fhir.patient.reference or "") if fhir.patient else None
     if patient is None or getattr(patient, "birthDate", None) is None:

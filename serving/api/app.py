@@ -34,6 +34,7 @@ from serving.api.admin_routes import add_admin_routes
 from serving.api.appeal_routes import add_appeal_routes
 from serving.api.drift_metrics import DriftCollector
 from serving.api.metrics import ApiMetrics
+from serving.api.params import RowId
 from serving.api.review_routes import add_review_routes
 from serving.appeals import AppealError, AppealInputError
 from serving.claims import Claim, InvalidClaimError, claim_from_json
@@ -274,7 +275,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         return {"images": [a.reading.to_json() for a in analyses]}
 
     @app.get("/v1/decisions/{audit_id}", response_model=ClaimDecision)
-    def decision(audit_id: int, x_api_key: str | None = Header(None),
+    def decision(audit_id: RowId, x_api_key: str | None = Header(None),
                        authorization: str | None = Header(None)) -> Response:
         who = principal(x_api_key, authorization, Permission.READ_DECISIONS)
         with store.reading() as session:

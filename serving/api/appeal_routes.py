@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from models.detections import ImageReading
 from models.radiographs import RadiographKind
+from serving.api.params import RowId
 from serving.appeals import AppealDecision, AppealIn, AppealInputError, appeal, appeal_by_id, appeals_of
 from serving.effective_tables import EffectiveTables
 from serving.rules.recycled import ImagePrint
@@ -34,7 +35,7 @@ def add_appeal_routes(app: FastAPI, *, store: Store, config: ServingConfig, tabl
                       decode_base64: Callable[[str, str], bytes]) -> None:
 
     @app.post("/v1/decisions/{audit_id}/appeals", status_code=201, response_model=AppealDecision)
-    async def submit(audit_id: int, body: AppealIn, x_api_key: str | None = Header(None),
+    async def submit(audit_id: RowId, body: AppealIn, x_api_key: str | None = Header(None),
                      authorization: str | None = Header(None)) -> JSONResponse:
         who = principal(x_api_key, authorization, Permission.VALIDATE)
         if len(body.attachments) > config.limits.max_images:
@@ -54,13 +55,13 @@ def add_appeal_routes(app: FastAPI, *, store: Store, config: ServingConfig, tabl
         return JSONResponse(status_code=201, content=decided.model_dump(mode="json", exclude_none=True))
 
     @app.get("/v1/decisions/{audit_id}/appeals")
-    def listed(audit_id: int, x_api_key: str | None = Header(None),
+    def listed(audit_id: RowId, x_api_key: str | None = Header(None),
                authorization: str | None = Header(None)) -> dict[str, Any]:
         who = principal(x_api_key, authorization, Permission.READ_DECISIONS)
         return {"audit_id": audit_id, "appeals": appeals_of(store, who.tenant, audit_id)}
 
     @app.get("/v1/appeals/{appeal_id}", response_model=AppealDecision)
-    def one(appeal_id: int, x_api_key: str | None = Header(None),
+    def one(appeal_id: RowId, x_api_key: str | None = Header(None),
             authorization: str | None = Header(None)) -> JSONResponse:
         who = principal(x_api_key, authorization, Permission.READ_DECISIONS)
         return JSONResponse(appeal_by_id(store, who.tenant, appeal_id).model_dump(mode="json", exclude_none=True))

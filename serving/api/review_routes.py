@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from datasets.preview import png_8bit
 from datasets.radiograph import ReaderLimits
 from datasets.readers import read_radiograph
+from serving.api.params import STORE_INT_MAX, RowId
 from serving.review.dispositions import DispositionIn
 from serving.service_config import ServingConfig
 from serving.store import reviews
@@ -41,21 +42,21 @@ def add_review_routes(app: FastAPI, *, store: Store, config: ServingConfig, now:
 
     @app.get("/v1/reviews")
     def queue(status: str = Query("open", pattern="^(open|closed)$"), limit: int = Query(50, ge=1, le=500),
-              offset: int = Query(0, ge=0), x_api_key: str | None = Header(None),
+              offset: int = Query(0, ge=0, le=STORE_INT_MAX), x_api_key: str | None = Header(None),
               authorization: str | None = Header(None)) -> dict[str, Any]:
         who = principal(x_api_key, authorization, Permission.REVIEW)
         with store.reading() as session:
             return reviews.list_queue(session, who.tenant, now(), weights, status=status, limit=limit, offset=offset)
 
     @app.get("/v1/reviews/{item_id}")
-    def case(item_id: int, x_api_key: str | None = Header(None),
+    def case(item_id: RowId, x_api_key: str | None = Header(None),
              authorization: str | None = Header(None)) -> dict[str, Any]:
         who = principal(x_api_key, authorization, Permission.REVIEW)
         with store.reading() as session:
             return reviews.case_detail(session, who.tenant, item_id, now(), weights)
 
     @app.get("/v1/reviews/{item_id}/images/{radiograph_id}")
-    async def image(item_id: int, radiograph_id: str, x_api_key: str | None = Header(None),
+    async def image(item_id: RowId, radiograph_id: str, x_api_key: str | None = Header(None),
                     authorization: str | None = Header(None)) -> Response:
         who = principal(x_api_key, authorization, Permission.REVIEW)
 
@@ -69,7 +70,7 @@ def add_review_routes(app: FastAPI, *, store: Store, config: ServingConfig, now:
                         headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/v1/reviews/{item_id}/documents/{document_id}")
-    def document(item_id: int, document_id: int, x_api_key: str | None = Header(None),
+    def document(item_id: RowId, document_id: RowId, x_api_key: str | None = Header(None),
                  authorization: str | None = Header(None)) -> Response:
         who = principal(x_api_key, authorization, Permission.REVIEW)
         with store.reading() as session:
@@ -81,7 +82,7 @@ def add_review_routes(app: FastAPI, *, store: Store, config: ServingConfig, now:
                                  "X-Content-Type-Options": "nosniff", "X-Declared-Media-Type": media_type[:100]})
 
     @app.post("/v1/reviews/{item_id}/disposition", status_code=201)
-    def dispose(item_id: int, body: DispositionIn, x_api_key: str | None = Header(None),
+    def dispose(item_id: RowId, body: DispositionIn, x_api_key: str | None = Header(None),
                 authorization: str | None = Header(None)) -> JSONResponse:
         who = principal(x_api_key, authorization, Permission.REVIEW)
         with store.transaction() as session:

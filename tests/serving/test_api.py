@@ -160,6 +160,23 @@ def test_bad_input_is_a_4xx_with_a_code_and_the_service_stays_up(service, periap
     assert client.get("/healthz").status_code == 200
 
 
+@pytest.mark.parametrize("path", [
+    "/v1/decisions/{n}", "/v1/decisions/{n}/appeals", "/v1/appeals/{n}", "/v1/reviews/{n}", "/v1/reviews/1/documents/{n}",
+    "/v1/reviews?offset={n}",
+])
+def test_ids_and_offsets_beyond_what_the_store_holds_are_refused_not_a_500(service, path) -> None:
+    """An id past 2**63 - 1 once reached SQLite's driver, which raised OverflowError (a 500)."""
+    client, keys = service
+    headers = {"X-API-Key": keys[Role.ADMIN]}
+    for number in (2**63, 10**30, -1):
+        answer = client.get(path.format(n=number), headers=headers)
+        assert answer.status_code == 422, (path, number, answer.text)
+        assert answer.json()["error"]["code"] == "request.invalid"
+    # The largest id the store can hold is a fair question: not found, not refused.
+    largest = client.get(path.format(n=2**63 - 1), headers=headers)
+    assert largest.status_code in (200, 404), largest.text
+
+
 def test_ready_when_the_models_are_loaded(service) -> None:
     client, _ = service
     assert client.get("/readyz").json() == {"ready": True}
@@ -230,6 +247,9 @@ def test_fhir_claim_in_claim_response_out(service, periapical) -> None:
     (lambda c: c.update({"created": "yesterday"}), "created"),
     (lambda c: c.update({"contained": []}), "contained Patient"),
     (lambda c: c["item"][0]["bodySite"]["coding"][0].update({"code": "19"}), "not an FDI tooth number"),
+    # fhir.resources raises TypeError / KeyError (not a ValidationError) on these: once a 500
+    (lambda c: c["contained"][0].update({"resourceType": None}), "Claim.contained: [0] None"),
+    (lambda c: c["contained"][0].update({"resourceType": "Nope"}), "Claim.contained: [0] 'Nope'"),
 ])
 def test_bad_fhir_claims_are_400_with_the_reason(service, periapical, edit, message) -> None:
     client, keys = service
