@@ -120,7 +120,18 @@ def _read_dicom(data: bytes, limits: ReaderLimits, kind_hint: RadiographKind | N
         raise TruncatedImageError(f"DICOM file ends unexpectedly: {exc}") from exc
     except Exception as exc:  # pydicom raises many kinds of error on corrupt headers
         raise NotAnImageError(f"DICOM header cannot be parsed: {type(exc).__name__}: {exc}") from exc
+    try:
+        return _dicom_radiograph(ds, data, limits, kind_hint, with_header)
+    except RadiographError:
+        raise
+    except (NotImplementedError, LookupError, AttributeError, TypeError, ValueError, OverflowError) as exc:
+        # pydicom converts an element's value when it is first read, so a corrupt element
+        # (an unknown VR, a value of the wrong form) fails here rather than in dcmread.
+        raise NotAnImageError(f"DICOM header element cannot be read: {type(exc).__name__}: {exc}") from exc
 
+
+def _dicom_radiograph(ds: Dataset, data: bytes, limits: ReaderLimits, kind_hint: RadiographKind | None,
+                      with_header: bool) -> Radiograph:
     if "PixelData" not in ds:
         if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
             raise UnsupportedPhotometricError("float pixel data is not a radiograph format we read")

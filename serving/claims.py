@@ -30,11 +30,16 @@ ID_MAX = 64  # claim, tenant, member, provider, plan; provider specialty and reg
 LINE_ID_MAX = 32
 RADIOGRAPH_ID_MAX = 128
 CODE_MAX = 16  # procedure code and code system
+# Dates a claim may carry: the rules count policy years and look-back windows of years
+# either side of a date, which overflow the calendar near its ends (9999-12-31 plus a
+# policy year once answered 500); no dental claim is dated outside these.
+EARLIEST_DATE = dt.date(1900, 1, 1)
+LATEST_DATE = dt.date(2199, 12, 31)
 
 
 class Member(_Contract):
     member_id: str = Field(min_length=1, max_length=ID_MAX)
-    birth_date: dt.date
+    birth_date: dt.date = Field(ge=EARLIEST_DATE, le=LATEST_DATE)
 
     def age_on(self, day: dt.date) -> int:
         """Age in whole years on ``day``."""
@@ -110,7 +115,7 @@ class Claim(_Contract):
     member: Member
     provider: Provider
     plan_id: str = Field("default", max_length=ID_MAX)
-    date_of_service: dt.date
+    date_of_service: dt.date = Field(ge=EARLIEST_DATE, le=LATEST_DATE)
     lines: tuple[ClaimLine, ...] = Field(min_length=1)
     narrative: str = ""
     attachments: tuple[Attachment, ...] = ()

@@ -179,6 +179,18 @@ def test_truncated_dicom(syntax):
         read_radiograph(data[: len(data) - len(data) // 3])
 
 
+@pytest.mark.parametrize(("element", "bad_vr"), [(b"\x28\x00\x00\x01", b"Uv"), (b"\x08\x00\x60\x00", b"Q9")])
+def test_a_header_element_with_an_unknown_value_representation_is_refused(element, bad_vr):
+    """pydicom reads an element's value when it is first used: an unknown VR in the header
+    (here BitsAllocated, then Modality) raised NotImplementedError past the reader (a 500
+    in the service, found by the API's fuzz test)."""
+    data = dicom_bytes(_dicom(_stored()))
+    at = data.index(element, 132)
+    damaged = data[: at + 4] + bad_vr + data[at + 6:]
+    with pytest.raises(NotAnImageError, match="cannot be read"):
+        read_radiograph(damaged)
+
+
 def test_truncated_png():
     data = _png(_stored(8, (200, 200)))
     with pytest.raises(TruncatedImageError):

@@ -137,6 +137,9 @@ def _bad(kind: str, periapical):
     if kind == "id-too-long":  # longer than the store keeps: refused, never a failed write (a 500 on PostgreSQL)
         body["lines"][0]["line_id"] = "L" * 33
         return {"json": body}
+    if kind == "date-out-of-range":  # a policy year past 9999-12-31 once failed the ledger (a 500)
+        body["date_of_service"] = "9999-12-31"
+        return {"json": body}
     if kind == "too-many":
         return {"json": claim_json([(f"img{i}", RadiographKind.PERIAPICAL, periapical[2]) for i in range(3)])}
     if kind == "too-large":
@@ -147,7 +150,7 @@ def _bad(kind: str, periapical):
 @pytest.mark.parametrize(("kind", "status", "code"), [
     ("json", 400, "request.invalid"), ("schema", 400, "request.invalid"), ("base64", 400, "request.invalid"),
     ("base64-padding", 400, "request.invalid"), ("base64-non-ascii", 400, "request.invalid"),
-    ("id-too-long", 400, "request.invalid"),
+    ("id-too-long", 400, "request.invalid"), ("date-out-of-range", 400, "request.invalid"),
     ("not-an-image", 400, "image.not_an_image"), ("truncated-dicom", 400, "image.truncated"),
     ("too-many", 413, "request.too_large"), ("too-large", 413, "request.too_large"),
 ])
