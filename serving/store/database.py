@@ -151,7 +151,10 @@ class Store:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.checkpointer = checkpointer
-        self.likeness = LikenessPools()  # the recycled-image lookup's pools, read incrementally
+        # The recycled-image lookup's pools, read incrementally. SQLite's writers commit one at
+        # a time in id order, so nothing commits below an id already seen and one row read
+        # again is enough; PostgreSQL's can commit out of order (likeness.REREAD_ROWS).
+        self.likeness = LikenessPools(reread=1) if engine.dialect.name == "sqlite" else LikenessPools()
 
     @classmethod
     def open(cls, url: str | None = None, *, migrate: bool = True, checkpoint_in_background: bool = False) -> Store:
