@@ -1,4 +1,4 @@
-"""``dxv state init|seed``, ``dxv adjudicate`` and ``dxv audit verify``: the state store
+"""``dxv state init|seed``, ``dxv adjudicate``, ``dxv audit verify`` and ``dxv audit access``: the state store
 from the command line. The store URL is ``--url``, else ``$DXV_STATE_URL``, else the
 SQLite file ``data/state/dxv.db``."""
 
@@ -77,6 +77,13 @@ def register(commands: Any) -> None:
     verify = asub.add_parser("verify", help="check the hash chain: edited or deleted records are reported")
     verify.add_argument("--url", default=None)
     verify.set_defaults(handler=_verify)
+    access = asub.add_parser("access", help="the access log: who made which request, latest first")
+    access.add_argument("--url", default=None)
+    access.add_argument("--tenant", default=None)
+    access.add_argument("--subject", default=None, help="requests naming this record, e.g. audit_id=7")
+    access.add_argument("--since", type=dt.datetime.fromisoformat, default=None, help="ISO time (UTC)")
+    access.add_argument("--limit", type=int, default=50)
+    access.set_defaults(handler=_access)
 
 
 def _now() -> dt.datetime:
@@ -210,6 +217,26 @@ def _rules_diff(args: argparse.Namespace) -> int:
         table.add_row(change.path, change.kind, show(change.old), show(change.new))
     _out.print(table)
     _out.print(f"{len(changes)} change(s). Decisions already made keep the versions they were made with.")
+    return 0
+
+
+def _access(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from serving.store.access_log import access_records
+    from serving.store.database import Store
+
+    store = Store.open(args.url)
+    with store.reading() as session:
+        records = access_records(session, tenant=args.tenant, since=args.since, subject=args.subject, limit=args.limit)
+    store.close()
+    table = Table("at (UTC)", "tenant", "key", "method", "route", "subject", "status", "ms")
+    for r in records:
+        key = (r.key_id or "-") + ("" if r.authenticated else " (refused)")
+        table.add_row(r.at.isoformat(timespec="seconds"), r.tenant or "-", key, r.method, r.route, r.subject,
+                      str(r.status), f"{r.duration_ms:.1f}")
+    _out.print(table)
+    _out.print(f"{len(records)} request(s), latest first")
     return 0
 
 

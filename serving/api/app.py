@@ -11,11 +11,13 @@ claim as a ``claim`` JSON part and one file per attachment named by its radiogra
 from __future__ import annotations
 
 import binascii
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 import pybase64
@@ -44,7 +46,8 @@ from serving.review.dispositions import DispositionError
 from serving.rules.recycled import ImagePrint
 from serving.service_config import ServingConfig
 from serving.store import repository, reviews
-from serving.store.api_keys import AuthError, ForbiddenError, Permission, Principal, authenticate
+from serving.store.access_log import AccessLogWriter, AccessRecord
+from serving.store.api_keys import AuthError, ForbiddenError, Permission, Principal, authenticate, presented_key_id
 from serving.store.database import Store
 from serving.store.table_versions import TableVersionConflictError, TableVersionNotFoundError
 
@@ -102,9 +105,17 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: ServingConfig,
                clock: Callable[[], dt.datetime] | None = None) -> FastAPI:
-    app = FastAPI(title="Dental radiograph validation", version="1.0",
+    access_log = AccessLogWriter(store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        access_log.close()  # what is queued is written before the replica goes
+
+    app = FastAPI(title="Dental radiograph validation", version="1.0", lifespan=lifespan,
                   description="Checks dental claim lines against the radiographs sent with them.")
     app.state.store = store
+    app.state.access_log = access_log
     metrics = ApiMetrics()
     now = clock or (lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
     limits = ReaderLimits(max_pixels=config.limits.max_pixels_per_image, max_bytes=config.limits.max_request_bytes)
@@ -123,23 +134,43 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         return _error(422, "request.invalid", problems or "the request is not valid")
 
     @app.middleware("http")
-    async def _size_limit_and_count(request: Request, call_next):
+    async def _size_limit_count_and_log(request: Request, call_next):
+        started = time.perf_counter()
+        caller: dict[str, Any] = {}  # filled in by principal(), in whatever task or thread it runs
+        _CALLER.set(caller)
         declared = request.headers.get("content-length")
         route = request.url.path if request.url.path.startswith(("/v1/claims", "/v1/images", "/healthz", "/readyz",
                                                                   "/metrics")) else _route_family(request.url.path)
         if declared and declared.isdigit() and int(declared) > config.limits.max_request_bytes:
-            metrics.requests.labels(route=route, status="413").inc()
-            return _error(413, "request.too_large",
-                          f"the request is {int(declared):,} bytes; the limit is {config.limits.max_request_bytes:,}")
-        with metrics.stage("request"):
-            response = await call_next(request)
+            response: Response = _error(413, "request.too_large", f"the request is {int(declared):,} bytes; the limit "
+                                                                  f"is {config.limits.max_request_bytes:,}")
+            caller["key_id"] = presented_key_id(_token(request.headers.get("x-api-key"), request.headers.get("authorization")))
+        else:
+            with metrics.stage("request"):
+                response = await call_next(request)
         metrics.requests.labels(route=route, status=str(response.status_code)).inc()
+        if request.url.path.startswith(_AUDITED_PREFIXES):
+            matched = request.scope.get("route")
+            access_log.add(AccessRecord(
+                at=now(), tenant=caller.get("tenant"), key_id=caller.get("key_id"),
+                authenticated=caller.get("authenticated", False), method=request.method,
+                route=getattr(matched, "path", "(no such route)")[:128],
+                subject=",".join(f"{k}={v}" for k, v in request.scope.get("path_params", {}).items())[:256],
+                status=response.status_code, duration_ms=round((time.perf_counter() - started) * 1000, 3)))
         return response
 
     def principal(api_key: str | None, authorization: str | None, permission: Permission) -> Principal:
-        token = api_key or (authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None)
-        with store.reading() as session:  # no write lock: an adjudication in progress never holds up a key check
-            who = authenticate(session, token)
+        token = _token(api_key, authorization)
+        caller = _CALLER.get()
+        try:
+            with store.reading() as session:  # no write lock: an adjudication in progress never holds up a key check
+                who = authenticate(session, token)
+        except AuthError:
+            if caller is not None:
+                caller["key_id"] = presented_key_id(token)
+            raise
+        if caller is not None:
+            caller.update(key_id=who.key_id, tenant=who.tenant, authenticated=True)
         who.require(permission)
         return who
 
@@ -298,6 +329,19 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         return JSONResponse(status_code=200 if ready else 503, content={"ready": ready})
 
     return app
+
+
+# Requests written to the access log: the data routes (not the probes, /metrics or the
+# workbench's static files, which carry no claim data).
+_AUDITED_PREFIXES = ("/v1/", "/fhir/")
+# The request's caller as principal() finds it, read back by the logging middleware: a
+# mutable holder, because the endpoint runs in a child task or a worker thread whose
+# context is a copy (a value set there would not reach the middleware).
+_CALLER: ContextVar[dict[str, Any] | None] = ContextVar("dxv_caller", default=None)
+
+
+def _token(api_key: str | None, authorization: str | None) -> str | None:
+    return api_key or (authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None)
 
 
 def _decision_response(decision: ClaimDecision) -> Response:

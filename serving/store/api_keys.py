@@ -94,6 +94,13 @@ _KEY_BY_ID = select(ApiKeyRow.key_id, ApiKeyRow.tenant, ApiKeyRow.role, ApiKeyRo
                     ).where(ApiKeyRow.key_id == bindparam("key_id"))
 
 
+def presented_key_id(token: str | None) -> str | None:
+    """The key id part of a token as presented (for the access log of a refused request);
+    None when it is not of the form dxv_<id>_<secret>. Never the secret."""
+    match = _TOKEN.match(token.strip()) if token else None
+    return match.group(1) if match else None
+
+
 def authenticate(session: Session, token: str | None) -> Principal:
     if not token:
         raise AuthError("an API key is required (header 'X-API-Key' or 'Authorization: Bearer <key>')")

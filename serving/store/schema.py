@@ -272,6 +272,26 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
+class AccessRow(Base):
+    """One request to the service: who (the key, its tenant), what (method, route template,
+    the record it named), when, and the answer's status. Nothing of the body and no member
+    identifier: ids in a route are the service's own record numbers and radiograph ids.
+    Append-only, written in batches behind the requests (``serving/store/access_log.py``)."""
+
+    __tablename__ = "access_log"
+    __table_args__ = (Index("ix_access_log_tenant_at", "tenant", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+    tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # as presented, when refused
+    authenticated: Mapped[bool] = mapped_column(Boolean, default=False)
+    method: Mapped[str] = mapped_column(String(8))
+    route: Mapped[str] = mapped_column(String(128))
+    subject: Mapped[str] = mapped_column(String(256), default="")  # the route's parameters, e.g. audit_id=7
+    status: Mapped[int] = mapped_column(Integer)
+    duration_ms: Mapped[float] = mapped_column(Float)
+
+
 class IdempotencyRow(Base):
     """An ``Idempotency-Key`` a tenant used, the digest of the request it came with and
     the decision it produced: a retry gets the same decision, a reuse with another

@@ -1,0 +1,128 @@
+"""Every request audited: the access log records who made each request to the data routes
+(key and tenant, or the key id as presented when refused), the route's template and the
+record it named, and the status; never the body or a member identifier. It is written in
+batches behind the requests, kept when the store is away for a moment, and shown by
+``dxv audit access``."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pytest
+
+from serving.store.access_log import AccessLogWriter, AccessRecord, access_records
+from serving.store.api_keys import Role
+from serving.store.database import Store
+from tests.serving.test_api import claim_json, periapical, service  # noqa: F401  (fixtures)
+
+
+def _records(client) -> list[AccessRecord]:
+    app = client.app
+    app.state.access_log.flush()
+    with app.state.store.reading() as session:
+        return list(reversed(access_records(session, limit=100)))  # oldest first
+
+
+def test_every_data_request_is_logged_with_its_caller_route_and_status(service, periapical) -> None:  # noqa: F811
+    client, keys = service
+    adjudicator = {"X-API-Key": keys[Role.ADJUDICATOR]}
+    made = client.post("/v1/claims:validate", json=claim_json([periapical]), headers=adjudicator)
+    audit_id = made.json()["audit_id"]
+    client.get(f"/v1/decisions/{audit_id}", headers=adjudicator)
+    client.get(f"/v1/decisions/{audit_id}", headers={"X-API-Key": keys["other-tenant"]})  # not found for them
+    client.get("/v1/reviews", headers=adjudicator)  # the wrong role
+    client.get(f"/v1/decisions/{audit_id}", headers={"X-API-Key": "dxv_notakey01_" + "s" * 40})
+    client.get(f"/v1/decisions/{audit_id}")  # no key at all
+    client.get("/healthz")  # probes are not data requests
+    client.post("/v1/claims:validate", content=b"{" + b" " * 3_100_000 + b"}",
+                headers={**adjudicator, "Content-Type": "application/json"})  # too large: refused before reading
+
+    rows = [(r.method, r.route, r.subject, r.status, r.key_id, r.tenant, r.authenticated) for r in _records(client)]
+    adjudicator_id = keys[Role.ADJUDICATOR].split("_")[1]
+    other_id = keys["other-tenant"].split("_")[1]
+    assert rows == [
+        ("POST", "/v1/claims:validate", "", 200, adjudicator_id, "demo", True),
+        ("GET", "/v1/decisions/{audit_id}", f"audit_id={audit_id}", 200, adjudicator_id, "demo", True),
+        ("GET", "/v1/decisions/{audit_id}", f"audit_id={audit_id}", 404, other_id, "other", True),
+        ("GET", "/v1/reviews", "", 403, adjudicator_id, "demo", True),
+        ("GET", "/v1/decisions/{audit_id}", f"audit_id={audit_id}", 401, "notakey01", None, False),
+        ("GET", "/v1/decisions/{audit_id}", f"audit_id={audit_id}", 401, None, None, False),
+        ("POST", "(no such route)", "", 413, adjudicator_id, None, False),
+    ]
+
+
+def test_the_log_holds_no_body_no_member_and_no_secret(service, periapical) -> None:  # noqa: F811
+    client, keys = service
+    client.post("/v1/claims:validate", json=claim_json([periapical]), headers={"X-API-Key": keys[Role.ADJUDICATOR]})
+    client.get("/v1/decisions/1", headers={"X-API-Key": "dxv_notakey01_" + "s" * 40})
+    written = " ".join(str(dataclasses.astuple(r)) for r in _records(client))
+    for secret in ("MBR-0001", "1980-05-17", "D3330", "s" * 40, keys[Role.ADJUDICATOR].split("_")[2]):
+        assert secret not in written
+
+
+@pytest.fixture()
+def store(store_url):  # SQLite and PostgreSQL (tests/serving/conftest.py)
+    opened = Store.open(store_url)
+    yield opened
+    opened.close()
+
+
+def _record(number: int) -> AccessRecord:
+    return AccessRecord(at=dt.datetime(2026, 12, 7, 9, 0, number), tenant="t", key_id=f"key{number:05d}",
+                        authenticated=True, method="GET", route="/v1/decisions/{audit_id}", subject=f"audit_id={number}",
+                        status=200, duration_ms=1.5)
+
+
+def test_records_written_in_batches_are_kept_when_the_store_fails_and_written_on_close(store, monkeypatch) -> None:
+    writer = AccessLogWriter(store, interval_s=3600, max_batch=4)  # no timed flush during the test
+    for number in range(10):
+        writer.add(_record(number))
+
+    def unavailable():
+        raise ConnectionError("the database is away")
+
+    monkeypatch.setattr(store, "transaction", unavailable)
+    with pytest.raises(ConnectionError):
+        writer.flush()
+    monkeypatch.undo()
+    writer.add(_record(10))
+    writer.close()  # flushes what is queued, the failed batch included
+    with store.reading() as session:
+        kept = access_records(session, tenant="t", limit=100)
+    assert sorted(r.subject for r in kept) == sorted(f"audit_id={n}" for n in range(11))
+    assert {dataclasses.replace(r) for r in kept} == {_record(n) for n in range(11)}
+    with store.reading() as session:
+        assert [r.subject for r in access_records(session, subject="audit_id=3")] == ["audit_id=3"]
+        assert len(access_records(session, since=dt.datetime(2026, 12, 7, 9, 0, 8))) == 3
+
+
+def test_the_writer_thread_writes_on_its_own(store) -> None:
+    import time
+
+    writer = AccessLogWriter(store, interval_s=0.05)
+    writer.add(_record(1))
+    deadline = time.monotonic() + 10
+    found: list[AccessRecord] = []
+    while not found and time.monotonic() < deadline:
+        time.sleep(0.05)
+        with store.reading() as session:
+            found = access_records(session)
+    writer.close()
+    assert found == [_record(1)]
+
+
+def test_dxv_audit_access_lists_the_requests(tmp_path, capsys, monkeypatch) -> None:
+    from serving.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")  # the table unwrapped
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = Store.open(url)
+    writer = AccessLogWriter(store, interval_s=3600)
+    for number in range(3):
+        writer.add(_record(number))
+    writer.close()
+    store.close()
+    assert main(["audit", "access", "--url", url, "--subject", "audit_id=2"]) == 0
+    out = capsys.readouterr().out
+    assert "audit_id=2" in out and "audit_id=1" not in out and "1 request(s)" in out
