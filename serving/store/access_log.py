@@ -95,6 +95,10 @@ class AccessLogWriter:
     def _run(self) -> None:
         warned_at = 0.0
         while not self._stopping.wait(self.interval_s):
+            if self.store.closed:  # the app is done with its store: nothing more can be written
+                if not self._queue.empty():
+                    log.warning("access log: the store was closed with records still queued")
+                return
             if self._queue.empty():
                 continue
             try:

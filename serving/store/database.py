@@ -155,6 +155,7 @@ class Store:
         # a time in id order, so nothing commits below an id already seen and one row read
         # again is enough; PostgreSQL's can commit out of order (likeness.REREAD_ROWS).
         self.likeness = LikenessPools(reread=1) if engine.dialect.name == "sqlite" else LikenessPools()
+        self.closed = False
 
     @classmethod
     def open(cls, url: str | None = None, *, migrate: bool = True, checkpoint_in_background: bool = False) -> Store:
@@ -195,6 +196,7 @@ class Store:
                 session.rollback()
 
     def close(self) -> None:
+        self.closed = True  # background writers (the access log) stop rather than reopen it
         if self.checkpointer is not None:
             self.checkpointer.stop()
         self.engine.dispose()

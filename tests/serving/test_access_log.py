@@ -112,6 +112,14 @@ def test_the_writer_thread_writes_on_its_own(store) -> None:
     assert found == [_record(1)]
 
 
+def test_the_writer_thread_stops_when_its_store_is_closed(store_url) -> None:
+    store = Store.open(store_url)
+    writer = AccessLogWriter(store, interval_s=0.02)
+    store.close()
+    writer._thread.join(timeout=10)
+    assert not writer._thread.is_alive()
+
+
 def test_dxv_audit_access_lists_the_requests(tmp_path, capsys, monkeypatch) -> None:
     from serving.cli import main
 
