@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from datasets.radiograph import ReaderLimits
 from models.detections import ImageReading
@@ -127,6 +128,14 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
     async def _dxv_error(_: Request, exc: DxvError) -> JSONResponse:
         status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 400)
         return _error(status, exc.code, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Routing's own answers (no such route, a method the route does not take) in the
+        # service's error shape, like every other refusal.
+        response = _error(exc.status_code, _HTTP_CODES.get(exc.status_code, "request.invalid"), str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -331,6 +340,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
     return app
 
 
+_HTTP_CODES = {404: "not_found", 405: "request.method_not_allowed"}
 # Requests written to the access log: the data routes (not the probes, /metrics or the
 # workbench's static files, which carry no claim data).
 _AUDITED_PREFIXES = ("/v1/", "/fhir/")

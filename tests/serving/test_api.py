@@ -180,6 +180,17 @@ def test_ids_and_offsets_beyond_what_the_store_holds_are_refused_not_a_500(servi
     assert largest.status_code in (200, 404), largest.text
 
 
+def test_routing_refusals_have_the_error_shape_too(service) -> None:
+    """No such route, or a method the route does not take: {"error": {"code", "message"}}
+    like every other refusal (FastAPI's default was {"detail": ...})."""
+    client, keys = service
+    missing = client.get("/v1/no-such-thing", headers={"X-API-Key": keys[Role.ADJUDICATOR]})
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+    wrong = client.delete("/v1/decisions/1", headers={"X-API-Key": keys[Role.ADJUDICATOR]})
+    assert (wrong.status_code, wrong.json()["error"]["code"]) == (405, "request.method_not_allowed")
+    assert "GET" in wrong.headers["allow"]
+
+
 def test_ready_when_the_models_are_loaded(service) -> None:
     client, _ = service
     assert client.get("/readyz").json() == {"ready": True}
