@@ -328,15 +328,15 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
                                               "audit_id": seq, "replayed": False})
             as_json = result.model_dump_json(exclude_none=True)
             claim_text = reviews.claim_json(claim)  # stored with the record, and what the digest covers
-            readings_text = reviews.readings_json(images)  # the same
+            stored_readings = reviews.StoredReadings.of(images)  # the same
             received = files[index] if files else {}
             chain.add(tenant=claim.tenant, kind=claim.mode, subject=claim.claim_id, actor=actor,
-                      input_digest=input_digest(claim_text, readings_text, received), versions=versions,
+                      input_digest=input_digest(claim_text, stored_readings.text, received), versions=versions,
                       payload_text=as_json,
                       created_at=now.isoformat())
             writes.decisions.append(repository.decision_row(claim, seq, now))
             record, kept, queued = reviews.decision_rows(claim, decided, images, received, seq, now, weights, claim_text,
-                                                         readings_text)
+                                                         stored_readings)
             writes.records += record
             writes.images += kept
             writes.review_items += queued

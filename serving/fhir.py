@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import pybase64
 from fhir.resources.R4B.claim import Claim as FhirClaim
 from fhir.resources.R4B.claimresponse import ClaimResponse as FhirClaimResponse
 from pydantic import ValidationError
@@ -55,7 +54,9 @@ def _contained_types(resource: dict[str, Any]) -> str:
     return "Claim.contained: " + ", ".join(kinds)
 
 
-def claim_from_fhir(resource: dict[str, Any], tenant: str) -> tuple[Claim, FhirClaim]:
+def claim_from_fhir(resource: dict[str, Any], tenant: str) -> tuple[Claim, FhirClaim, dict[str, bytes]]:
+    """The claim, the resource as parsed (for the ClaimResponse) and the attached files by
+    radiograph id, as bytes (the claim's attachments carry no content: the files are here)."""
     if not isinstance(resource, dict) or resource.get("resourceType") != "Claim":
         raise FhirError("expected a FHIR Claim resource (resourceType 'Claim')")
     try:
@@ -105,16 +106,17 @@ def claim_from_fhir(resource: dict[str, Any], tenant: str) -> tuple[Claim, FhirC
         except ValidationError as exc:
             raise FhirError(f"item {item.sequence}: {_problems(exc)}") from exc
     attachments, narrative = [], []
+    files: dict[str, bytes] = {}
     for info in fhir.supportingInfo or []:
         category = info.category.coding[0] if info.category.coding else None
         kind_code = info.code.coding[0].code if info.code and info.code.coding else None
         if category is not None and category.code == "attachment" and info.valueAttachment is not None:
             att = info.valueAttachment
-            raw = att.data  # fhir.resources decodes base64Binary into the file's bytes
-            content = pybase64.b64encode(raw).decode("ascii") if isinstance(raw, bytes) else raw
-            attachments.append(Attachment(radiograph_id=att.title or f"attachment-{info.sequence}",
-                                          kind=kind_code if kind_code in ("periapical", "bitewing", "panoramic") else None,
-                                          content=content))
+            radiograph_id = att.title or f"attachment-{info.sequence}"
+            attachments.append(Attachment(radiograph_id=radiograph_id,
+                                          kind=kind_code if kind_code in ("periapical", "bitewing", "panoramic") else None))
+            # fhir.resources has decoded (and checked) the base64Binary: the file's bytes, kept as they are.
+            files[radiograph_id] = att.data or b""
         elif info.valueString:
             narrative.append(info.valueString)
     coverage = fhir.insurance[0].coverage if fhir.insurance else None
@@ -127,7 +129,7 @@ def claim_from_fhir(resource: dict[str, Any], tenant: str) -> tuple[Claim, FhirC
                       attachments=tuple(attachments), mode="preauthorization" if fhir.use == "preauthorization" else "claim")
     except ValidationError as exc:
         raise FhirError(f"the Claim does not make a valid claim: {_problems(exc)}") from exc
-    return claim, fhir
+    return claim, fhir, files
 
 
 def claim_response(decision: Any, fhir: FhirClaim, created: dt.datetime) -> dict[str, Any]:

@@ -292,8 +292,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
             resource = json.loads(await request.body())
         except json.JSONDecodeError as exc:
             raise FhirError(f"not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
-        claim, fhir = claim_from_fhir(resource, who.tenant)
-        files = {a.radiograph_id: b64(a.radiograph_id, a.content or "") for a in claim.attachments}
+        claim, fhir, files = claim_from_fhir(resource, who.tenant)  # the files as decoded from the resource
         check_count(len(files))
         kinds = {a.radiograph_id: a.kind for a in claim.attachments}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -54,27 +55,40 @@ def claim_json(claim: Claim) -> str:
     return claim.model_dump_json(exclude={"attachments": {"__all__": {"content"}}}, exclude_none=True)
 
 
+@dataclass(frozen=True)
+class StoredReadings:
+    """The readings of a claim as its record keeps them: each as plain JSON (``data``, what
+    the drift summary is taken from) and all as canonical JSON (``text``: sorted keys, no
+    spaces; also what the input digest hashes). Made once per claim."""
+
+    data: tuple[dict[str, Any], ...]
+    text: str
+
+    @classmethod
+    def of(cls, readings: tuple[ImageReading, ...]) -> StoredReadings:
+        data = tuple(r.to_json() for r in readings)
+        return cls(data, audit.canonical_json(list(data)))
+
+
 def readings_json(readings: tuple[ImageReading, ...]) -> str:
-    """The readings as a claim record keeps them: canonical JSON (sorted keys, no spaces),
-    which is also what the input digest hashes, so it is serialised once."""
-    return audit.canonical_json([r.to_json() for r in readings])
+    """The readings as a claim record keeps them (``StoredReadings.text``)."""
+    return StoredReadings.of(readings).text
 
 
 def record_row(claim: Claim, claim_text: str, readings: tuple[ImageReading, ...], audit_seq: int,
-               now: dt.datetime, readings_text: str | None = None) -> dict[str, Any]:
+               now: dt.datetime, stored: StoredReadings | None = None) -> dict[str, Any]:
     """The claim record: the claim as decided (``claim_text``: its ``claim_json``, which the
-    caller also hashes into the input digest), its readings (``readings_text``: their
-    ``readings_json`` where the caller has it already) and their drift summary."""
-    stored = [r.to_json() for r in readings]
-    text = readings_text if readings_text is not None else audit.canonical_json(stored)
+    caller also hashes into the input digest), its readings (``stored``: their
+    ``StoredReadings`` where the caller has them already) and their drift summary."""
+    stored = stored if stored is not None else StoredReadings.of(readings)
     return {"audit_seq": audit_seq, "tenant": claim.tenant, "claim_id": claim.claim_id, "mode": claim.mode,
-            "claim": claim_text, "readings": text,
-            "summary": json.dumps(score_summary(stored, len(claim.lines))), "created_at": now}
+            "claim": claim_text, "readings": stored.text,
+            "summary": json.dumps(score_summary(stored.data, len(claim.lines))), "created_at": now}
 
 
 def decision_rows(claim: Claim, decided: tuple[LineDecision, ...], readings: tuple[ImageReading, ...],
                   files: Mapping[str, bytes], audit_seq: int, now: dt.datetime,
-                  weights: ReviewPriority, claim_text: str, readings_text: str | None = None
+                  weights: ReviewPriority, claim_text: str, stored: StoredReadings | None = None
                   ) -> tuple[list[dict], list[dict], list[dict]]:
     """(claim record, radiographs, queue items) rows for one decided claim. A record is kept
     when the claim had radiographs (the readings feed monitoring) or a line was not
@@ -82,7 +96,7 @@ def decision_rows(claim: Claim, decided: tuple[LineDecision, ...], readings: tup
     not_passed = any(d.action is not Action.PASS for d in decided)
     if not readings and not not_passed:
         return [], [], []
-    record = [record_row(claim, claim_text, readings, audit_seq, now, readings_text)]
+    record = [record_row(claim, claim_text, readings, audit_seq, now, stored)]
     kinds = {r.image_id: r.kind.value for r in readings}
     images = [{"audit_seq": audit_seq, "tenant": claim.tenant, "radiograph_id": rid, "kind": kinds.get(rid, "unknown"),
                "media": data, "created_at": now} for rid, data in files.items()] if not_passed else []
