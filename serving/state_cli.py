@@ -1,4 +1,4 @@
-"""``dxv state init|seed``, ``dxv adjudicate``, ``dxv audit verify`` and ``dxv audit access``: the state store
+"""``dxv state init|seed``, ``dxv adjudicate``, ``dxv audit verify|access|prune-access``: the state store
 from the command line. The store URL is ``--url``, else ``$DXV_STATE_URL``, else the
 SQLite file ``data/state/dxv.db``."""
 
@@ -82,12 +82,25 @@ def register(commands: Any) -> None:
     access.add_argument("--tenant", default=None)
     access.add_argument("--subject", default=None, help="requests naming this record, e.g. audit_id=7")
     access.add_argument("--since", type=dt.datetime.fromisoformat, default=None, help="ISO time (UTC)")
-    access.add_argument("--limit", type=int, default=50)
+    access.add_argument("--limit", type=int, default=50, help="at most this many (0: all)")
+    access.add_argument("--jsonl", action="store_true", help="one JSON object per line (an export), not a table")
     access.set_defaults(handler=_access)
+    prune = asub.add_parser("prune-access", help="delete access-log records older than a time (retention)")
+    prune.add_argument("--url", default=None)
+    cutoff = prune.add_mutually_exclusive_group(required=True)
+    cutoff.add_argument("--before", type=dt.datetime.fromisoformat, help="ISO time (UTC): records made before it go")
+    cutoff.add_argument("--keep-days", type=_positive_days, help="keep this many days back from now, delete the rest")
+    prune.set_defaults(handler=_prune_access)
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _positive_days(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of days, at least 1, got {text!r}")
+    return int(text)
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -221,6 +234,9 @@ def _rules_diff(args: argparse.Namespace) -> int:
 
 
 def _access(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
     from rich.table import Table
 
     from serving.store.access_log import access_records
@@ -228,8 +244,13 @@ def _access(args: argparse.Namespace) -> int:
 
     store = Store.open(args.url)
     with store.reading() as session:
-        records = access_records(session, tenant=args.tenant, since=args.since, subject=args.subject, limit=args.limit)
+        records = access_records(session, tenant=args.tenant, since=args.since, subject=args.subject,
+                                 limit=args.limit or None)
     store.close()
+    if args.jsonl:  # plain stdout: no console wrapping or markup in an export
+        for r in records:
+            print(json.dumps({**dataclasses.asdict(r), "at": r.at.isoformat()}))
+        return 0
     table = Table("at (UTC)", "tenant", "key", "method", "route", "subject", "status", "ms")
     for r in records:
         key = (r.key_id or "-") + ("" if r.authenticated else " (refused)")
@@ -237,6 +258,20 @@ def _access(args: argparse.Namespace) -> int:
                       str(r.status), f"{r.duration_ms:.1f}")
     _out.print(table)
     _out.print(f"{len(records)} request(s), latest first")
+    return 0
+
+
+def _prune_access(args: argparse.Namespace) -> int:
+    from serving.store.access_log import prune_access_log
+    from serving.store.database import Store
+
+    before = args.before if args.before is not None else _now() - dt.timedelta(days=args.keep_days)
+    store = Store.open(args.url)
+    try:
+        deleted = prune_access_log(store, before)
+    finally:
+        store.close()
+    _out.print(f"access log: {deleted} record(s) made before {before.isoformat(timespec='seconds')} deleted")
     return 0
 
 

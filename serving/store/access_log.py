@@ -11,7 +11,11 @@ Rows are written in batches by a thread of their own (``AccessLogWriter``), neve
 request's path: one more committed transaction per request would cost each claim about a
 millisecond (SQLite's commit and fsync). What is queued is written at least every
 ``interval_s`` and when the writer closes; a process killed outright loses at most that
-interval's rows."""
+interval's rows.
+
+The log is kept until it is pruned (``dxv audit prune-access``): how long access records
+must be kept is the payer's policy (HIPAA asks six years of its documentation), so
+nothing is deleted on its own."""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import CursorResult, Table, delete, select
 from sqlalchemy.orm import Session
 
 from serving.store.bulk import insert_many
@@ -110,9 +114,9 @@ class AccessLogWriter:
 
 
 def access_records(session: Session, *, tenant: str | None = None, since: dt.datetime | None = None,
-                   subject: str | None = None, limit: int = 100) -> list[AccessRecord]:
-    """The latest records first, optionally of one tenant, since a time, naming one record
-    (``subject`` as stored, e.g. ``audit_id=7``)."""
+                   subject: str | None = None, limit: int | None = 100) -> list[AccessRecord]:
+    """The latest records first (at most ``limit``; None: all), optionally of one tenant,
+    since a time, naming one record (``subject`` as stored, e.g. ``audit_id=7``)."""
     query = select(AccessRow).order_by(AccessRow.id.desc()).limit(limit)
     if tenant is not None:
         query = query.where(AccessRow.tenant == tenant)
@@ -121,6 +125,21 @@ def access_records(session: Session, *, tenant: str | None = None, since: dt.dat
     if subject is not None:
         query = query.where(AccessRow.subject == subject)
     return [_record(row) for row in session.execute(query).scalars()]
+
+
+def prune_access_log(store: Store, before: dt.datetime, *, batch: int = 5_000) -> int:
+    """Delete the records made before ``before``, ``batch`` rows per transaction (a year of
+    traffic is not deleted under one long write lock, which would hold up every claim's
+    decision on SQLite); returns how many were deleted."""
+    deleted = 0
+    while True:
+        with store.transaction() as session:
+            oldest = select(AccessRow.id).where(AccessRow.at < before).order_by(AccessRow.id).limit(batch)
+            done = session.execute(delete(AccessRow).where(AccessRow.id.in_(oldest.scalar_subquery())))
+            count = cast(CursorResult, done).rowcount
+        deleted += count
+        if count < batch:
+            return deleted
 
 
 def _record(row: AccessRow) -> AccessRecord:

@@ -134,3 +134,50 @@ def test_dxv_audit_access_lists_the_requests(tmp_path, capsys, monkeypatch) -> N
     assert main(["audit", "access", "--url", url, "--subject", "audit_id=2"]) == 0
     out = capsys.readouterr().out
     assert "audit_id=2" in out and "audit_id=1" not in out and "1 request(s)" in out
+
+
+def test_pruning_deletes_only_the_records_made_before_the_cutoff_in_batches(store) -> None:
+    from serving.store.access_log import prune_access_log
+
+    writer = AccessLogWriter(store, interval_s=3600)
+    for number in range(12):
+        writer.add(_record(number))  # 09:00:00 .. 09:00:11
+    writer.close()
+    cutoff = dt.datetime(2026, 12, 7, 9, 0, 7)
+    assert prune_access_log(store, cutoff, batch=3) == 7  # three full batches and one short
+    with store.reading() as session:
+        kept = access_records(session, limit=None)
+    assert sorted(r.subject for r in kept) == [f"audit_id={n}" for n in (10, 11, 7, 8, 9)]
+    assert prune_access_log(store, cutoff, batch=3) == 0
+
+
+def test_dxv_audit_prune_access_and_export(tmp_path, capsys) -> None:
+    import json
+
+    from serving.cli import main
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = Store.open(url)
+    writer = AccessLogWriter(store, interval_s=3600)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    made = [dataclasses.replace(_record(n), at=now - dt.timedelta(days=days)) for n, days in enumerate((20, 10, 2))]
+    for record in made:
+        writer.add(record)
+    writer.close()
+    store.close()
+    assert main(["audit", "access", "--url", url, "--jsonl", "--limit", "0"]) == 0
+    exported = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["subject"] for e in exported] == ["audit_id=2", "audit_id=1", "audit_id=0"]
+    assert exported[1] == {"at": made[1].at.isoformat(), "tenant": "t", "key_id": "key00001", "authenticated": True,
+                           "method": "GET", "route": "/v1/decisions/{audit_id}", "subject": "audit_id=1",
+                           "status": 200, "duration_ms": 1.5}
+    before = (now - dt.timedelta(days=15)).isoformat()
+    assert main(["audit", "prune-access", "--url", url, "--before", before]) == 0
+    assert "1 record(s)" in capsys.readouterr().out
+    assert main(["audit", "prune-access", "--url", url, "--keep-days", "5"]) == 0  # the 2-day-old one stays
+    assert "1 record(s)" in capsys.readouterr().out
+    assert main(["audit", "access", "--url", url, "--jsonl"]) == 0
+    assert [json.loads(line)["subject"] for line in capsys.readouterr().out.splitlines()] == ["audit_id=2"]
+    for refused in (["--keep-days", "0"], []):  # no cutoff of zero days; a cutoff is required
+        with pytest.raises(SystemExit):
+            main(["audit", "prune-access", "--url", url, *refused])
