@@ -60,7 +60,7 @@ test-fast: $(INSTALLED)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
-	$(BIN)/mypy models datasets serving
+	$(BIN)/mypy models datasets training evaluation serving
 
 bench: $(INSTALLED)
 	$(BIN)/python -m evaluation.bench_synth

@@ -27,6 +27,7 @@ from sqlalchemy import func, insert, select
 from evaluation.machine_speed import describe as machine_reference
 from models.paths import data_dir
 from serving.adjudication import RuleTables, adjudicate, adjudicate_batch
+from serving.catalogue import Catalogue
 from serving.claims import Claim
 from serving.plans import load_plans
 from serving.runtime import tune_gc
@@ -44,7 +45,7 @@ CLAIM_CODES = [("D1110", None, None, 95.0), ("D0274", None, None, 70.0), ("D9215
 NOW = dt.datetime(2026, 6, 1, 12, 0)
 
 
-def build(url: str, catalogue) -> None:  # type: ignore[no-untyped-def]
+def build(url: str, catalogue: Catalogue) -> None:
     rng = np.random.default_rng(0)
     store = Store.open(url)
     with store.transaction() as session:
@@ -136,7 +137,8 @@ def main() -> None:
     run_seed = int(time.time())  # fresh claim ids on every run: nothing is replayed
     if args.warmup:
         adjudicate_batch([(c, ()) for c in claims(args.warmup, run_seed - 1)], store, tables, now=NOW)
-    rates, cpus, lines, actions = [], [], 0, {}
+    rates, cpus, lines = [], [], 0
+    actions: dict[str, int] = {}
     for repetition in range(args.repeat):  # this machine's speed drifts: the median of a few runs
         batch = claims(args.claims, run_seed + 1000 * repetition)
         lines = sum(len(c.lines) for c in batch)

@@ -95,8 +95,8 @@ def torch_vs_onnx(reader: DentalReader, repeats: int, threads: int) -> list[dict
         card = reader.verifier.model.card
         assert card.verifier is not None
         crops = verifier_crops(reader, 22)  # about as many candidates as a panoramic's verified ones
-        net = FindingVerifier(card.verifier, len(card.classes)).eval()
-        rows.append(_compare(reader.verifier.model, net, crops, repeats, threads))
+        verifier = FindingVerifier(card.verifier, len(card.classes)).eval()
+        rows.append(_compare(reader.verifier.model, verifier, crops, repeats, threads))
     return rows
 
 

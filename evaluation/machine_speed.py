@@ -13,6 +13,7 @@ import hashlib
 import json
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 
@@ -20,8 +21,9 @@ CHECKSUM = "ea1fa3796342f1a0"
 
 
 def _workload() -> str:
-    rows = [{"claim": f"C-{i:05d}", "line": str(i % 7), "code": f"D{1000 + i % 997}", "fee": (i * 37) % 1000 / 4}
-            for i in range(6000)]
+    rows: list[dict[str, Any]] = [
+        {"claim": f"C-{i:05d}", "line": str(i % 7), "code": f"D{1000 + i % 997}", "fee": (i * 37) % 1000 / 4}
+        for i in range(6000)]
     rows.sort(key=lambda r: (r["code"], -r["fee"]))
     by_code: dict[str, float] = {}
     for row in rows:
