@@ -25,7 +25,7 @@ import torch
 
 from datasets.synth.generator import generate_case
 from evaluation.machine_speed import describe as machine_reference
-from models.inference import DentalReader, LoadedModel, available_providers, make_session
+from models.inference import DentalReader, LoadedModel, Network, available_providers, make_session
 from models.model_card import PRECISIONS, SHIPPED_DIR, ModelKey, get_model_card, write_card
 from models.networks import DetectorForExport, FindingVerifier, RootCountClassifier, build_detector
 from models.preprocess import prepare_image
@@ -111,8 +111,9 @@ def verifier_crops(reader: DentalReader, count: int) -> np.ndarray:
     return reader.verifier.network_input(image, boxes)
 
 
-def _compare(model: LoadedModel, net: torch.nn.Module, array: np.ndarray, repeats: int,
+def _compare(model: Network, net: torch.nn.Module, array: np.ndarray, repeats: int,
              threads: int) -> dict[str, object]:
+    assert isinstance(model, LoadedModel)  # read from its files here
     x = torch.from_numpy(array)
 
     def run_torch() -> None:
@@ -176,7 +177,7 @@ def measure_throughput(reader: DentalReader, provider_tag: str, batches: tuple[i
     figures: dict[ModelKey, dict[str, float]] = {}
     for key, inputs in served_inputs(reader).items():
         part = loaded[key]
-        assert part is not None
+        assert part is not None and isinstance(part.model, LoadedModel)
         session, name = part.model.session, part.model.card.input.name
         figures[key] = {f"{provider_tag}_{what}_batch{n}_images_per_s": round(throughput(session, name, single, n, seconds), 1)
                         for what, single in inputs.items() for n in batches}

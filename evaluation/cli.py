@@ -126,7 +126,7 @@ def _eval(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from evaluation.evaluate import evaluate, headline_metrics, write_report
-    from models.inference import DentalReader
+    from models.inference import DentalReader, LoadedModel
 
     images, name = dataset_samples(args.dataset, args)
     if args.model.is_file():
@@ -142,7 +142,7 @@ def _eval(args: argparse.Namespace) -> int:
     _out.print(f"wrote {', '.join(str(f) for f in files)}")
     if args.write_card_metrics:
         int8_keys = frozenset(part.model.card.key.value for part in (reader.teeth, reader.findings, reader.roots)
-                              if part is not None and part.model.int8)
+                              if part is not None and isinstance(part.model, LoadedModel) and part.model.int8)
         verified = tuple(reader.verifier.model.card.classes) if reader.verifier is not None else ()
         _write_card_metrics(args.model, headline, name, int8_keys, verified)
     if args.log:

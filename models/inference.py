@@ -4,8 +4,10 @@ evaluation and serving. CUDA is used when onnxruntime-gpu is installed and a GPU
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -133,6 +135,25 @@ class LoadedModel:
         """The card's version; ``+int8`` when the int8 copy runs (its readings differ slightly)."""
         return f"{self.card.version}+int8" if self.int8 else self.card.version
 
+    def run(self, batches: list[np.ndarray]) -> list[list[np.ndarray]]:
+        """Each batch's outputs (``run_batched``)."""
+        return run_batched(self.session, self.card.input.name, batches)
+
+
+class Network(Protocol):
+    """What the readers below need of a network: its card, the version it runs, and its
+    outputs for input batches. A ``LoadedModel`` (an ONNX Runtime session in this process)
+    is one; the service's per-model deployments stand behind another
+    (``serving.networks.RemoteNetwork``), so that pre- and post-processing stay this code."""
+
+    @property
+    def card(self) -> ModelCard: ...
+
+    @property
+    def version(self) -> str: ...
+
+    def run(self, batches: list[np.ndarray]) -> list[list[np.ndarray]]: ...
+
 
 # A network run takes inputs of one shape from several images up to about this many input
 # pixels (about one panoramic's views of one scale); a request larger alone still runs whole.
@@ -171,7 +192,7 @@ def run_batched(session, input_name: str, batches: list[np.ndarray]) -> list[lis
 
 
 class Detector:
-    def __init__(self, model: LoadedModel) -> None:
+    def __init__(self, model: Network) -> None:
         card = model.card
         if card.task != "detection" or card.detector is None or card.decode is None:
             raise ModelCardError(f"{card.key} is not a detector")
@@ -220,7 +241,7 @@ class Detector:
                 these = [(flip, shift) for s, flip, shift in views if s == scale]
                 batch = np.concatenate([_view_input(tensor, width, flip, shift) for flip, shift in these])
                 inputs.append((index, these, batch, geometry))
-        outputs = run_batched(self.model.session, card.input.name, [batch for _, _, batch, _ in inputs])
+        outputs = self.model.run([batch for _, _, batch, _ in inputs])
         found: list[list[RawDetections]] = [[] for _ in items]
         base: list[InputGeometry | None] = [None] * len(items)
         for (index, these, _, geometry), (cls, box) in zip(inputs, outputs, strict=True):
@@ -251,7 +272,7 @@ def _view_input(tensor: np.ndarray, content_width_px: int, flip: bool, shift_px:
 
 
 class RootCounter:
-    def __init__(self, model: LoadedModel) -> None:
+    def __init__(self, model: Network) -> None:
         if model.card.task != "classification" or model.card.input.crop_hw_px is None:
             raise ModelCardError(f"{model.card.key} is not the root-count classifier")
         self.model = model
@@ -273,8 +294,7 @@ class RootCounter:
         chosen = [i for i, (_, teeth) in enumerate(items) if teeth]
         batches = [self.network_input(items[i][0], items[i][1]) for i in chosen]
         out: list[list[tuple[int, float]]] = [[] for _ in items]
-        for i, (logits,) in zip(chosen, run_batched(self.model.session, self.model.card.input.name, batches),
-                                strict=True):
+        for i, (logits,) in zip(chosen, self.model.run(batches), strict=True):
             exp = np.exp(logits - logits.max(axis=1, keepdims=True))
             probs = exp / exp.sum(axis=1, keepdims=True)
             best = probs.argmax(axis=1)
@@ -297,7 +317,7 @@ class Verifier:
     from crops of the original image, and combines the two opinions into the candidate's
     score (``VerifyConfig``)."""
 
-    def __init__(self, model: LoadedModel) -> None:
+    def __init__(self, model: Network) -> None:
         card = model.card
         if card.task != "verification" or card.verifier is None or card.verify is None:
             raise ModelCardError(f"{card.key} is not a finding verifier")
@@ -337,8 +357,7 @@ class Verifier:
             batches.append(np.ascontiguousarray(np.concatenate([crops, crops[..., ::-1]]) if self.verify.mirrored
                                                 else crops))
         out = []
-        for (crops, classes), (logits,) in zip(items, run_batched(self.model.session, self.model.card.input.name,
-                                                                    batches), strict=True):
+        for (crops, classes), (logits,) in zip(items, self.model.run(batches), strict=True):
             rows, columns = np.arange(len(crops)), np.array([self.columns[c] for c in classes], np.int64)
             chosen = logits[rows, columns]
             if self.verify.mirrored:
@@ -409,20 +428,25 @@ class DentalReader:
                    precision: Precision = "auto") -> DentalReader:
         """The given ONNX files, each with its ``.card.json`` beside it. ``precision``
         applies to every model with an int8 copy; ``int8`` needs at least one."""
-        parts: dict[str, object] = {}
         has_int8 = {Path(p): Path(p).exists() and read_card(card_path(p)).int8 is not None for p in onnx_files}
         if precision == "int8" and not any(has_int8.values()):
             raise ModelCardError("no model here has an int8 file (make one with dxv models quantize)")
-        for path in onnx_files:
-            wanted: Precision = "fp32" if precision == "int8" and not has_int8[Path(path)] else precision
-            model = LoadedModel.load(path, verify=verify, threads=threads, providers=providers, spin=spin,
-                                     precision=wanted)
-            key = model.card.key
+        return cls.from_networks([LoadedModel.load(path, verify=verify, threads=threads, providers=providers, spin=spin,
+                                                   precision="fp32" if precision == "int8" and not has_int8[Path(path)]
+                                                   else precision)
+                                  for path in onnx_files])
+
+    @classmethod
+    def from_networks(cls, networks: Sequence[Network]) -> DentalReader:
+        """A reader of these networks, each put in its place by its card's key."""
+        parts: dict[str, object] = {}
+        for network in networks:
+            key = network.card.key
             attr = {ModelKey.TOOTH_NUMBERING: "teeth", ModelKey.FINDINGS: "findings", ModelKey.ROOT_COUNT: "roots",
                     ModelKey.FINDING_VERIFIER: "verifier"}[key]
             if attr in parts:
                 raise ModelCardError(f"two {key.value} models given")
-            parts[attr] = {ModelKey.ROOT_COUNT: RootCounter, ModelKey.FINDING_VERIFIER: Verifier}.get(key, Detector)(model)
+            parts[attr] = {ModelKey.ROOT_COUNT: RootCounter, ModelKey.FINDING_VERIFIER: Verifier}.get(key, Detector)(network)
         return cls(**parts)  # type: ignore[arg-type]
 
     def model_versions(self) -> tuple[tuple[str, str], ...]:
@@ -516,6 +540,7 @@ __all__ = [
     "DentalReader",
     "Detector",
     "LoadedModel",
+    "Network",
     "Precision",
     "RootCounter",
     "Verifier",

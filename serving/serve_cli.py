@@ -41,7 +41,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
 
     def ready(config: Any) -> None:
-        where = "in the ingress" if resolved_placement(config) == "ingress" else "in a model deployment"
+        where = {"ingress": "in the ingress", "pipeline": "in a deployment each, decoded in another"}.get(
+            resolved_placement(config), "in a model deployment")
         _out.print(f"service running at http://{config.http.host}:{config.http.port} (OpenAPI at /docs; "
                    f"models {where}); Ctrl-C or 'dxv serve --stop' to end", highlight=False, soft_wrap=True)
 

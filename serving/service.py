@@ -9,6 +9,7 @@ Serve and Ray down."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
@@ -17,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models.config_loading import ConfigError
 from models.paths import data_dir
 from models.radiographs import RadiographKind
@@ -24,6 +27,7 @@ from serving.service_config import DEFAULT_SERVING_CONFIG, ServingConfig, load_s
 
 APP_NAME = "dxv"
 MODEL_DEPLOYMENT = "ModelDeployment"
+NETWORK_DEPLOYMENT_PREFIX = "Network-"  # + the model's key, e.g. Network-tooth-numbering
 
 
 def pid_file() -> Path:
@@ -48,37 +52,63 @@ def resolved_placement(config: ServingConfig) -> str:
     return "deployment" if gpu_available() else "ingress"
 
 
-def model_deployment(config: ServingConfig) -> Any:
-    """The deployment holding the ONNX Runtime sessions, with ``@serve.batch`` on reads."""
+# With each network in a deployment of its own, the reads a decoding replica has waiting on
+# them at once: its work is mostly waiting, and the networks batch what arrives together.
+READS_IN_FLIGHT = 4
+
+
+def _batched_deployment_options(config: ServingConfig) -> dict[str, Any]:
+    """Replicas scaled from the config, ``@serve.batch`` size and wait set through
+    ``user_config``, and enough requests in flight per replica for a full batch to form."""
+    return {"max_ongoing_requests": max(2 * config.batching.max_batch_size, 16),
+            "autoscaling_config": {"min_replicas": config.autoscaling.min_replicas,
+                                   "max_replicas": config.autoscaling.max_replicas,
+                                   "target_ongoing_requests": config.autoscaling.target_ongoing_requests},
+            "user_config": {"max_batch_size": config.batching.max_batch_size,
+                            "batch_wait_timeout_s": config.batching.batch_wait_timeout_s}}
+
+
+def _set_batching(batched: Any, user_config: dict[str, Any]) -> None:
+    batched.set_max_batch_size(int(user_config["max_batch_size"]))  # serve.batch adds the setters
+    batched.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+
+
+def model_deployment(config: ServingConfig, networks_apart: bool = False) -> Any:
+    """The deployment that decodes and reads radiographs, with ``@serve.batch`` on reads:
+    holding the ONNX Runtime sessions (``placement: deployment``), or, with
+    ``networks_apart`` (``placement: pipeline``), the pre- and post-processing alone, each
+    network in a deployment of its own (``network_deployment``) whose handles it is given."""
     from ray import serve
 
     from serving.image_analysis import analyze_files
 
-    gpu = gpu_available()
+    gpu = gpu_available() and not networks_apart
 
-    # Enough requests in flight per replica for a full batch to form.
     @serve.deployment(name=MODEL_DEPLOYMENT, ray_actor_options={"num_gpus": 1 if gpu else 0},
-                      max_ongoing_requests=max(2 * config.batching.max_batch_size, 16),
-                      autoscaling_config={"min_replicas": config.autoscaling.min_replicas,
-                                          "max_replicas": config.autoscaling.max_replicas,
-                                          "target_ongoing_requests": config.autoscaling.target_ongoing_requests},
-                      user_config={"max_batch_size": config.batching.max_batch_size,
-                                   "batch_wait_timeout_s": config.batching.batch_wait_timeout_s})
+                      **_batched_deployment_options(config))
     class ModelDeployment:
-        def __init__(self, model_dir: str) -> None:
-            self.models = local_models(model_dir, config)
+        def __init__(self, model_dir: str, networks: dict[str, Any] | None = None) -> None:
+            from models.inference import DentalReader
+            from models.model_card import read_card
+            from serving.networks import RemoteNetwork
+
+            self.remote = [RemoteNetwork(read_card(Path(model_dir) / f"{key}.card.json"), handle)
+                           for key, handle in (networks or {}).items()]
+            self.models = DentalReader.from_networks(self.remote) if networks else local_models(model_dir, config)
             self.batch_sizes: list[int] = []  # the sizes of the last batches (for tests and diagnostics)
 
         def reconfigure(self, user_config: dict[str, Any]) -> None:
-            batched: Any = self.analyze_batch  # serve.batch adds the setters
-            batched.set_max_batch_size(int(user_config["max_batch_size"]))
-            batched.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+            _set_batching(self.analyze_batch, user_config)
 
-        @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+        @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01,
+                     max_concurrent_batches=READS_IN_FLIGHT if networks_apart else 1)
         async def analyze_batch(self, requests: list[tuple[str, bytes, str | None, Any]]) -> list[Any]:
             self.batch_sizes = [*self.batch_sizes[-63:], len(requests)]
-            return analyze_files(self.models, [(image_id, data, RadiographKind(kind) if kind else None, limits)
-                                               for image_id, data, kind, limits in requests])
+            files = [(image_id, data, RadiographKind(kind) if kind else None, limits)
+                     for image_id, data, kind, limits in requests]
+            if self.remote:  # the networks are waited for in a worker thread, never on this loop
+                return await asyncio.to_thread(analyze_files, self.models, files)
+            return analyze_files(self.models, files)
 
         async def analyze(self, image_id: str, data: bytes, kind: str | None, limits: Any) -> Any:
             """The file as received: decoded, fingerprinted and read here, so only its bytes
@@ -86,12 +116,59 @@ def model_deployment(config: ServingConfig) -> Any:
             return await self.analyze_batch((image_id, data, kind, limits))
 
         def ready(self) -> bool:
+            if self.remote:
+                return all(network.answers() for network in self.remote)
             return bool(self.models.ready())
 
         def recent_batch_sizes(self) -> list[int]:
             return list(self.batch_sizes)
 
     return ModelDeployment
+
+
+def network_deployment(config: ServingConfig, gpu_share: float) -> Any:
+    """One network's deployment (``placement: pipeline``; bound once per model, each under
+    its own name): an ONNX Runtime session and nothing else, ``@serve.batch`` on its runs
+    (the input batches of every request in a batch go through the network together, in
+    runs of one input shape), scaled on its own, with ``gpu_share`` of a GPU where there is
+    one (the networks of a model folder share one)."""
+    from ray import serve
+
+    @serve.deployment(ray_actor_options={"num_gpus": gpu_share, "num_cpus": config.models.network_cpus},
+                      **_batched_deployment_options(config))
+    class NetworkDeployment:
+        def __init__(self, model_dir: str, key: str) -> None:
+            from models.inference import LoadedModel
+            from models.model_card import read_card
+
+            card = read_card(Path(model_dir) / f"{key}.card.json")
+            precision = "fp32" if config.models.precision == "int8" and card.int8 is None else config.models.precision
+            self.network = LoadedModel.load(Path(model_dir) / card.onnx_file, precision=precision,
+                                            threads=None if gpu_available() else ort_threads_from_environment())
+            self.batch_sizes: list[int] = []
+
+        def reconfigure(self, user_config: dict[str, Any]) -> None:
+            _set_batching(self.run_batch, user_config)
+
+        @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+        async def run_batch(self, requests: list[list[np.ndarray]]) -> list[list[list[np.ndarray]]]:
+            from serving.networks import split_outputs
+
+            self.batch_sizes = [*self.batch_sizes[-63:], len(requests)]
+            # In a worker thread: this replica's loop keeps taking requests in for the next batch.
+            outputs = await asyncio.to_thread(self.network.run, [batch for batches in requests for batch in batches])
+            return split_outputs(requests, outputs)
+
+        async def run(self, batches: list[np.ndarray]) -> list[list[np.ndarray]]:
+            return await self.run_batch(batches)
+
+        def version(self) -> str:
+            return self.network.version
+
+        def recent_batch_sizes(self) -> list[int]:
+            return list(self.batch_sizes)
+
+    return NetworkDeployment
 
 
 def ort_threads_from_environment() -> int | None:
@@ -163,12 +240,16 @@ def build_ingress_app(models: Any, config: ServingConfig) -> Any:
 
 
 def build_application(config: ServingConfig) -> Any:
-    """The Serve application (ingress + model deployment), bound and ready for serve.run."""
+    """The Serve application, bound and ready for serve.run: the ingress, and by
+    ``models.placement`` the model deployment (``deployment``), or the decoding deployment
+    and one deployment per network (``pipeline``), or nothing more (``ingress``)."""
     from ray import serve
 
+    from models.model_card import ModelKey
     from serving.model_sources import resolve_model_dir
 
-    in_ingress = resolved_placement(config) == "ingress"
+    placement = resolved_placement(config)
+    in_ingress = placement == "ingress"
     options = {"num_gpus": 1} if in_ingress and gpu_available() else {}
 
     @serve.deployment(name="Ingress", autoscaling_config={"min_replicas": 1, "max_replicas": config.autoscaling.max_replicas,
@@ -189,6 +270,13 @@ def build_application(config: ServingConfig) -> Any:
     ingress: Any = Ingress
     if in_ingress:
         return ingress.bind(str(model_dir))
+    if placement == "pipeline":
+        keys = [key.value for key in ModelKey if (Path(model_dir) / f"{key.value}.card.json").exists()]
+        share = round(1.0 / len(keys), 3) if gpu_available() and keys else 0
+        network: Any = network_deployment(config, share)
+        networks = {key: network.options(name=f"{NETWORK_DEPLOYMENT_PREFIX}{key}").bind(str(model_dir), key)
+                    for key in keys}
+        return ingress.bind(model_deployment(config, networks_apart=True).bind(str(model_dir), networks))
     return ingress.bind(model_deployment(config).bind(str(model_dir)))
 
 

@@ -29,10 +29,18 @@ class ModelSources(FrozenConfig):
     # reached through a Serve handle, batched with @serve.batch and scaled apart from the
     # ingress (GPUs, several nodes). "ingress": inside every ingress replica, read in the
     # request's own thread: no trip between replicas and no second busy process (CPUs).
-    # "auto": the deployment where ONNX Runtime has a GPU, the ingress where it runs on the
-    # CPU alone (README, "The service under load": on 2 cores the ingress took 7-22 ms
-    # off a claim's overhead, with as many images/s under load).
-    placement: Literal["auto", "deployment", "ingress"] = "auto"
+    # "pipeline": a deployment per network (tooth detector, finding detector, root counter,
+    # verifier), each only an ONNX Runtime session batched with @serve.batch, scaled on its
+    # own and given a share of the GPU, behind a deployment that decodes the radiographs and
+    # does the pre- and post-processing on CPUs (GPU clusters). "auto": the deployment
+    # where ONNX Runtime has a GPU, the ingress where it runs on the CPU alone (README,
+    # "The service under load": on 2 cores the ingress took 7-22 ms off a claim's
+    # overhead, with as many images/s under load).
+    placement: Literal["auto", "deployment", "ingress", "pipeline"] = "auto"
+    # The CPUs each network deployment's replica reserves in Ray (placement: pipeline). On
+    # a GPU its work is the GPU's; where the networks run on CPUs they share the node's
+    # cores with everything else whatever is reserved (0 lets the layout start on 2 cores).
+    network_cpus: float = Field(0.5, ge=0)
 
 
 class TablePaths(FrozenConfig):

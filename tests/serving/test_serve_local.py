@@ -106,6 +106,80 @@ def test_the_ingress_app_decides_a_claim_through_the_deployment_handle(models_ha
     _decides_the_upcoded_root_canal(TestClient(build_ingress_app(handle, config.model_copy(update={"state_url": url}))), key)
 
 
+@pytest.fixture(scope="module")
+def pipeline_handle():
+    """``placement: pipeline`` as build_application binds it: the decoding deployment given
+    a handle per network deployment (local testing mode)."""
+    from ray.serve.batching import _BatchQueue
+
+    from serving.service import NETWORK_DEPLOYMENT_PREFIX, network_deployment
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(_BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
+    config = load_serving_config(overrides=("batching.max_batch_size=4", "batching.batch_wait_timeout_s=0.2",
+                                            "models.placement=pipeline"))
+    network = network_deployment(config, 0)
+    keys = [key.value for key in ModelKey]
+    networks = {key: network.options(name=f"{NETWORK_DEPLOYMENT_PREFIX}{key}").bind(str(SHIPPED_DIR), key)
+                for key in keys}
+    app = model_deployment(config, networks_apart=True).bind(str(SHIPPED_DIR), networks)
+    handle = serve.run(app, name="dxv-pipeline", route_prefix="/pipeline", _local_testing_mode=True)
+    yield handle, config
+    patch.undo()
+
+
+def test_with_a_deployment_per_network_the_readings_are_those_of_one_process(pipeline_handle) -> None:
+    from datasets.readers import read_radiograph
+    from models.inference import DentalReader
+
+    handle, config = pipeline_handle
+    assert handle.ready.remote().result()
+    cases = [generate_case(RadiographKind.PERIAPICAL, 32, i) for i in range(2)] + \
+        [generate_case(RadiographKind.BITEWING, 32, 0)]
+    files = [(c.image_id, case_dicom_bytes(c), c.kind.value) for c in cases] + [("junk", b"not an image at all", None)]
+    pending = [handle.analyze.remote(image_id, data, kind, ReaderLimits()) for image_id, data, kind in files]
+    outcomes = [p.result() for p in pending]
+    assert max(handle.recent_batch_sizes.remote().result()) == 4  # one batch of reads (the 0.2 s wait)
+    assert isinstance(outcomes[3], ImageAnalysisRefused) and outcomes[3].error.code == "image.not_an_image"
+    # The same code reading the same batch of decoded files in one process gives the same readings.
+    alone = DentalReader.from_directory(SHIPPED_DIR, precision=config.models.precision)
+    expected = alone.read_many([(image_id, read_radiograph(data).pixels_unit, RadiographKind(kind))
+                                for image_id, data, kind in files[:3]], operating_point=False)
+    got = [o.reading for o in outcomes[:3] if isinstance(o, ImageAnalysis)]
+    assert all(r.teeth and r.findings for r in got)
+    assert got == expected
+
+
+def test_a_network_deployment_runs_concurrent_requests_as_one_batch_and_answers_each(pipeline_handle) -> None:
+    import numpy as np
+
+    from models.inference import LoadedModel
+    from serving.service import network_deployment
+
+    _, config = pipeline_handle
+    card = get_model_card(ModelKey.ROOT_COUNT)
+    handle = serve.run(network_deployment(config, 0).bind(str(SHIPPED_DIR), ModelKey.ROOT_COUNT.value),
+                       name="dxv-network", route_prefix="/network", _local_testing_mode=True)
+    rng = np.random.default_rng(5)
+    shape = (1, *card.input.crop_hw_px)
+    requests = [[rng.random((n, *shape), dtype=np.float32)] for n in (3, 1, 5)]
+    pending = [handle.run.remote(batches) for batches in requests]
+    answers = [p.result() for p in pending]
+    assert handle.recent_batch_sizes.remote().result() == [3]  # the three requests, one run of 9 crops
+    alone = LoadedModel.load(SHIPPED_DIR / card.onnx_file, precision=config.models.precision)
+    assert handle.version.remote().result() == alone.version
+    for batches, answer in zip(requests, answers, strict=True):
+        (expected,), (got,) = alone.run(batches)[0], answer[0]
+        assert got.shape == expected.shape == (len(batches[0]), len(card.classes))
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_the_ingress_app_decides_a_claim_through_the_per_network_deployments(pipeline_handle, tmp_path) -> None:
+    handle, config = pipeline_handle
+    url, key = _demo_store(tmp_path)
+    _decides_the_upcoded_root_canal(TestClient(build_ingress_app(handle, config.model_copy(update={"state_url": url}))), key)
+
+
 def test_with_the_models_placed_in_the_ingress_it_decides_the_same(tmp_path) -> None:
     config = load_serving_config(overrides=("models.placement=ingress",))
     url, key = _demo_store(tmp_path)
@@ -123,7 +197,7 @@ def test_auto_placement_puts_the_models_in_the_ingress_on_a_cpu_and_in_a_deploym
         monkeypatch.setattr(service, "gpu_available", lambda gpu=gpu: gpu)
         assert service.resolved_placement(load_serving_config()) == expected
         # Named explicitly, a placement is kept whatever the machine has.
-        for named in ("deployment", "ingress"):
+        for named in ("deployment", "ingress", "pipeline"):
             assert service.resolved_placement(load_serving_config(overrides=(f"models.placement={named}",))) == named
 
 

@@ -51,10 +51,11 @@ def _dxv(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "serving.cli", *args], env=env, capture_output=True, text=True, check=True)
 
 
-@pytest.mark.parametrize("placement", ["auto", "deployment"])
+@pytest.mark.parametrize("placement", ["auto", "deployment", "pipeline"])
 def test_service_on_ray_over_http(tmp_path, placement) -> None:
-    """With the default placement (on this CPU machine: the models in the ingress) and with
-    the models in a deployment of their own, reached through a Serve handle."""
+    """With the default placement (on this CPU machine: the models in the ingress), with
+    the models in a deployment of their own, reached through a Serve handle, and with a
+    deployment per network behind a decoding one (handles held by a deployment)."""
     port = _free_port()
     env = {**os.environ, "DXV_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}", "DXV_DATA_DIR": str(tmp_path),
            "DXV_ORT_THREADS": "1"}
@@ -64,7 +65,8 @@ def test_service_on_ray_over_http(tmp_path, placement) -> None:
     log = (tmp_path / "serve.log").open("w")
     # Started as a script's background job is (SIGINT ignored, which Python would keep): it still stops.
     server = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", "--set", f"http.port={port}",
-                               "--set", "autoscaling.max_replicas=1", "--set", f"models.placement={placement}"],
+                               "--set", "autoscaling.max_replicas=1", "--set", f"models.placement={placement}",
+                               "--set", "models.network_cpus=0"],  # six replicas on two cores
                               env=env, stdout=log, stderr=subprocess.STDOUT,
                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     base = f"http://127.0.0.1:{port}"
@@ -105,6 +107,7 @@ def test_service_on_ray_over_http(tmp_path, placement) -> None:
     assert stopped.returncode == 0, stopped.stderr
     assert server.returncode == 0
     # Read once the service has ended: its stdout goes to a file, buffered until then.
-    expected = "in a model deployment" if placement == "deployment" or gpu_available() else "in the ingress"
+    expected = {"pipeline": "in a deployment each, decoded in another", "deployment": "in a model deployment"}.get(
+        placement, "in a model deployment" if gpu_available() else "in the ingress")
     assert f"models {expected})" in (tmp_path / "serve.log").read_text()
     assert _listener(port) is None  # HAProxy went with the service
