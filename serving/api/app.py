@@ -15,7 +15,10 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
 import time
+import traceback
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from typing import Any, Protocol
@@ -25,6 +28,8 @@ from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -51,6 +56,8 @@ from serving.store.access_log import AccessLogWriter, AccessRecord
 from serving.store.api_keys import AuthError, ForbiddenError, Permission, Principal, authenticate, presented_key_id
 from serving.store.database import Store
 from serving.store.table_versions import TableVersionConflictError, TableVersionNotFoundError
+
+log = logging.getLogger("dxv.api")
 
 
 class RequestError(DxvError):
@@ -137,6 +144,18 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         response.headers.update(exc.headers or {})
         return response
 
+    async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # The database is away or busy past its timeout: no answer was made, so the caller
+        # retries. Logged by type only (the statement's values are hidden by the engine too).
+        log.warning("state store unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
+        response = _error(503, "store.unavailable", "the state store cannot be reached just now; retry (a claim "
+                                                    "already decided gets its decision back and consumes nothing again)")
+        response.headers["Retry-After"] = "1"
+        return response
+
+    for unavailable in (OperationalError, InterfaceError, PoolTimeoutError):
+        app.add_exception_handler(unavailable, _store_unavailable)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
@@ -156,7 +175,10 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
             caller["key_id"] = presented_key_id(_token(request.headers.get("x-api-key"), request.headers.get("authorization")))
         else:
             with metrics.stage("request"):
-                response = await call_next(request)
+                try:
+                    response = await call_next(request)
+                except Exception as exc:  # a defect, never bad input: answered in the service's shape
+                    response = _internal_error(exc)
         metrics.requests.labels(route=route, status=str(response.status_code)).inc()
         if request.url.path.startswith(_AUDITED_PREFIXES):
             matched = request.scope.get("route")
@@ -333,8 +355,9 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:
-        ready = reader.ready()
-        return JSONResponse(status_code=200 if ready else 503, content={"ready": ready})
+        models, state = reader.ready(), store.reachable()
+        return JSONResponse(status_code=200 if models and state else 503,
+                            content={"ready": models and state, "models": models, "store": state})
 
     return app
 
@@ -347,6 +370,16 @@ _AUDITED_PREFIXES = ("/v1/", "/fhir/")
 # mutable holder, because the endpoint runs in a child task or a worker thread whose
 # context is a copy (a value set there would not reach the middleware).
 _CALLER: ContextVar[dict[str, Any] | None] = ContextVar("dxv_caller", default=None)
+
+
+def _internal_error(exc: Exception) -> JSONResponse:
+    """A 500 for an unexpected failure, with an incident id to quote. The log has the
+    exception's type and where it was raised, not its message (which may carry claim data)."""
+    incident = uuid.uuid4().hex[:12]
+    log.error("incident %s: %s at\n%s", incident, type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
+    return _error(500, "internal", f"the service failed on this request (incident {incident}); retry with the same "
+                                   "Idempotency-Key (a claim already decided is not decided twice) and quote the "
+                                   "incident if it happens again")
 
 
 def _token(api_key: str | None, authorization: str | None) -> str | None:

@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.errors import DxvError
@@ -55,7 +56,9 @@ def make_engine(url: str | None = None, *, wal_autocheckpoint_pages: int | None 
     checkpoints itself; None keeps SQLite's default (1,000 pages)."""
     url = url or default_url()
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        # hide_parameters: a database error's message never carries the statement's values
+        # (member ids, claim ids), since such messages reach logs.
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_connection, _record) -> None:
@@ -75,7 +78,7 @@ def make_engine(url: str | None = None, *, wal_autocheckpoint_pages: int | None 
             connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 def alembic_config(url: str):
@@ -194,6 +197,15 @@ class Store:
                 yield session
             finally:
                 session.rollback()
+
+    def reachable(self) -> bool:
+        """Whether a read-only transaction can be opened now (the readiness check)."""
+        try:
+            with self.reading() as session:
+                session.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return False
+        return True
 
     def close(self) -> None:
         self.closed = True  # background writers (the access log) stop rather than reopen it

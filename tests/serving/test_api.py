@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import uuid
 
 import pytest
 from fastapi.testclient import TestClient
@@ -193,7 +194,84 @@ def test_routing_refusals_have_the_error_shape_too(service) -> None:
 
 def test_ready_when_the_models_are_loaded(service) -> None:
     client, _ = service
-    assert client.get("/readyz").json() == {"ready": True}
+    assert client.get("/readyz").json() == {"ready": True, "models": True, "store": True}
+
+
+def test_a_store_that_cannot_answer_in_time_is_a_503_to_retry(models, periapical, caplog) -> None:
+    """PostgreSQL with a lock held past the service's lock_timeout (a migration, a vacuum
+    full): the requests are answered 503 with Retry-After, not 500, and nothing is logged
+    of the request."""
+    from sqlalchemy import create_engine, text
+
+    from tests.serving.conftest import POSTGRES
+
+    schema = f"dxv_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = f"{POSTGRES}?options=-csearch_path%3D{schema}%20-clock_timeout%3D300"
+    store = Store.open(url)
+    try:
+        tables = RuleTables.load()
+        with store.transaction() as session:
+            repository.save_plans(session, load_plans(), NOW)
+            repository.seed(session, repository.load_seed_file("configs/seed/demo.yaml"), tables.validation.catalogue, NOW)
+            key = create_key(session, tenant="demo", role=Role.ADJUDICATOR, label="", now=NOW)[1]
+        client = TestClient(create_app(reader=models, store=store, tables=tables, config=load_serving_config(),
+                                       clock=lambda: NOW))  # a 500 would raise here (the client re-raises them)
+        with admin.connect() as holder, holder.begin():
+            holder.execute(text(f'LOCK TABLE "{schema}".api_keys IN ACCESS EXCLUSIVE MODE'))
+            for answer in (client.post("/v1/claims:validate", json=claim_json([periapical]), headers={"X-API-Key": key}),
+                           client.get("/v1/decisions/1", headers={"X-API-Key": key})):
+                assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+                assert answer.json()["error"]["code"] == "store.unavailable"
+        assert "LockNotAvailable" in caplog.text and "MBR-0001" not in caplog.text and key not in caplog.text
+        decided = client.post("/v1/claims:validate", json=claim_json([periapical]), headers={"X-API-Key": key})
+        assert decided.status_code == 200  # the retry, once the lock is gone
+    finally:
+        store.close()
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg://postgres@127.0.0.1:1/test",  # nothing listens there
+                                 "sqlite:////no-such-folder/state.db"])
+def test_a_store_out_of_reach_is_not_reachable(url, tmp_path) -> None:
+    assert not Store.open(url, migrate=False).reachable()  # the engine connects on first use, and fails then
+    store = Store.open(f"sqlite:///{tmp_path / 'state.db'}")
+    assert store.reachable()
+    store.close()
+
+
+def test_a_database_error_message_never_carries_the_statement_values(tmp_path) -> None:
+    from sqlalchemy import insert
+    from sqlalchemy.exc import IntegrityError
+
+    from serving.store.schema import MemberRow
+
+    store = Store.open(f"sqlite:///{tmp_path / 'state.db'}")
+    row = {"tenant": "demo", "member_id": "MBR-SECRET-77", "birth_date": dt.date(1980, 5, 17)}
+    with pytest.raises(IntegrityError) as raised, store.transaction() as session:
+        session.execute(insert(MemberRow), [row, row])  # the same member twice
+    assert "MBR-SECRET-77" not in str(raised.value) and "hidden" in str(raised.value)
+    store.close()
+
+
+def test_an_unexpected_failure_is_a_500_in_the_service_shape_with_an_incident_and_no_claim_data(
+        service, periapical, monkeypatch, caplog) -> None:
+    import serving.api.app as app_module
+
+    def broken(claim, *args, **kwargs):
+        raise RuntimeError(f"a defect while deciding for {claim.member.member_id}")
+
+    monkeypatch.setattr(app_module, "adjudicate", broken)  # a defect injected where the decision is made
+    client, keys = service
+    answer = client.post("/v1/claims:validate", json=claim_json([periapical]), headers={"X-API-Key": keys[Role.ADJUDICATOR]})
+    assert answer.status_code == 500 and answer.json()["error"]["code"] == "internal"
+    incident = answer.json()["error"]["message"].split("incident ")[1].split(")")[0]
+    assert len(incident) == 12 and f"incident {incident}: RuntimeError" in caplog.text
+    assert "MBR-0001" not in caplog.text and "MBR-0001" not in answer.text
+    assert client.get("/healthz").status_code == 200  # and the app goes on
 
 
 def test_idempotency_key_replays_and_refuses_reuse(service, periapical) -> None:

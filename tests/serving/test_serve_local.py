@@ -74,7 +74,7 @@ def _demo_store(tmp_path) -> tuple[str, str]:
 
 
 def _decides_the_upcoded_root_canal(client: TestClient, key: str) -> None:
-    assert client.get("/readyz").json() == {"ready": True}
+    assert client.get("/readyz").json() == {"ready": True, "models": True, "store": True}
     case = generate_case(RadiographKind.PERIAPICAL, 404, 9)
     claim = {"claim_id": "LOCAL-1", "tenant": "demo", "member": {"member_id": "MBR-0001", "birth_date": "1980-05-17"},
              "provider": {"provider_id": "PRV-001"}, "date_of_service": "2026-04-20",
