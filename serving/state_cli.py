@@ -54,8 +54,15 @@ def register(commands: Any) -> None:
     kcreate.add_argument("--tenant", required=True)
     kcreate.add_argument("--role", choices=["adjudicator", "reviewer", "admin"], required=True)
     kcreate.add_argument("--label", default="")
+    kcreate.add_argument("--expires-in-days", type=_positive_days, default=None, help="valid this long (default: until revoked)")
     kcreate.add_argument("--url", default=None)
     kcreate.set_defaults(handler=_keys_create)
+    krotate = ksub.add_parser("rotate", help="a new key for a key's holder; the old one keeps working for an overlap")
+    krotate.add_argument("key_id")
+    krotate.add_argument("--overlap-hours", type=_overlap_hours, default=24.0,
+                         help="how long the old key still works, 0 to 2160 (default 24)")
+    krotate.add_argument("--url", default=None)
+    krotate.set_defaults(handler=_keys_rotate)
     klist = ksub.add_parser("list", help="key ids, tenants, roles (never the secrets)")
     klist.add_argument("--tenant", default=None)
     klist.add_argument("--url", default=None)
@@ -95,6 +102,16 @@ def register(commands: Any) -> None:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _overlap_hours(text: str) -> float:
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = -1.0
+    if not 0 <= hours <= 24 * 90:
+        raise argparse.ArgumentTypeError(f"hours between 0 and 2160 (90 days), got {text!r}")
+    return hours
 
 
 def _positive_days(text: str) -> int:
@@ -174,11 +191,34 @@ def _keys_create(args: argparse.Namespace) -> int:
     from serving.store.api_keys import Role, create_key
     from serving.store.database import Store
 
+    now = _now()
+    expires = now + dt.timedelta(days=args.expires_in_days) if args.expires_in_days else None
     store = Store.open(args.url)
     with store.transaction() as session:
-        key_id, token = create_key(session, tenant=args.tenant, role=Role(args.role), label=args.label, now=_now())
+        key_id, token = create_key(session, tenant=args.tenant, role=Role(args.role), label=args.label, now=now,
+                                   expires_at=expires)
     store.close()
-    _out.print(f"key {key_id} ({args.role}, tenant {args.tenant}); keep it now, it is not shown again:")
+    until = f", valid until {expires.isoformat(timespec='seconds')} UTC" if expires else ""
+    _out.print(f"key {key_id} ({args.role}, tenant {args.tenant}{until}); keep it now, it is not shown again:")
+    print(token)
+    return 0
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    from serving.store.api_keys import rotate
+    from serving.store.database import Store
+
+    now = _now()
+    overlap = dt.timedelta(hours=args.overlap_hours)
+    store = Store.open(args.url)
+    try:
+        with store.transaction() as session:
+            key_id, token = rotate(session, args.key_id, now, overlap)
+    finally:
+        store.close()
+    _out.print(f"key {key_id} replaces {args.key_id}, which works until "
+               f"{(now + overlap).isoformat(timespec='seconds')} UTC at the latest; keep the new key now, it is not "
+               "shown again:")
     print(token)
     return 0
 
@@ -192,10 +232,12 @@ def _keys_list(args: argparse.Namespace) -> int:
     store = Store.open(args.url)
     with store.transaction() as session:
         rows = list_keys(session, args.tenant)
-        table = Table("key id", "tenant", "role", "label", "created", "revoked")
+        table = Table("tenant", "role", "label", "created", "expires", "revoked")
+        table.add_column("key id", no_wrap=True, min_width=16)  # the id an operator copies, never cut
         for r in rows:
-            table.add_row(r.key_id, r.tenant, r.role, r.label, r.created_at.isoformat(timespec="seconds"),
-                          r.revoked_at.isoformat(timespec="seconds") if r.revoked_at else "")
+            table.add_row(r.tenant, r.role, r.label, r.created_at.isoformat(timespec="seconds"),
+                          r.expires_at.isoformat(timespec="seconds") if r.expires_at else "",
+                          r.revoked_at.isoformat(timespec="seconds") if r.revoked_at else "", r.key_id)
     store.close()
     _out.print(table)
     return 0

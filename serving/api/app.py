@@ -195,7 +195,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         caller = _CALLER.get()
         try:
             with store.reading() as session:  # no write lock: an adjudication in progress never holds up a key check
-                who = authenticate(session, token)
+                who = authenticate(session, token, now())
         except AuthError:
             if caller is not None:
                 caller["key_id"] = presented_key_id(token)

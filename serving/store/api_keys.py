@@ -4,7 +4,11 @@ A key reads ``dxv_<key id>_<secret>``; it is shown once, when created. The store
 key id, the tenant, the role and the SHA-256 of the secret; a presented key is checked in
 constant time. Roles: an adjudicator validates claims and reads decisions, a reviewer
 works the review queue, an admin manages models and configuration (and may do the rest).
-A key only ever sees its own tenant's data."""
+A key only ever sees its own tenant's data.
+
+A key may be made to expire; ``rotate`` gives a key's holder a new key of the same tenant,
+role and label and lets the old one expire after an overlap, so that a calling system
+switches keys without a moment with none."""
 
 from __future__ import annotations
 
@@ -78,20 +82,38 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("ascii")).hexdigest()
 
 
-def create_key(session: Session, *, tenant: str, role: Role, label: str, now: dt.datetime) -> tuple[str, str]:
-    """A new key: (key id, the full key to hand over once)."""
+def create_key(session: Session, *, tenant: str, role: Role, label: str, now: dt.datetime,
+               expires_at: dt.datetime | None = None) -> tuple[str, str]:
+    """A new key: (key id, the full key to hand over once); valid until ``expires_at``
+    (None: until revoked)."""
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     session.add(ApiKeyRow(key_id=key_id, tenant=tenant, role=role.value, label=label, secret_sha256=_digest(secret),
-                          created_at=now))
+                          created_at=now, expires_at=expires_at))
     session.flush()
     return key_id, f"dxv_{key_id}_{secret}"
 
 
+class KeyNotActiveError(DxvError):
+    code = "auth.key_not_active"
+
+
+def rotate(session: Session, key_id: str, now: dt.datetime, overlap: dt.timedelta) -> tuple[str, str]:
+    """A new secret for the holder of ``key_id``: a new key of the same tenant, role, label
+    and end (a key made to expire still does, at the same time); the old key expires after
+    ``overlap`` (sooner where it was to end sooner). Returns the new key as ``create_key``."""
+    row = session.get(ApiKeyRow, key_id, with_for_update=True)
+    if row is None or row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+        raise KeyNotActiveError(f"key {key_id}: no such active key")
+    new = create_key(session, tenant=row.tenant, role=Role(row.role), label=row.label, now=now, expires_at=row.expires_at)
+    row.expires_at = min(now + overlap, row.expires_at or now + overlap)
+    return new
+
+
 # Every request checks its key: one statement built once, read as a plain row (the ORM's
 # identity map and object loading took most of the check's millisecond).
-_KEY_BY_ID = select(ApiKeyRow.key_id, ApiKeyRow.tenant, ApiKeyRow.role, ApiKeyRow.secret_sha256, ApiKeyRow.revoked_at
-                    ).where(ApiKeyRow.key_id == bindparam("key_id"))
+_KEY_BY_ID = select(ApiKeyRow.key_id, ApiKeyRow.tenant, ApiKeyRow.role, ApiKeyRow.secret_sha256, ApiKeyRow.revoked_at,
+                    ApiKeyRow.expires_at).where(ApiKeyRow.key_id == bindparam("key_id"))
 
 
 def presented_key_id(token: str | None) -> str | None:
@@ -101,7 +123,7 @@ def presented_key_id(token: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-def authenticate(session: Session, token: str | None) -> Principal:
+def authenticate(session: Session, token: str | None, now: dt.datetime) -> Principal:
     if not token:
         raise AuthError("an API key is required (header 'X-API-Key' or 'Authorization: Bearer <key>')")
     match = _TOKEN.match(token.strip())
@@ -115,6 +137,8 @@ def authenticate(session: Session, token: str | None) -> Principal:
         raise AuthError("the API key is not valid")
     if row.revoked_at is not None:
         raise AuthError("the API key has been revoked")
+    if row.expires_at is not None and now >= row.expires_at:
+        raise AuthError(f"the API key expired at {row.expires_at.isoformat(timespec='seconds')} UTC")
     return Principal(key_id=row.key_id, tenant=row.tenant, role=Role(row.role))
 
 

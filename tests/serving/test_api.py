@@ -274,6 +274,20 @@ def test_an_unexpected_failure_is_a_500_in_the_service_shape_with_an_incident_an
     assert client.get("/healthz").status_code == 200  # and the app goes on
 
 
+def test_an_expired_key_is_refused_by_the_service_clock(service, periapical) -> None:
+    client, _ = service
+    store = client.app.state.store
+    with store.transaction() as session:  # the app's clock reads NOW
+        _, ended = create_key(session, tenant="demo", role=Role.ADJUDICATOR, label="", now=NOW - dt.timedelta(days=1),
+                              expires_at=NOW)
+        _, running = create_key(session, tenant="demo", role=Role.ADJUDICATOR, label="", now=NOW - dt.timedelta(days=1),
+                                expires_at=NOW + dt.timedelta(seconds=1))
+    refused = client.get("/v1/decisions/1", headers={"X-API-Key": ended})
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "auth.invalid_key"
+    assert "expired" in refused.json()["error"]["message"]
+    assert client.get("/v1/decisions/1", headers={"X-API-Key": running}).status_code == 404  # let in; no such decision
+
+
 def test_idempotency_key_replays_and_refuses_reuse(service, periapical) -> None:
     client, keys = service
     headers = {"X-API-Key": keys[Role.ADJUDICATOR], "Idempotency-Key": "retry-7"}
