@@ -184,6 +184,26 @@ def healthz_p50_ms(base_url: str, requests: int = 200) -> float:
     return statistics.median(times) * 1000
 
 
+def refused_claim_p50_ms(base_url: str, key: str, factory: ClaimFactory, n_images: int, requests: int = 30) -> float:
+    """A claim of ``n_images`` refused once its body is read and parsed (another tenant's:
+    403), so neither models nor rules run: the floor of a claim's HTTP path for that body
+    size (HTTP, the front, the body's trip, parsing, base64)."""
+    bodies = []
+    for _ in range(requests + 3):
+        claim = factory.make(n_images)
+        claim["tenant"] = "another-tenant"
+        bodies.append(json.dumps(claim).encode("utf-8"))
+    times = []
+    with httpx.Client(base_url=base_url, timeout=60, headers={"X-API-Key": key}) as client:
+        for body in bodies:
+            start = time.perf_counter()
+            answer = client.post("/v1/claims:validate", content=body, headers={"content-type": "application/json"})
+            times.append(time.perf_counter() - start)
+            if answer.status_code != 403:
+                raise RuntimeError(f"expected the claim refused for its tenant, got {answer.status_code}: {answer.text}")
+    return statistics.median(times[3:]) * 1000  # the first few warm the path up
+
+
 def direct_model_times_ms(images: list[tuple[str, bytes, np.ndarray]], n_images: int, repeats: int = 15) -> list[float]:
     """The models alone, in this process (2 threads, as the model replica), for a claim of
     ``n_images`` periapicals: the baseline the overhead is measured against (ms per claim)."""
@@ -277,6 +297,9 @@ def main() -> None:
         run_setting(base_url, key, factory, 2, 1, 4)  # warm-up: first requests load lazily
         floor = healthz_p50_ms(base_url)
         print(f"GET /healthz p50 {floor:.1f} ms (the floor of any request)", flush=True)
+        for n_images in image_counts:
+            print(f"{n_images} image(s): a claim refused once read and parsed (403) p50 "
+                  f"{refused_claim_p50_ms(base_url, key, factory, n_images):.1f} ms (its HTTP path alone)", flush=True)
         for n_images in image_counts:
             for concurrency in concurrencies:
                 result = run_setting(base_url, key, factory, n_images, concurrency,
