@@ -22,6 +22,13 @@ from serving.fingerprints import fingerprint
 from serving.rules.recycled import ImagePrint
 
 
+class ModelsUnavailableError(DxvError):
+    """The models' deployment cannot take the request now (its queue is full, a replica
+    went away, it failed to deploy): HTTP 503, to be retried."""
+
+    code = "models.unavailable"
+
+
 @dataclass(frozen=True)
 class ImageAnalysis:
     reading: ImageReading

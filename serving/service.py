@@ -193,30 +193,48 @@ def local_models(model_dir: str, config: ServingConfig) -> Any:
     return DentalReader.from_directory(model_dir, threads=threads, precision=config.models.precision)
 
 
+class HandleReader:
+    """The API's reader (``serving.api.app.Reader``) through a Serve handle to the model
+    deployment. A deployment that cannot take the request (its queue full, a replica gone,
+    failed to deploy) is ``ModelsUnavailableError``, a 503 to retry, not a failure of the
+    request; anything else it raises stays what it is."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def analyze(self, files: list[tuple[str, bytes, RadiographKind | None]], limits: Any) -> list[Any]:
+        from ray.exceptions import RayActorError
+        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+
+        from serving.image_analysis import ModelsUnavailableError, raise_if_refused
+
+        # All sent before any is awaited: the replica takes them as one batch.
+        pending = [self.handle.analyze.remote(image_id, data, kind.value if kind else None, limits)
+                   for image_id, data, kind in files]
+        try:
+            outcomes = [p.result() for p in pending]
+        except (BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError, RayActorError) as exc:
+            raise ModelsUnavailableError(f"the models cannot take the request just now ({type(exc).__name__}); "
+                                         "retry") from exc
+        return [raise_if_refused(o) for o in outcomes]
+
+    def ready(self) -> bool:
+        try:
+            return bool(self.handle.ready.remote().result(timeout_s=5))
+        except Exception:  # a replica still starting is simply not ready
+            return False
+
+
 def build_ingress_app(models: Any, config: ServingConfig) -> Any:
     """The FastAPI app of an ingress replica: the API (``serving.api.app``) reading images
     through ``models``: a handle to the model deployment, or the folder of the models it
     loads itself (``models.placement: ingress``)."""
     from serving.adjudication import RuleTables
     from serving.api.app import ModelReader, create_app
-    from serving.image_analysis import raise_if_refused
     from serving.runtime import limit_blas_threads, tune_gc
     from serving.store.database import Store
 
-    class HandleReader:
-        def analyze(self, files: list[tuple[str, bytes, RadiographKind | None]], limits: Any) -> list[Any]:
-            # All sent before any is awaited: the replica takes them as one batch.
-            pending = [models.analyze.remote(image_id, data, kind.value if kind else None, limits)
-                       for image_id, data, kind in files]
-            return [raise_if_refused(p.result()) for p in pending]
-
-        def ready(self) -> bool:
-            try:
-                return bool(models.ready.remote().result(timeout_s=5))
-            except Exception:  # a replica still starting is simply not ready
-                return False
-
-    reader: Any = ModelReader(local_models(models, config)) if isinstance(models, str) else HandleReader()
+    reader: Any = ModelReader(local_models(models, config)) if isinstance(models, str) else HandleReader(models)
     store = Store.open(config.state_url, checkpoint_in_background=True)
     if config.webhooks:
         import threading

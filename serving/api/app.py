@@ -49,7 +49,7 @@ from serving.api.review_routes import add_review_routes
 from serving.appeals import AppealError, AppealInputError
 from serving.claims import Claim, InvalidClaimError, claim_from_json
 from serving.effective_tables import EffectiveTables
-from serving.image_analysis import ImageAnalysis, analyze_files, raise_if_refused
+from serving.image_analysis import ImageAnalysis, ModelsUnavailableError, analyze_files, raise_if_refused
 from serving.review.dispositions import DispositionError
 from serving.rules.recycled import ImagePrint
 from serving.service_config import ServingConfig
@@ -81,7 +81,7 @@ class TenantMismatchError(DxvError):
 _STATUS = {AuthError: 401, ForbiddenError: 403, TenantMismatchError: 403, NotFoundError: 404, RequestTooLargeError: 413,
            repository.IdempotencyConflictError: 409, reviews.ReviewNotFoundError: 404, reviews.ReviewClosedError: 409,
            DispositionError: 422, AppealError: 409, AppealInputError: 422, TableVersionNotFoundError: 404,
-           TableVersionConflictError: 409}
+           TableVersionConflictError: 409, ModelsUnavailableError: 503}
 
 
 class Reader(Protocol):
@@ -136,7 +136,10 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
     @app.exception_handler(DxvError)
     async def _dxv_error(_: Request, exc: DxvError) -> JSONResponse:
         status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 400)
-        return _error(status, exc.code, exc.message)
+        response = _error(status, exc.code, exc.message)
+        if status == 503:  # a moment's unavailability: the caller retries
+            response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

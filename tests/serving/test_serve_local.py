@@ -180,6 +180,38 @@ def test_the_ingress_app_decides_a_claim_through_the_per_network_deployments(pip
     _decides_the_upcoded_root_canal(TestClient(build_ingress_app(handle, config.model_copy(update={"state_url": url}))), key)
 
 
+def test_a_model_deployment_that_cannot_take_the_request_is_a_503_to_retry(tmp_path) -> None:
+    """Back-pressure (a full queue) from the model deployment: the claim is answered 503
+    models.unavailable with Retry-After, not 500 (a fault raised where Serve raises it)."""
+    from ray.serve.exceptions import BackPressureError
+
+    from serving.image_analysis import ModelsUnavailableError
+    from serving.service import HandleReader
+
+    @serve.deployment(name="Overloaded")
+    class Overloaded:
+        async def analyze(self, image_id: str, data: bytes, kind: str | None, limits) -> None:
+            raise BackPressureError(num_queued_requests=9, max_queued_requests=8)
+
+        def ready(self) -> bool:
+            return True
+
+    handle = serve.run(Overloaded.bind(), name="dxv-overloaded", route_prefix="/overloaded", _local_testing_mode=True)
+    case = generate_case(RadiographKind.PERIAPICAL, 404, 9)
+    with pytest.raises(ModelsUnavailableError, match="BackPressureError"):
+        HandleReader(handle).analyze([(case.image_id, case_dicom_bytes(case), RadiographKind.PERIAPICAL)], ReaderLimits())
+    url, key = _demo_store(tmp_path)
+    client = TestClient(build_ingress_app(handle, load_serving_config().model_copy(update={"state_url": url})))
+    claim = {"claim_id": "LOCAL-9", "tenant": "demo", "member": {"member_id": "MBR-0001", "birth_date": "1980-05-17"},
+             "provider": {"provider_id": "PRV-001"}, "date_of_service": "2026-04-20",
+             "lines": [{"line_id": "1", "code": "D0220", "fee": 30}],
+             "attachments": [{"radiograph_id": case.image_id, "kind": "periapical",
+                              "content": base64.b64encode(case_dicom_bytes(case)).decode()}]}
+    answer = client.post("/v1/claims:validate", json=claim, headers={"X-API-Key": key})
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+    assert answer.json()["error"]["code"] == "models.unavailable"
+
+
 def test_with_the_models_placed_in_the_ingress_it_decides_the_same(tmp_path) -> None:
     config = load_serving_config(overrides=("models.placement=ingress",))
     url, key = _demo_store(tmp_path)
