@@ -27,9 +27,9 @@ class RemoteNetwork:
         self._version: str | None = None
 
     def answers(self, timeout_s: float = 5.0) -> bool:
-        """Whether the deployment is up (its version known): the readiness check."""
+        """Whether the deployment answers now (the readiness check; each check asks)."""
         try:
-            self._version = self._version or str(self.handle.version.remote().result(timeout_s=timeout_s))
+            self._version = str(self.handle.version.remote().result(timeout_s=timeout_s))
         except Exception:  # a replica still starting is simply not ready
             return False
         return True
