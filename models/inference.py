@@ -140,6 +140,12 @@ class LoadedModel:
         return run_batched(self.session, self.card.input.name, batches)
 
 
+def precision_for(precision: Precision, has_int8: bool) -> Precision:
+    """What a model runs when ``precision`` is asked of a folder: ``int8`` falls back to the
+    float file for a model without an int8 copy; the other choices stand."""
+    return "fp32" if precision == "int8" and not has_int8 else precision
+
+
 class Network(Protocol):
     """What the readers below need of a network: its card, the version it runs, and its
     outputs for input batches. A ``LoadedModel`` (an ONNX Runtime session in this process)
@@ -432,8 +438,7 @@ class DentalReader:
         if precision == "int8" and not any(has_int8.values()):
             raise ModelCardError("no model here has an int8 file (make one with dxv models quantize)")
         return cls.from_networks([LoadedModel.load(path, verify=verify, threads=threads, providers=providers, spin=spin,
-                                                   precision="fp32" if precision == "int8" and not has_int8[Path(path)]
-                                                   else precision)
+                                                   precision=precision_for(precision, has_int8[Path(path)]))
                                   for path in onnx_files])
 
     @classmethod
@@ -548,6 +553,7 @@ __all__ = [
     "cpu_multiplies_int8_exactly",
     "has_vnni",
     "make_session",
+    "precision_for",
     "run_batched",
     "runs_int8",
     "sigmoid",

@@ -138,11 +138,11 @@ def network_deployment(config: ServingConfig, gpu_share: float) -> Any:
                       **_batched_deployment_options(config))
     class NetworkDeployment:
         def __init__(self, model_dir: str, key: str) -> None:
-            from models.inference import LoadedModel
+            from models.inference import LoadedModel, precision_for
             from models.model_card import read_card
 
             card = read_card(Path(model_dir) / f"{key}.card.json")
-            precision = "fp32" if config.models.precision == "int8" and card.int8 is None else config.models.precision
+            precision = precision_for(config.models.precision, card.int8 is not None)
             self.network = LoadedModel.load(Path(model_dir) / card.onnx_file, precision=precision,
                                             threads=None if gpu_available() else ort_threads_from_environment())
             self.batch_sizes: list[int] = []

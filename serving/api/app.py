@@ -70,6 +70,12 @@ class RequestTooLargeError(DxvError):
     code = "request.too_large"
 
 
+class StoreUnavailableError(DxvError):
+    """The state store is away or busy past its timeout (HTTP 503, to be retried)."""
+
+    code = "store.unavailable"
+
+
 class NotFoundError(DxvError):
     code = "not_found"
 
@@ -81,7 +87,8 @@ class TenantMismatchError(DxvError):
 _STATUS = {AuthError: 401, ForbiddenError: 403, TenantMismatchError: 403, NotFoundError: 404, RequestTooLargeError: 413,
            repository.IdempotencyConflictError: 409, reviews.ReviewNotFoundError: 404, reviews.ReviewClosedError: 409,
            DispositionError: 422, AppealError: 409, AppealInputError: 422, TableVersionNotFoundError: 404,
-           TableVersionConflictError: 409, ModelsUnavailableError: 503}
+           TableVersionConflictError: 409, ModelsUnavailableError: 503,
+           StoreUnavailableError: 503}
 
 
 class Reader(Protocol):
@@ -149,14 +156,13 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         response.headers.update(exc.headers or {})
         return response
 
-    async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
         # The database is away or busy past its timeout: no answer was made, so the caller
         # retries. Logged by type only (the statement's values are hidden by the engine too).
         log.warning("state store unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
-        response = _error(503, "store.unavailable", "the state store cannot be reached just now; retry (a claim "
-                                                    "already decided gets its decision back and consumes nothing again)")
-        response.headers["Retry-After"] = "1"
-        return response
+        return await _dxv_error(request, StoreUnavailableError(
+            "the state store cannot be reached just now; retry (a claim already decided gets its decision back and "
+            "consumes nothing again)"))
 
     for unavailable in (OperationalError, InterfaceError, PoolTimeoutError):
         app.add_exception_handler(unavailable, _store_unavailable)
