@@ -43,7 +43,7 @@ from serving.adjudication import ClaimDecision, RuleTables, adjudicate
 from serving.api.admin_routes import add_admin_routes
 from serving.api.appeal_routes import add_appeal_routes
 from serving.api.drift_metrics import DriftCollector
-from serving.api.metrics import ApiMetrics
+from serving.api.metrics import ApiMetrics, request_stages, server_timing
 from serving.api.params import RowId
 from serving.api.review_routes import add_review_routes
 from serving.appeals import AppealError, AppealInputError
@@ -182,10 +182,13 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         route = path if path.startswith(("/v1/claims", "/v1/images", "/healthz", "/readyz", "/metrics")) \
             else _route_family(path)
         status = {"code": 500, "started": False}
+        spent: dict[str, float] = {}
 
         async def send_noting_status(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status.update(code=message["status"], started=True)
+                timing = (b"server-timing", server_timing(spent, time.perf_counter() - started))
+                message = {**message, "headers": [*message.get("headers", ()), timing]}
             await send(message)
 
         declared = headers.get("content-length")
@@ -196,7 +199,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
                                                            f"{config.limits.max_request_bytes:,}")
                 await refusal(scope, receive, send_noting_status)
             else:
-                with metrics.stage("request"):
+                with metrics.stage("request"), request_stages(spent):
                     try:
                         await app(scope, receive, send_noting_status)
                     except Exception as exc:  # a defect, never bad input: answered in the service's shape

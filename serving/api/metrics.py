@@ -1,12 +1,18 @@
 """Prometheus metrics of the API (``GET /metrics``): requests by route and status, latency
 histograms per stage, decisions by action, and the model versions in use. Each app gets
-its own registry, so in-process tests and several replicas never share counters."""
+its own registry, so in-process tests and several replicas never share counters.
+
+The same stage times go back with each answer as a ``Server-Timing`` header (the W3C
+header browsers and HTTP tools show): an integrator sees where a slow answer's time went
+without access to the metrics, and a benchmark can pair a request's own model time with
+its latency."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -35,6 +41,32 @@ class ApiMetrics:
     def observe(self, name: str, seconds: float) -> None:
         """A stage timed elsewhere (in the model replica)."""
         self.latency.labels(stage=name).observe(seconds)
+        spent = _REQUEST_STAGES.get()
+        if spent is not None:
+            spent[name] = spent.get(name, 0.0) + seconds
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# The stage times of the request being answered (seconds, summed per stage): a mutable
+# holder set by the request's middleware, because the stages run in a worker thread whose
+# context is a copy (a value set there would not reach the middleware).
+_REQUEST_STAGES: ContextVar[dict[str, float] | None] = ContextVar("dxv_request_stages", default=None)
+
+
+@contextmanager
+def request_stages(spent: dict[str, float]) -> Iterator[None]:
+    """Stage times observed inside this block (this request's) are added to ``spent``."""
+    token = _REQUEST_STAGES.set(spent)
+    try:
+        yield
+    finally:
+        _REQUEST_STAGES.reset(token)
+
+
+def server_timing(spent: dict[str, float], total_s: float) -> bytes:
+    """The ``Server-Timing`` header value: each stage's milliseconds and the total so far."""
+    parts = [f"{name};dur={seconds * 1000:.1f}" for name, seconds in spent.items()]
+    parts.append(f"total;dur={total_s * 1000:.1f}")
+    return ", ".join(parts).encode("ascii")

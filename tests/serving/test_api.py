@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from datasets.synth.generator import case_dicom_bytes, generate_case, png_bytes
+from evaluation.bench_service import server_timing_ms
 from models.radiographs import RadiographKind
 from serving.adjudication import ClaimDecision, RuleTables
 from serving.api.app import create_app
@@ -312,6 +313,18 @@ def test_metrics_count_requests_stages_decisions_and_models(service, periapical)
     assert 'dxv_stage_seconds_count{stage="models"} 1.0' in text
     assert 'dxv_line_decisions_total{action="downcode"} 1.0' in text
     assert 'dxv_model_version_info{model="findings"' in text
+
+
+def test_each_answer_says_where_its_time_went(service, periapical) -> None:
+    client, keys = service
+    answer = client.post("/v1/claims:validate", json=claim_json([periapical]), headers={"X-API-Key": keys[Role.ADJUDICATOR]})
+    spent = server_timing_ms(answer.headers["server-timing"])
+    assert set(spent) == {"decode", "models", "model_transport", "adjudication", "total"}
+    assert 0 < spent["models"] < spent["total"] and spent["adjudication"] > 0
+    assert spent["decode"] + spent["models"] + spent["adjudication"] <= spent["total"]
+    # A request's header holds its own stages only, never the ones of requests before it.
+    refused = client.post("/v1/claims:validate", content=b"{", headers={"X-API-Key": keys[Role.ADJUDICATOR]})
+    assert set(server_timing_ms(refused.headers["server-timing"])) == {"total"}
 
 
 def fhir_claim(periapical, *, use: str = "claim") -> dict:
