@@ -4,7 +4,8 @@ evaluation and serving. CUDA is used when onnxruntime-gpu is installed and a GPU
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -402,12 +403,18 @@ class Verifier:
 class DentalReader:
     """The detectors and the classifiers together; any of them may be absent (then that part
     of the reading is empty, or, for root counts, taken on the teeth passed in). A finding
-    verifier, where there is one, re-scores the finding detector's candidates."""
+    verifier, where there is one, re-scores the finding detector's candidates.
+
+    ``branches``: where the networks run elsewhere (a deployment each), the root counter
+    is read on this executor while the finding detector and verifier are read, since both
+    need only the teeth: a claim waits for the longer of the two, not their sum. In one
+    process each network already uses every core, so there it stays None (one by one)."""
 
     teeth: Detector | None = None
     findings: Detector | None = None
     roots: RootCounter | None = None
     verifier: Verifier | None = None
+    branches: Executor | None = None
 
     def __post_init__(self) -> None:
         if self.verifier is not None and self.findings is None:
@@ -442,7 +449,7 @@ class DentalReader:
                                   for path in onnx_files])
 
     @classmethod
-    def from_networks(cls, networks: Sequence[Network]) -> DentalReader:
+    def from_networks(cls, networks: Sequence[Network], branches: Executor | None = None) -> DentalReader:
         """A reader of these networks, each put in its place by its card's key."""
         parts: dict[str, object] = {}
         for network in networks:
@@ -452,7 +459,7 @@ class DentalReader:
             if attr in parts:
                 raise ModelCardError(f"two {key.value} models given")
             parts[attr] = {ModelKey.ROOT_COUNT: RootCounter, ModelKey.FINDING_VERIFIER: Verifier}.get(key, Detector)(network)
-        return cls(**parts)  # type: ignore[arg-type]
+        return cls(**parts, branches=branches)  # type: ignore[arg-type]
 
     def model_versions(self) -> tuple[tuple[str, str], ...]:
         out = []
@@ -490,18 +497,13 @@ class DentalReader:
             found = self.teeth.raw_many([(pixels, kind, None) for _, pixels, kind in images])
             teeth = [self._threshold(teeth_from_raw(raw, geometry, self.teeth.labels, unique_at), self.teeth,
                                      operating_point) for raw, geometry in found]
-        if self.roots is not None:
-            # Bitewings do not show the apices, so no root count is read from them.
-            counted = [k for k, (_, _, kind) in enumerate(images) if kind is not RadiographKind.BITEWING]
-            counts = self.roots.classify_many([(images[k][1], teeth[k]) for k in counted])
-            for k, these in zip(counted, counts, strict=True):
-                teeth[k] = [replace(t, root_count=n, root_count_score=sc) for t, (n, sc) in zip(teeth[k], these,
-                                                                                               strict=True)]
+        # Bitewings do not show the apices, so no root count is read from them.
+        counted = [k for k, (_, _, kind) in enumerate(images) if kind is not RadiographKind.BITEWING]
+        counts = self._branch(self.roots.classify_many, [(images[k][1], teeth[k]) for k in counted]) \
+            if self.roots is not None else None
         findings: list[list[FindingDetection]] = [[] for _ in images]
         if self.findings is not None:
-            tooth_decode = self.teeth.model.card.decode if self.teeth else None
-            tooth_threshold = tooth_decode.operating_threshold if tooth_decode else 0.0
-            confident = [[t for t in these if t.score >= tooth_threshold] for these in teeth]
+            confident = self._confident(teeth)
             found = self.findings.raw_many([(pixels, kind, self.findings_region(pixels, kind, confident[k]))
                                             for k, (_, pixels, kind) in enumerate(images)])
             findings = [findings_from_raw(raw, geometry, self.findings.labels) for raw, geometry in found]
@@ -509,11 +511,32 @@ class DentalReader:
                 findings = self.verifier.rescore_many([(pixels, findings[k]) for k, (_, pixels, _) in enumerate(images)])
             if operating_point:
                 findings = [[f for f in these if f.score >= self.finding_threshold(f.finding_class)] for these in findings]
+        if counts is not None:
+            for k, these in zip(counted, counts(), strict=True):
+                teeth[k] = [replace(t, root_count=n, root_count_score=sc) for t, (n, sc) in zip(teeth[k], these,
+                                                                                               strict=True)]
+        if self.findings is not None:
+            confident = self._confident(teeth)  # now with their root counts
             findings = [assign_findings(these, confident[k]) for k, these in enumerate(findings)]
         versions = self.model_versions()
         return [ImageReading(image_id=image_id, kind=kind, width_px=pixels.shape[1], height_px=pixels.shape[0],
                              teeth=tuple(teeth[k]), findings=tuple(findings[k]), model_versions=versions)
                 for k, (image_id, pixels, kind) in enumerate(images)]
+
+    def _branch(self, work: Callable[[list], list], items: list) -> Callable[[], list]:
+        """``work(items)`` started on ``branches`` (or done now, where there are none); the
+        returned call gives its result."""
+        if self.branches is None:
+            done = work(items)
+            return lambda: done
+        return self.branches.submit(work, items).result
+
+    def _confident(self, teeth: list[list[ToothDetection]]) -> list[list[ToothDetection]]:
+        """Each image's teeth at or above the tooth detector's operating threshold (all of
+        them without a tooth detector): those findings are placed on."""
+        tooth_decode = self.teeth.model.card.decode if self.teeth else None
+        tooth_threshold = tooth_decode.operating_threshold if tooth_decode else 0.0
+        return [[t for t in these if t.score >= tooth_threshold] for these in teeth]
 
     def findings_region(self, image_unit: np.ndarray, kind: RadiographKind,
                          teeth: list[ToothDetection]) -> tuple[int, int, int, int] | None:

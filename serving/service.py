@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,9 @@ def model_deployment(config: ServingConfig, networks_apart: bool = False) -> Any
 
             self.remote = [RemoteNetwork(read_card(Path(model_dir) / f"{key}.card.json"), handle)
                            for key, handle in (networks or {}).items()]
-            self.models = DentalReader.from_networks(self.remote) if networks else local_models(model_dir, config)
+            # The root counter is waited for beside the finding detector (one thread per read in flight).
+            self.models = DentalReader.from_networks(self.remote, ThreadPoolExecutor(READS_IN_FLIGHT)) if networks \
+                else local_models(model_dir, config)
             self.batch_sizes: list[int] = []  # the sizes of the last batches (for tests and diagnostics)
 
         def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -126,15 +129,19 @@ def model_deployment(config: ServingConfig, networks_apart: bool = False) -> Any
     return ModelDeployment
 
 
-def network_deployment(config: ServingConfig, gpu_share: float) -> Any:
-    """One network's deployment (``placement: pipeline``; bound once per model, each under
-    its own name): an ONNX Runtime session and nothing else, ``@serve.batch`` on its runs
+def network_deployment(config: ServingConfig, gpu_share: float, key: str) -> Any:
+    """The deployment of the network ``key`` (``placement: pipeline``), named
+    ``Network-<key>``: an ONNX Runtime session and nothing else, ``@serve.batch`` on its runs
     (the input batches of every request in a batch go through the network together, in
     runs of one input shape), scaled on its own, with ``gpu_share`` of a GPU where there is
-    one (the networks of a model folder share one)."""
+    one (the networks of a model folder share one). A class of its own for each network:
+    ``@serve.batch`` keeps one queue per decorated method, shared by every instance in a
+    process, so two networks of one class in one process (local testing mode) would have
+    their requests batched together."""
     from ray import serve
 
-    @serve.deployment(ray_actor_options={"num_gpus": gpu_share, "num_cpus": config.models.network_cpus},
+    @serve.deployment(name=f"{NETWORK_DEPLOYMENT_PREFIX}{key}",
+                      ray_actor_options={"num_gpus": gpu_share, "num_cpus": config.models.network_cpus},
                       **_batched_deployment_options(config))
     class NetworkDeployment:
         def __init__(self, model_dir: str, key: str) -> None:
@@ -291,9 +298,7 @@ def build_application(config: ServingConfig) -> Any:
     if placement == "pipeline":
         keys = [key.value for key in ModelKey if (Path(model_dir) / f"{key.value}.card.json").exists()]
         share = round(1.0 / len(keys), 3) if gpu_available() and keys else 0
-        network: Any = network_deployment(config, share)
-        networks = {key: network.options(name=f"{NETWORK_DEPLOYMENT_PREFIX}{key}").bind(str(model_dir), key)
-                    for key in keys}
+        networks = {key: network_deployment(config, share, key).bind(str(model_dir), key) for key in keys}
         return ingress.bind(model_deployment(config, networks_apart=True).bind(str(model_dir), networks))
     return ingress.bind(model_deployment(config).bind(str(model_dir)))
 

@@ -101,3 +101,41 @@ def test_run_batched_splits_outputs_back_and_bounds_each_run(reader, monkeypatch
     for got, alone_batch in zip(mixed, [small, wide, small[:1]], strict=True):
         for out, expected in zip(got, detector.session.run(None, {name: alone_batch}), strict=True):
             np.testing.assert_allclose(out, expected, atol=1e-4)
+
+
+class MeetingNetwork:
+    """A network whose runs wait at ``barrier`` first: two such networks finish only if
+    their runs are under way at the same time."""
+
+    def __init__(self, model, barrier) -> None:
+        self.model, self.barrier = model, barrier
+        self.card, self.version = model.card, model.version
+
+    def run(self, batches):
+        self.barrier.wait()
+        return self.model.run(batches)
+
+
+def test_with_branches_the_root_counter_is_read_beside_the_finding_detector(reader):
+    """Networks elsewhere (a deployment each): the root counter and the finding detector
+    both need only the teeth, so a reader with ``branches`` waits for them together (the
+    barrier breaks, and the read fails, if they run one after the other); the readings are
+    those of the reader in one process."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    barrier = threading.Barrier(2, timeout=10)
+    networks = [reader.teeth.model, MeetingNetwork(reader.roots.model, barrier),
+                MeetingNetwork(reader.findings.model, barrier), reader.verifier.model]
+    cases = [generate_case(RadiographKind.PERIAPICAL, 4042, i) for i in range(2)]
+    images = [(c.image_id, c.pixels_unit, RadiographKind.PERIAPICAL) for c in cases]
+    with ThreadPoolExecutor(2) as branches:
+        together = DentalReader.from_networks(networks, branches).read_many(images)
+    assert not barrier.broken
+    for a, b in zip(together, reader.read_many(images), strict=True):
+        _same_reading(a, b)
+    assert any(t.root_count for r in together for t in r.teeth) and any(f.fdi for r in together for f in r.findings)
+    # Without branches the same networks are read one after the other: the first to run waits alone.
+    with pytest.raises(threading.BrokenBarrierError):
+        DentalReader.from_networks([*networks[:1], MeetingNetwork(reader.roots.model, threading.Barrier(2, timeout=0.5)),
+                                    *networks[2:]]).read_many(images)

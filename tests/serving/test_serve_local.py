@@ -112,16 +112,14 @@ def pipeline_handle():
     a handle per network deployment (local testing mode)."""
     from ray.serve.batching import _BatchQueue
 
-    from serving.service import NETWORK_DEPLOYMENT_PREFIX, network_deployment
+    from serving.service import network_deployment
 
     patch = pytest.MonkeyPatch()
     patch.setattr(_BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
     config = load_serving_config(overrides=("batching.max_batch_size=4", "batching.batch_wait_timeout_s=0.2",
                                             "models.placement=pipeline"))
-    network = network_deployment(config, 0)
-    keys = [key.value for key in ModelKey]
-    networks = {key: network.options(name=f"{NETWORK_DEPLOYMENT_PREFIX}{key}").bind(str(SHIPPED_DIR), key)
-                for key in keys}
+    networks = {key.value: network_deployment(config, 0, key.value).bind(str(SHIPPED_DIR), key.value)
+                for key in ModelKey}
     app = model_deployment(config, networks_apart=True).bind(str(SHIPPED_DIR), networks)
     handle = serve.run(app, name="dxv-pipeline", route_prefix="/pipeline", _local_testing_mode=True)
     yield handle, config
@@ -158,7 +156,8 @@ def test_a_network_deployment_runs_concurrent_requests_as_one_batch_and_answers_
 
     _, config = pipeline_handle
     card = get_model_card(ModelKey.ROOT_COUNT)
-    handle = serve.run(network_deployment(config, 0).bind(str(SHIPPED_DIR), ModelKey.ROOT_COUNT.value),
+    handle = serve.run(network_deployment(config, 0, ModelKey.ROOT_COUNT.value).bind(str(SHIPPED_DIR),
+                                                                                   ModelKey.ROOT_COUNT.value),
                        name="dxv-network", route_prefix="/network", _local_testing_mode=True)
     rng = np.random.default_rng(5)
     shape = (1, *card.input.crop_hw_px)
