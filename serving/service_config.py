@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, HttpUrl
+from pydantic import Field, HttpUrl, model_validator
 
 from models.config_loading import FrozenConfig, load_config
 from models.model_card import Precision
@@ -61,10 +61,31 @@ class HttpSettings(FrozenConfig):
     front: Literal["haproxy", "serve"] = "haproxy"
 
 
+class TenantRate(FrozenConfig):
+    """The radiographs a tenant may send each ingress replica: ``burst`` at once, refilled
+    at ``images_per_s`` (a token bucket; a request without radiographs counts as one)."""
+
+    images_per_s: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
 class RequestLimits(FrozenConfig):
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_images: int = Field(8, ge=1)
     max_pixels_per_image: int = Field(25_000_000, ge=1)
+    # Every tenant's rate (None: none), and tenants with a rate of their own.
+    tenant_rate: TenantRate | None = None
+    tenant_rates: dict[str, TenantRate] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _a_full_request_can_pass(self) -> RequestLimits:
+        rates = {"tenant_rate": self.tenant_rate} if self.tenant_rate else {}
+        rates.update({f"tenant_rates.{name}": rate for name, rate in self.tenant_rates.items()})
+        for where, rate in rates.items():
+            if rate.burst < self.max_images:
+                raise ValueError(f"{where}.burst is {rate.burst}, fewer than max_images ({self.max_images}): a request "
+                                 "with that many radiographs could never pass")
+        return self
 
 
 class Batching(FrozenConfig):

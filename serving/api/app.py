@@ -50,6 +50,7 @@ from serving.appeals import AppealError, AppealInputError
 from serving.claims import Claim, InvalidClaimError, claim_from_json
 from serving.effective_tables import EffectiveTables
 from serving.image_analysis import ImageAnalysis, ModelsUnavailableError, analyze_files, raise_if_refused
+from serving.rate_limits import RateLimitedError, TenantBudgets, retry_after_header
 from serving.review.dispositions import DispositionError
 from serving.rules.recycled import ImagePrint
 from serving.service_config import ServingConfig
@@ -88,7 +89,7 @@ _STATUS = {AuthError: 401, ForbiddenError: 403, TenantMismatchError: 403, NotFou
            repository.IdempotencyConflictError: 409, reviews.ReviewNotFoundError: 404, reviews.ReviewClosedError: 409,
            DispositionError: 422, AppealError: 409, AppealInputError: 422, TableVersionNotFoundError: 404,
            TableVersionConflictError: 409, ModelsUnavailableError: 503,
-           StoreUnavailableError: 503}
+           StoreUnavailableError: 503, RateLimitedError: 429}
 
 
 class Reader(Protocol):
@@ -138,6 +139,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
     limits = ReaderLimits(max_pixels=config.limits.max_pixels_per_image, max_bytes=config.limits.max_request_bytes)
     # The release's tables with the thresholds an admin promoted last (re-checked every refresh_s).
     live = EffectiveTables(store, tables, refresh_s=config.thresholds_refresh_s, now=now)
+    budgets = TenantBudgets(config.limits.tenant_rate, config.limits.tenant_rates)
     metrics.registry.register(DriftCollector(store, config.monitoring, now))
 
     @app.exception_handler(DxvError)
@@ -146,6 +148,8 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         response = _error(status, exc.code, exc.message)
         if status == 503:  # a moment's unavailability: the caller retries
             response.headers["Retry-After"] = "1"
+        elif isinstance(exc, RateLimitedError):
+            response.headers["Retry-After"] = retry_after_header(exc.retry_after_s)
         return response
 
     @app.exception_handler(StarletteHTTPException)
@@ -271,9 +275,12 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         except (binascii.Error, ValueError) as exc:
             raise RequestError(f"image {image_id}: content is not valid base64 ({exc})") from exc
 
-    def check_count(n: int) -> None:
+    def admit(tenant: str, n: int) -> None:
+        """A request of ``n`` radiographs within the limits, and within its tenant's rate,
+        before any model reads it."""
         if n > config.limits.max_images:
             raise RequestTooLargeError(f"{n} images; at most {config.limits.max_images} per request")
+        budgets.charge(tenant, n)
 
     async def claim_and_files(request: Request) -> tuple[Claim, dict[str, bytes]]:
         content_type = request.headers.get("content-type", "")
@@ -321,7 +328,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         claim, files = await claim_and_files(request)
         if claim.tenant != who.tenant:
             raise TenantMismatchError(f"the claim names tenant {claim.tenant!r}; this key belongs to another tenant")
-        check_count(len(files))
+        admit(who.tenant, len(files))
         kinds = {a.radiograph_id: a.kind for a in claim.attachments}
 
         def decide() -> ClaimDecision:  # blocking (models, database): off the event loop
@@ -350,7 +357,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         except json.JSONDecodeError as exc:
             raise FhirError(f"not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
         claim, fhir, files = claim_from_fhir(resource, who.tenant)  # the files as decoded from the resource
-        check_count(len(files))
+        admit(who.tenant, len(files))
         kinds = {a.radiograph_id: a.kind for a in claim.attachments}
 
         def decide() -> dict[str, Any]:
@@ -365,8 +372,8 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
     @app.post("/v1/images:analyze")
     def analyze(body: AnalyzeRequest, x_api_key: str | None = Header(None),
                       authorization: str | None = Header(None)) -> dict[str, Any]:
-        principal(x_api_key, authorization, Permission.VALIDATE)
-        check_count(len(body.images))
+        who = principal(x_api_key, authorization, Permission.VALIDATE)
+        admit(who.tenant, len(body.images))
         analyses = read_files([(i.image_id, b64(i.image_id, i.content_base64), i.kind) for i in body.images])
         return {"images": [a.reading.to_json() for a in analyses]}
 

@@ -26,8 +26,7 @@ from serving.store.database import Store
 NOW = dt.datetime(2026, 5, 1, 9, 0)
 
 
-@pytest.fixture
-def service(tmp_path, models):
+def _service(tmp_path, models, *overrides: str):
     tables = RuleTables.load()
     store = Store.open(f"sqlite:///{tmp_path / 'api.db'}")
     with store.transaction() as session:
@@ -35,9 +34,15 @@ def service(tmp_path, models):
         repository.seed(session, repository.load_seed_file("configs/seed/demo.yaml"), tables.validation.catalogue, NOW)
         keys = {role: create_key(session, tenant="demo", role=role, label="", now=NOW)[1] for role in Role}
         keys["other-tenant"] = create_key(session, tenant="other", role=Role.ADJUDICATOR, label="", now=NOW)[1]
-    config = load_serving_config(overrides=("limits.max_images=2", "limits.max_request_bytes=3000000"))
+    config = load_serving_config(overrides=("limits.max_images=2", "limits.max_request_bytes=3000000", *overrides))
     app = create_app(reader=models, store=store, tables=tables, config=config, clock=lambda: NOW)
-    yield TestClient(app), keys
+    return TestClient(app), keys, store
+
+
+@pytest.fixture
+def service(tmp_path, models):
+    client, keys, store = _service(tmp_path, models)
+    yield client, keys
     store.close()
 
 
@@ -417,3 +422,30 @@ def test_a_recycled_radiograph_is_flagged_on_another_members_claim(service) -> N
     with client.app.state.store.transaction() as session:
         assert repository.fingerprint_candidates(session, other, printed) == ()
         assert {c.claim_id for c in repository.fingerprint_candidates(session, same_tenant, printed)} == {"REC-1", "REC-2"}
+
+
+def test_a_tenant_past_its_rate_is_refused_429_before_the_models_and_others_are_not(tmp_path, models, periapical) -> None:
+    # Two radiographs at once, then one every 1,000 s: the third request waits.
+    client, keys, store = _service(tmp_path, models, "limits.tenant_rate={images_per_s: 0.001, burst: 2}")
+    try:
+        headers = {"X-API-Key": keys[Role.ADJUDICATOR]}
+        for claim_id in ("RATE-1", "RATE-2"):
+            body = {**claim_json([periapical]), "claim_id": claim_id}
+            assert client.post("/v1/claims:validate", json=body, headers=headers).status_code == 200
+        refused = client.post("/v1/claims:validate", json={**claim_json([periapical]), "claim_id": "RATE-3"},
+                              headers=headers)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (429, "rate.limited")
+        assert 990 <= int(refused.headers["retry-after"]) <= 1000
+        assert set(server_timing_ms(refused.headers["server-timing"])) == {"total"}  # no model ran
+        analyze = client.post("/v1/images:analyze", headers=headers, json={"images": [
+            {"image_id": "x", "content_base64": base64.b64encode(periapical[2]).decode()}]})
+        assert analyze.status_code == 429
+        # Another tenant's budget is its own.
+        other = client.post("/v1/claims:validate", json=claim_json([periapical], tenant="other"),
+                            headers={"X-API-Key": keys["other-tenant"]})
+        assert other.status_code == 200, other.text
+        with store.reading() as session:
+            decided = repository.stored_decisions(session, [("demo", f"RATE-{n}", "claim") for n in (1, 2, 3)])
+        assert set(decided) == {("demo", "RATE-1", "claim"), ("demo", "RATE-2", "claim")}  # the refused one left nothing
+    finally:
+        store.close()
