@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, Header
 
+from serving.api.openapi import errors
 from serving.effective_tables import EffectiveTables
 from serving.store import table_versions
 from serving.store.api_keys import Permission, PrincipalOf
@@ -21,14 +22,14 @@ from serving.store.database import Store
 def add_admin_routes(app: FastAPI, *, store: Store, tables: EffectiveTables, now: Callable[[], dt.datetime],
                      principal: PrincipalOf) -> None:
 
-    @app.get("/v1/admin/thresholds")
+    @app.get("/v1/admin/thresholds", responses=errors(401, 403, 503))
     def thresholds(x_api_key: str | None = Header(None), authorization: str | None = Header(None)) -> dict[str, Any]:
         principal(x_api_key, authorization, Permission.ADMINISTER)
         with store.reading() as session:
             versions = table_versions.list_versions(session)
         return {"in_effect": tables.refresh(force=True).validation.thresholds.version, "versions": versions}
 
-    @app.post("/v1/admin/thresholds/{version}/promote")
+    @app.post("/v1/admin/thresholds/{version}/promote", responses=errors(401, 403, 404, 409, 503))
     def promote(version: str, x_api_key: str | None = Header(None),
                 authorization: str | None = Header(None)) -> dict[str, Any]:
         who = principal(x_api_key, authorization, Permission.ADMINISTER)

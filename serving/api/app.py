@@ -44,6 +44,8 @@ from serving.api.admin_routes import add_admin_routes
 from serving.api.appeal_routes import add_appeal_routes
 from serving.api.drift_metrics import DriftCollector
 from serving.api.metrics import ApiMetrics, request_stages, server_timing
+from serving.api.openapi import CLAIM_BODY, FHIR_CLAIM_BODY, FHIR_CLAIM_RESPONSE, errors
+from serving.api.openapi import install as install_openapi
 from serving.api.params import RowId
 from serving.api.review_routes import add_review_routes
 from serving.appeals import AppealError, AppealInputError
@@ -311,7 +313,8 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
                       decode_base64=b64)
     add_admin_routes(app, store=store, tables=live, now=now, principal=principal)
 
-    @app.post("/v1/claims:validate", response_model=ClaimDecision)
+    @app.post("/v1/claims:validate", response_model=ClaimDecision, openapi_extra=CLAIM_BODY,
+              responses=errors(400, 401, 403, 409, 413, 422, 429, 503))
     async def validate(request: Request, x_api_key: str | None = Header(None),
                        authorization: str | None = Header(None),
                        idempotency_key: str | None = Header(None, max_length=128)) -> Response:
@@ -346,7 +349,8 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
 
         return _decision_response(await run_in_threadpool(decide))
 
-    @app.post("/fhir/Claim")
+    @app.post("/fhir/Claim", openapi_extra=FHIR_CLAIM_BODY,
+              responses={**FHIR_CLAIM_RESPONSE, **errors(400, 401, 403, 413, 422, 429, 503)})
     async def fhir_claim(request: Request, x_api_key: str | None = Header(None),
                          authorization: str | None = Header(None)) -> Response:
         from serving.fhir import FhirError, claim_from_fhir, claim_response
@@ -369,7 +373,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         body = await run_in_threadpool(decide)
         return Response(content=json.dumps(body), media_type="application/fhir+json")
 
-    @app.post("/v1/images:analyze")
+    @app.post("/v1/images:analyze", responses=errors(400, 401, 403, 413, 422, 429, 503))
     def analyze(body: AnalyzeRequest, x_api_key: str | None = Header(None),
                       authorization: str | None = Header(None)) -> dict[str, Any]:
         who = principal(x_api_key, authorization, Permission.VALIDATE)
@@ -377,7 +381,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         analyses = read_files([(i.image_id, b64(i.image_id, i.content_base64), i.kind) for i in body.images])
         return {"images": [a.reading.to_json() for a in analyses]}
 
-    @app.get("/v1/decisions/{audit_id}", response_model=ClaimDecision)
+    @app.get("/v1/decisions/{audit_id}", response_model=ClaimDecision, responses=errors(401, 403, 404, 422, 503))
     def decision(audit_id: RowId, x_api_key: str | None = Header(None),
                        authorization: str | None = Header(None)) -> Response:
         who = principal(x_api_key, authorization, Permission.READ_DECISIONS)
@@ -395,12 +399,13 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "not ready: the same body, with what is not"}})
     def readyz() -> JSONResponse:
         models, state = reader.ready(), store.reachable()
         return JSONResponse(status_code=200 if models and state else 503,
                             content={"ready": models and state, "models": models, "store": state})
 
+    install_openapi(app)
     return app
 
 

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from models.detections import ImageReading
 from models.radiographs import RadiographKind
+from serving.api.openapi import errors
 from serving.api.params import RowId
 from serving.appeals import AppealDecision, AppealIn, AppealInputError, appeal, appeal_by_id, appeals_of
 from serving.effective_tables import EffectiveTables
@@ -34,7 +35,8 @@ def add_appeal_routes(app: FastAPI, *, store: Store, config: ServingConfig, tabl
                       now: Callable[[], dt.datetime], principal: PrincipalOf, read_all: ReadAll,
                       decode_base64: Callable[[str, str], bytes]) -> None:
 
-    @app.post("/v1/decisions/{audit_id}/appeals", status_code=201, response_model=AppealDecision)
+    @app.post("/v1/decisions/{audit_id}/appeals", status_code=201, response_model=AppealDecision,
+              responses=errors(400, 401, 403, 404, 409, 413, 422, 503))
     async def submit(audit_id: RowId, body: AppealIn, x_api_key: str | None = Header(None),
                      authorization: str | None = Header(None)) -> JSONResponse:
         who = principal(x_api_key, authorization, Permission.VALIDATE)
@@ -54,13 +56,13 @@ def add_appeal_routes(app: FastAPI, *, store: Store, config: ServingConfig, tabl
         decided = await run_in_threadpool(decide)
         return JSONResponse(status_code=201, content=decided.model_dump(mode="json", exclude_none=True))
 
-    @app.get("/v1/decisions/{audit_id}/appeals")
+    @app.get("/v1/decisions/{audit_id}/appeals", responses=errors(401, 403, 404, 422, 503))
     def listed(audit_id: RowId, x_api_key: str | None = Header(None),
                authorization: str | None = Header(None)) -> dict[str, Any]:
         who = principal(x_api_key, authorization, Permission.READ_DECISIONS)
         return {"audit_id": audit_id, "appeals": appeals_of(store, who.tenant, audit_id)}
 
-    @app.get("/v1/appeals/{appeal_id}", response_model=AppealDecision)
+    @app.get("/v1/appeals/{appeal_id}", response_model=AppealDecision, responses=errors(401, 403, 404, 422, 503))
     def one(appeal_id: RowId, x_api_key: str | None = Header(None),
             authorization: str | None = Header(None)) -> JSONResponse:
         who = principal(x_api_key, authorization, Permission.READ_DECISIONS)

@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from datasets.preview import png_8bit
 from datasets.radiograph import ReaderLimits
 from datasets.readers import read_radiograph
+from serving.api.openapi import errors
 from serving.api.params import STORE_INT_MAX, RowId
 from serving.review.dispositions import DispositionIn
 from serving.service_config import ServingConfig
@@ -40,7 +41,7 @@ def add_review_routes(app: FastAPI, *, store: Store, config: ServingConfig, now:
                       principal: PrincipalOf, limits: ReaderLimits) -> None:
     weights = config.review.priority
 
-    @app.get("/v1/reviews")
+    @app.get("/v1/reviews", responses=errors(401, 403, 422, 503))
     def queue(status: str = Query("open", pattern="^(open|closed)$"), limit: int = Query(50, ge=1, le=500),
               offset: int = Query(0, ge=0, le=STORE_INT_MAX), x_api_key: str | None = Header(None),
               authorization: str | None = Header(None)) -> dict[str, Any]:
@@ -48,14 +49,14 @@ def add_review_routes(app: FastAPI, *, store: Store, config: ServingConfig, now:
         with store.reading() as session:
             return reviews.list_queue(session, who.tenant, now(), weights, status=status, limit=limit, offset=offset)
 
-    @app.get("/v1/reviews/{item_id}")
+    @app.get("/v1/reviews/{item_id}", responses=errors(401, 403, 404, 422, 503))
     def case(item_id: RowId, x_api_key: str | None = Header(None),
              authorization: str | None = Header(None)) -> dict[str, Any]:
         who = principal(x_api_key, authorization, Permission.REVIEW)
         with store.reading() as session:
             return reviews.case_detail(session, who.tenant, item_id, now(), weights)
 
-    @app.get("/v1/reviews/{item_id}/images/{radiograph_id}")
+    @app.get("/v1/reviews/{item_id}/images/{radiograph_id}", responses=errors(401, 403, 404, 422, 503))
     async def image(item_id: RowId, radiograph_id: str, x_api_key: str | None = Header(None),
                     authorization: str | None = Header(None)) -> Response:
         who = principal(x_api_key, authorization, Permission.REVIEW)
@@ -69,7 +70,7 @@ def add_review_routes(app: FastAPI, *, store: Store, config: ServingConfig, now:
         return Response(content=await run_in_threadpool(render), media_type="image/png",
                         headers={"Cache-Control": "private, max-age=3600"})
 
-    @app.get("/v1/reviews/{item_id}/documents/{document_id}")
+    @app.get("/v1/reviews/{item_id}/documents/{document_id}", responses=errors(401, 403, 404, 422, 503))
     def document(item_id: RowId, document_id: RowId, x_api_key: str | None = Header(None),
                  authorization: str | None = Header(None)) -> Response:
         who = principal(x_api_key, authorization, Permission.REVIEW)
@@ -81,7 +82,7 @@ def add_review_routes(app: FastAPI, *, store: Store, config: ServingConfig, now:
                         headers={"Content-Disposition": f'attachment; filename="{safe}"',
                                  "X-Content-Type-Options": "nosniff", "X-Declared-Media-Type": media_type[:100]})
 
-    @app.post("/v1/reviews/{item_id}/disposition", status_code=201)
+    @app.post("/v1/reviews/{item_id}/disposition", status_code=201, responses=errors(401, 403, 404, 409, 413, 422, 503))
     def dispose(item_id: RowId, body: DispositionIn, x_api_key: str | None = Header(None),
                 authorization: str | None = Header(None)) -> JSONResponse:
         who = principal(x_api_key, authorization, Permission.REVIEW)
