@@ -116,20 +116,26 @@ _KEY_BY_ID = select(ApiKeyRow.key_id, ApiKeyRow.tenant, ApiKeyRow.role, ApiKeyRo
                     ApiKeyRow.expires_at).where(ApiKeyRow.key_id == bindparam("key_id"))
 
 
+def _parts(token: str | None) -> tuple[str, str] | None:
+    """(key id, secret) of a token of the form dxv_<id>_<secret>, else None."""
+    match = _TOKEN.match(token.strip()) if token else None
+    return (match.group(1), match.group(2)) if match else None
+
+
 def presented_key_id(token: str | None) -> str | None:
     """The key id part of a token as presented (for the access log of a refused request);
     None when it is not of the form dxv_<id>_<secret>. Never the secret."""
-    match = _TOKEN.match(token.strip()) if token else None
-    return match.group(1) if match else None
+    parts = _parts(token)
+    return parts[0] if parts else None
 
 
 def authenticate(session: Session, token: str | None, now: dt.datetime) -> Principal:
     if not token:
         raise AuthError("an API key is required (header 'X-API-Key' or 'Authorization: Bearer <key>')")
-    match = _TOKEN.match(token.strip())
-    if match is None:
+    parts = _parts(token)
+    if parts is None:
         raise AuthError("the API key is malformed (expected dxv_<id>_<secret>)")
-    key_id, secret = match.groups()
+    key_id, secret = parts
     row = session.connection().execute(_KEY_BY_ID, {"key_id": key_id}).first()
     # Compare against a dummy digest when the id is unknown, so timing does not reveal ids.
     expected = row.secret_sha256 if row is not None else _digest("x" * 43)
