@@ -88,6 +88,7 @@ def register(commands: Any) -> None:
     access.add_argument("--url", default=None)
     access.add_argument("--tenant", default=None)
     access.add_argument("--subject", default=None, help="requests naming this record, e.g. audit_id=7")
+    access.add_argument("--request-id", default=None, help="the request an answer's X-Request-ID names")
     access.add_argument("--since", type=dt.datetime.fromisoformat, default=None, help="ISO time (UTC)")
     access.add_argument("--limit", type=int, default=50, help="at most this many (0: all)")
     access.add_argument("--jsonl", action="store_true", help="one JSON object per line (an export), not a table")
@@ -287,7 +288,7 @@ def _access(args: argparse.Namespace) -> int:
     store = Store.open(args.url)
     with store.reading() as session:
         records = access_records(session, tenant=args.tenant, since=args.since, subject=args.subject,
-                                 limit=args.limit or None)
+                                 request_id=args.request_id, limit=args.limit or None)
     store.close()
     if args.jsonl:  # plain stdout: no console wrapping or markup in an export
         for r in records:
@@ -319,13 +320,18 @@ def _prune_access(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from serving.store import audit
+    from serving.store.access_log import verify_access
     from serving.store.database import Store
 
     store = Store.open(args.url)
     with store.transaction() as session:
-        report = audit.verify(session)
+        report, access = audit.verify(session), verify_access(session)
     store.close()
     if not report.ok:
         raise AuditBrokenError(f"audit trail broken ({report.records} records): " + "; ".join(report.problems))
+    if not access.ok:
+        raise AuditBrokenError(f"access log broken ({access.records} records): " + "; ".join(access.problems))
     _out.print(f"audit trail intact: {report.records} records, hash chain verified")
+    _out.print(f"access log intact: {access.records} records, hash chain verified"
+               + (f" ({access.unchained} written before the chain, not covered)" if access.unchained else ""))
     return 0

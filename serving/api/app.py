@@ -189,12 +189,15 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
             else _route_family(path)
         status = {"code": 500, "started": False}
         spent: dict[str, float] = {}
+        # Ours, never the caller's (a caller's id could carry a member identifier into the log).
+        request_id = uuid.uuid4().hex
 
         async def send_noting_status(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status.update(code=message["status"], started=True)
-                timing = (b"server-timing", server_timing(spent, time.perf_counter() - started))
-                message = {**message, "headers": [*message.get("headers", ()), timing]}
+                message = {**message, "headers": [
+                    *message.get("headers", ()), (b"x-request-id", request_id.encode("ascii")),
+                    (b"server-timing", server_timing(spent, time.perf_counter() - started))]}
             await send(message)
 
         declared = headers.get("content-length")
@@ -209,7 +212,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
                     try:
                         await app(scope, receive, send_noting_status)
                     except Exception as exc:  # a defect, never bad input: answered in the service's shape
-                        failure = _internal_error(exc)
+                        failure = _internal_error(exc, request_id)
                         if not status["started"]:  # else the answer is under way: the client sees it cut
                             await failure(scope, receive, send_noting_status)
         finally:
@@ -222,7 +225,8 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
                 authenticated=caller.get("authenticated", False), method=scope["method"],
                 route=getattr(matched, "path", "(no such route)")[:128],
                 subject=",".join(f"{k}={v}" for k, v in scope.get("path_params", {}).items())[:256],
-                status=int(status["code"]), duration_ms=round((time.perf_counter() - started) * 1000, 3)))
+                status=int(status["code"]), duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                request_id=request_id))
 
     # A plain ASGI middleware: Starlette's BaseHTTPMiddleware (@app.middleware) runs the app
     # in a task of its own and passes every chunk of a request's body through its own
@@ -433,10 +437,10 @@ class _HttpOnly:
         await self.handle(scope, receive, send, self.app)
 
 
-def _internal_error(exc: Exception) -> JSONResponse:
-    """A 500 for an unexpected failure, with an incident id to quote. The log has the
-    exception's type and where it was raised, not its message (which may carry claim data)."""
-    incident = uuid.uuid4().hex[:12]
+def _internal_error(exc: Exception, incident: str) -> JSONResponse:
+    """A 500 for an unexpected failure, with an incident id to quote (the request's id, so
+    the access log finds it too). The log has the exception's type and where it was
+    raised, not its message (which may carry claim data)."""
     log.error("incident %s: %s at\n%s", incident, type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
     return _error(500, "internal", f"the service failed on this request (incident {incident}); retry with the same "
                                    "Idempotency-Key (a claim already decided is not decided twice) and quote the "

@@ -43,13 +43,24 @@ def record_hash(prev_hash: str, seq: int, tenant: str, kind: str, subject: str, 
     return hashlib.sha256("\x1f".join(fields).encode("utf-8")).hexdigest()
 
 
+def lock_head(session: Session, chain: str) -> tuple[int, str]:
+    """The chain's last sequence number and hash, its head row locked until the transaction
+    ends (``SELECT ... FOR UPDATE``; SQLite's writers are one at a time already)."""
+    seq, last = session.connection().execute(_HEAD_FOR_UPDATE, {"of_chain": chain}).one()
+    return int(seq), str(last)
+
+
+def move_head(session: Session, chain: str, seq: int, last_hash: str) -> None:
+    session.connection().execute(_HEAD_MOVED, {"of_chain": chain, "new_seq": seq, "new_hash": last_hash})
+
+
 class ChainWriter:
     """Appends many records in one go: the head is locked once, the hashes are chained in
     memory and the rows go in with one bulk insert (``flush``)."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        self.seq, self.last = session.connection().execute(_HEAD_FOR_UPDATE, {"of_chain": CHAIN}).one()
+        self.seq, self.last = lock_head(session, CHAIN)
         self.rows: list[dict[str, Any]] = []
         self._versions_text: dict[tuple[tuple[str, str], ...], str] = {}  # a batch's records share a few
 
@@ -78,7 +89,7 @@ class ChainWriter:
     def flush(self) -> None:
         if self.rows:
             insert_many(self.session.connection(), cast(Table, AuditRow.__table__), self.rows)
-            self.session.connection().execute(_HEAD_MOVED, {"of_chain": CHAIN, "new_seq": self.seq, "new_hash": self.last})
+            move_head(self.session, CHAIN, self.seq, self.last)
             self.rows = []
         self.session.flush()
 
@@ -87,6 +98,7 @@ class ChainWriter:
 class VerifyReport:
     records: int = 0
     problems: list[str] = field(default_factory=list)
+    unchained: int = 0  # rows from before their table was chained (the access log's before migration 0016)
 
     @property
     def ok(self) -> bool:

@@ -277,7 +277,8 @@ class AccessRow(Base):
     """One request to the service: who (the key, its tenant), what (method, route template,
     the record it named), when, and the answer's status. Nothing of the body and no member
     identifier: ids in a route are the service's own record numbers and radiograph ids.
-    Append-only, written in batches behind the requests (``serving/store/access_log.py``)."""
+    Append-only, written in batches behind the requests, hash-chained
+    (``serving/store/access_log.py``)."""
 
     __tablename__ = "access_log"
     __table_args__ = (Index("ix_access_log_tenant_at", "tenant", "at"),)
@@ -291,6 +292,10 @@ class AccessRow(Base):
     subject: Mapped[str] = mapped_column(String(256), default="")  # the route's parameters, e.g. audit_id=7
     status: Mapped[int] = mapped_column(Integer)
     duration_ms: Mapped[float] = mapped_column(Float)
+    request_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)  # the answer's X-Request-ID
+    # Chained like the audit trail (chain "access"); null on rows from before migration 0016.
+    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class IdempotencyRow(Base):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 
 import pytest
+from sqlalchemy import select
 
 from serving.store.access_log import AccessLogWriter, AccessRecord, access_records
 from serving.store.api_keys import Role
@@ -38,7 +40,11 @@ def test_every_data_request_is_logged_with_its_caller_route_and_status(service, 
     client.post("/v1/claims:validate", content=b"{" + b" " * 3_100_000 + b"}",
                 headers={**adjudicator, "Content-Type": "application/json"})  # too large: refused before reading
 
-    rows = [(r.method, r.route, r.subject, r.status, r.key_id, r.tenant, r.authenticated) for r in _records(client)]
+    records = _records(client)
+    rows = [(r.method, r.route, r.subject, r.status, r.key_id, r.tenant, r.authenticated) for r in records]
+    # Each answer's X-Request-ID finds its record (a support case quotes it).
+    assert records[0].request_id == made.headers["x-request-id"] and len(made.headers["x-request-id"]) == 32
+    assert len({r.request_id for r in records}) == len(records)
     adjudicator_id = keys[Role.ADJUDICATOR].split("_")[1]
     other_id = keys["other-tenant"].split("_")[1]
     assert rows == [
@@ -170,7 +176,7 @@ def test_dxv_audit_prune_access_and_export(tmp_path, capsys) -> None:
     assert [e["subject"] for e in exported] == ["audit_id=2", "audit_id=1", "audit_id=0"]
     assert exported[1] == {"at": made[1].at.isoformat(), "tenant": "t", "key_id": "key00001", "authenticated": True,
                            "method": "GET", "route": "/v1/decisions/{audit_id}", "subject": "audit_id=1",
-                           "status": 200, "duration_ms": 1.5}
+                           "status": 200, "duration_ms": 1.5, "request_id": None}
     before = (now - dt.timedelta(days=15)).isoformat()
     assert main(["audit", "prune-access", "--url", url, "--before", before]) == 0
     assert "1 record(s)" in capsys.readouterr().out
@@ -181,3 +187,124 @@ def test_dxv_audit_prune_access_and_export(tmp_path, capsys) -> None:
     for refused in (["--keep-days", "0"], []):  # no cutoff of zero days; a cutoff is required
         with pytest.raises(SystemExit):
             main(["audit", "prune-access", "--url", url, *refused])
+
+
+def _chained(store, count: int, start: int = 0) -> None:
+    writer = AccessLogWriter(store, interval_s=3600, max_batch=7)  # several batches, each locking the head
+    for number in range(start, start + count):
+        writer.add(_record(number))
+    writer.close()
+
+
+def test_the_access_log_is_a_hash_chain_that_shows_an_edit_a_deletion_and_a_cut_end(store) -> None:
+    from sqlalchemy import delete, update
+
+    from serving.store.access_log import verify_access
+    from serving.store.schema import AccessRow
+
+    _chained(store, 20)
+    with store.reading() as session:
+        report = verify_access(session)
+    assert report.ok and report.records == 20, report.problems
+    with store.reading() as session:
+        ids = sorted(session.execute(select(AccessRow.id)).scalars())
+    for tamper, expected in [
+        (update(AccessRow).where(AccessRow.id == ids[5]).values(status=404), f"access record {ids[5]} was edited"),
+        (delete(AccessRow).where(AccessRow.id == ids[9]), f"access records {ids[9]}..{ids[9]} are missing"),
+        (delete(AccessRow).where(AccessRow.id == ids[-1]), "records at the end were deleted"),
+    ]:
+        with store.transaction() as session:
+            session.execute(tamper)
+        with store.reading() as session:
+            problems = " | ".join(verify_access(session).problems)
+        assert expected in problems, problems
+
+
+def test_pruning_keeps_the_rest_of_the_chain_verifiable(store) -> None:
+    from serving.store.access_log import prune_access_log, verify_access
+
+    _chained(store, 30)
+    assert prune_access_log(store, dt.datetime(2026, 12, 7, 9, 0, 12), batch=5) == 12
+    _chained(store, 3, start=50)  # and the chain goes on after the anchor
+    with store.reading() as session:
+        report = verify_access(session)
+        assert report.ok and report.records == 21, report.problems
+        assert min(r.subject for r in access_records(session, limit=None)) >= "audit_id=12"
+
+
+def test_concurrent_writers_keep_one_unbroken_chain(store_url) -> None:
+    """Two writers (two replicas) appending at once, each batch locking the chain head."""
+    import threading
+
+    from serving.store.access_log import verify_access
+
+    stores = [Store.open(store_url) for _ in range(2)]
+    try:
+        writers = [threading.Thread(target=_chained, args=(s, 30, 30 * k)) for k, s in enumerate(stores)]
+        for w in writers:
+            w.start()
+        for w in writers:
+            w.join()
+        with stores[0].reading() as session:
+            report = verify_access(session)
+        assert report.ok and report.records == 60, report.problems
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_migration_0016_leaves_earlier_records_unchained_and_the_chain_starts_after_them(store_url) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from serving.store.access_log import verify_access
+    from serving.store.database import alembic_config, upgrade
+
+    upgrade(store_url, "0015")
+    engine = Store.open(store_url, migrate=False).engine
+    with engine.begin() as connection:
+        for number in range(3):
+            connection.execute(text(
+                "INSERT INTO access_log (at, tenant, key_id, authenticated, method, route, subject, status, duration_ms) "
+                "VALUES (:at, 't', 'k', true, 'GET', '/v1/decisions/{audit_id}', :subject, 200, 1.0)"),
+                {"at": dt.datetime(2026, 12, 1, 9, 0, number), "subject": f"audit_id={number}"})
+    engine.dispose()
+    upgrade(store_url)
+    store = Store.open(store_url)
+    try:
+        _chained(store, 5, start=10)
+        with store.reading() as session:
+            report = verify_access(session)
+            assert report.ok and (report.records, report.unchained) == (5, 3), report.problems
+            assert len(access_records(session, limit=None)) == 8
+    finally:
+        store.close()
+    command.downgrade(alembic_config(store_url), "0015")
+    engine = Store.open(store_url, migrate=False).engine
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM access_log")).scalar_one() == 8
+        assert connection.execute(text("SELECT count(*) FROM audit_head WHERE chain = 'access'")).scalar_one() == 0
+    engine.dispose()
+
+
+def test_dxv_audit_verify_covers_the_access_log_and_a_request_is_found_by_its_id(tmp_path, capsys) -> None:
+    from sqlalchemy import update
+
+    from serving.cli import main
+    from serving.store.schema import AccessRow
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = Store.open(url)
+    writer = AccessLogWriter(store, interval_s=3600)
+    for number in range(4):
+        writer.add(dataclasses.replace(_record(number), request_id=f"req{number:029d}"))
+    writer.close()
+    assert main(["audit", "verify", "--url", url]) == 0
+    assert "access log intact: 4 records" in capsys.readouterr().out
+    assert main(["audit", "access", "--url", url, "--request-id", f"req{2:029d}", "--jsonl"]) == 0
+    found = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["subject"] for r in found] == ["audit_id=2"]
+    with store.transaction() as session:
+        session.execute(update(AccessRow).where(AccessRow.subject == "audit_id=1").values(route="/v1/other"))
+    store.close()
+    assert main(["audit", "verify", "--url", url]) != 0

@@ -275,7 +275,8 @@ def test_an_unexpected_failure_is_a_500_in_the_service_shape_with_an_incident_an
     answer = client.post("/v1/claims:validate", json=claim_json([periapical]), headers={"X-API-Key": keys[Role.ADJUDICATOR]})
     assert answer.status_code == 500 and answer.json()["error"]["code"] == "internal"
     incident = answer.json()["error"]["message"].split("incident ")[1].split(")")[0]
-    assert len(incident) == 12 and f"incident {incident}: RuntimeError" in caplog.text
+    # The incident is the request's id: in the answer's header, the log line and the access log.
+    assert incident == answer.headers["x-request-id"] and f"incident {incident}: RuntimeError" in caplog.text
     assert "MBR-0001" not in caplog.text and "MBR-0001" not in answer.text
     assert client.get("/healthz").status_code == 200  # and the app goes on
 
