@@ -88,7 +88,9 @@ def _matched_share(a, b) -> float:
 
 def test_the_int8_copy_reads_like_the_float_file():
     """At the operating point both files find the same findings (a few may cross a
-    threshold); the README gives the AP either way."""
+    threshold); the README gives the AP either way. On an x86 CPU without VNNI, ONNX
+    Runtime's uint8 x int8 kernels saturate and the copy loses a few more (0.87 of the
+    float file's findings on an AVX2-only EPYC): there ``auto`` must read in float."""
     int8 = DentalReader.from_directory(SHIPPED_DIR, providers=CPU, precision="int8", threads=2)
     float32 = DentalReader.from_directory(SHIPPED_DIR, providers=CPU, precision="fp32", threads=2)
     a, b = [], []
@@ -99,7 +101,12 @@ def test_the_int8_copy_reads_like_the_float_file():
         a += float32.read("x", image, sample.kind).findings
         b += int8.read("x", image, sample.kind).findings
     assert len(a) >= 15
-    assert _matched_share(a, b) >= 0.9 and _matched_share(b, a) >= 0.9
+    if inference.cpu_multiplies_int8_exactly():
+        assert _matched_share(a, b) >= 0.9 and _matched_share(b, a) >= 0.9
+    else:
+        assert _matched_share(a, b) >= 0.75 and _matched_share(b, a) >= 0.75  # the same model, saturated
+        chosen = DentalReader.from_directory(SHIPPED_DIR, providers=CPU, threads=2).model_versions()
+        assert not any(version.endswith("+int8") for _, version in chosen)
     assert [f.score for f in a] != [f.score for f in b], "the two readings are not the same file's"
 
 
