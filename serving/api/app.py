@@ -148,10 +148,10 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
     async def _dxv_error(_: Request, exc: DxvError) -> JSONResponse:
         status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 400)
         response = _error(status, exc.code, exc.message)
-        if status == 503:  # a moment's unavailability: the caller retries
-            response.headers["Retry-After"] = "1"
-        elif isinstance(exc, RateLimitedError):
-            response.headers["Retry-After"] = retry_after_header(exc.retry_after_s)
+        # A moment's unavailability (503) or a rate spent (429, which says for how long): the caller retries.
+        retry_after_s = getattr(exc, "retry_after_s", 1.0 if status == 503 else None)
+        if retry_after_s is not None:
+            response.headers["Retry-After"] = retry_after_header(retry_after_s)
         return response
 
     @app.exception_handler(StarletteHTTPException)
