@@ -20,12 +20,14 @@ import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import cast
 
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.orm import Session
 
 from models.detections import ImageReading
 from serving import outbox
@@ -41,7 +43,7 @@ from serving.rules.ledger import Balance, apportion, buckets_drawn_on
 from serving.rules.preauthorization import check_preauthorization
 from serving.rules.preexisting import check_preexisting
 from serving.rules.provider import check_provider
-from serving.rules.recycled import ImagePrint, check_recycled, find_matches
+from serving.rules.recycled import ImageMatch, ImagePrint, StoredPrint, check_recycled, find_matches
 from serving.rules.tables import RULES_DIR, BundleLibrary, FrequencyTable, load_bundles, load_frequency
 from serving.rules.unbundling import check_unbundling
 from serving.service_config import ServingConfig, Webhook
@@ -222,38 +224,98 @@ def decide_lines(claim: Claim, validated: tuple[LineDecision, ...], member: Memb
 Readings = Mapping[str, ImageReading] | tuple[ImageReading, ...]
 
 
-def recycled_hits(store: Store, claims: list[Claim], prints: list[tuple[ImagePrint, ...]]) -> list[tuple[RuleHit, ...]]:
-    """The recycled-radiograph hit of each claim that has radiographs (none for one
+@dataclass(frozen=True)
+class RecycledSearch:
+    """What a claim's radiographs matched among the tenant's earlier ones, as far as the
+    store went when the search ran: ``seen_through`` is the highest fingerprint row id it
+    considered, per kind (the radiographs stored since are compared where the claim is
+    decided)."""
+
+    prints: tuple[ImagePrint, ...]
+    matches: tuple[ImageMatch, ...]
+    seen_through: Mapping[str, int]
+
+
+def search_recycled(store: Store, claims: Sequence[Claim], prints: Sequence[tuple[ImagePrint, ...]]
+                    ) -> list[RecycledSearch | None]:
+    """The recycled-radiograph search of each claim that has radiographs (None for one
     without): candidates read in one short read-only transaction (it neither takes nor
     waits for the write lock), compared outside it."""
     if not any(prints):
-        return [() for _ in claims]
+        return [None for _ in claims]
     with store.reading() as session:
-        candidates = [repository.fingerprint_candidates(session, c, p, store.likeness) if p else ()
-                      for c, p in zip(claims, prints, strict=True)]
-    return [(check_recycled(c.date_of_service, find_matches(p, found)),) if p else ()
-            for c, p, found in zip(claims, prints, candidates, strict=True)]
+        found: list[tuple[dict[str, int], tuple[StoredPrint, ...]] | None] = []
+        for claim, printed in zip(claims, prints, strict=True):
+            if not printed:
+                found.append(None)
+                continue
+            # How far the store goes, read first: a radiograph committed meanwhile is left to the catch-up.
+            through = repository.last_fingerprint_ids(session, claim.tenant, sorted({p.kind for p in printed}))
+            found.append((through, repository.fingerprint_candidates(session, claim, printed, store.likeness, through)))
+    return [RecycledSearch(printed, find_matches(printed, read[1]), read[0]) if read is not None else None
+            for printed, read in zip(prints, found, strict=True)]
+
+
+def recycled_hits(store: Store, claims: list[Claim], prints: list[tuple[ImagePrint, ...]]) -> list[tuple[RuleHit, ...]]:
+    """The recycled-radiograph hit of each claim that has radiographs (none for one
+    without), from the search alone (``search_recycled``)."""
+    return [(check_recycled(c.date_of_service, found.matches),) if found is not None else ()
+            for c, found in zip(claims, search_recycled(store, claims, prints), strict=True)]
+
+
+def _recycled_hit(session: Session, claim: Claim, search: RecycledSearch | None) -> tuple[RuleHit, ...]:
+    """The claim's recycled-radiograph hit where it is decided (the write lock held): the
+    search's matches and those among the radiographs stored since it ran (another claim
+    decided meanwhile, an earlier claim of the same batch), so that two claims carrying one
+    radiograph never both pass because each was searched before the other was stored."""
+    if search is None:
+        return ()
+    later = find_matches(search.prints, repository.fingerprints_after(session, claim, search.seen_through))
+    return (check_recycled(claim.date_of_service, search.matches + later),)
+
+
+class SearchAhead:
+    """A claim's recycled-radiograph search started as soon as its fingerprints are known
+    (``start``, given to a reader as ``on_printed``: where the models read in this process,
+    before they do), on ``executor``: its store read and comparisons run while the models
+    read instead of after them. ``result`` waits for it; None where it never started (the
+    models in another process) or started for other radiographs."""
+
+    def __init__(self, store: Store, claim: Claim, executor: Executor) -> None:
+        self.store, self.claim, self.executor = store, claim, executor
+        self._started: tuple[tuple[ImagePrint, ...], Future[list[RecycledSearch | None]]] | None = None
+
+    def start(self, prints: tuple[ImagePrint, ...]) -> None:
+        self._started = prints, self.executor.submit(search_recycled, self.store, [self.claim], [prints])
+
+    def result(self, prints: tuple[ImagePrint, ...]) -> RecycledSearch | None:
+        if self._started is None or self._started[0] != prints:
+            return None
+        return self._started[1].result()[0]
 
 
 def adjudicate(claim: Claim, readings: Readings, store: Store, tables: RuleTables, *, now: dt.datetime,
                actor: str = "system", webhooks: tuple[Webhook, ...] = (),
                prints: tuple[ImagePrint, ...] = (), files: Mapping[str, bytes] | None = None,
-               review: ReviewPriority | None = None) -> ClaimDecision:
+               review: ReviewPriority | None = None, searched: RecycledSearch | None = None) -> ClaimDecision:
     return adjudicate_batch([(claim, readings)], store, tables, now=now, actor=actor, webhooks=webhooks,
-                            prints=[prints], files=[files or {}], review=review)[0]
+                            prints=[prints], files=[files or {}], review=review, searched=[searched])[0]
 
 
 def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: RuleTables, *, now: dt.datetime,
                      actor: str = "system", webhooks: tuple[Webhook, ...] = (),
                      prints: Sequence[tuple[ImagePrint, ...]] | None = None,
                      files: Sequence[Mapping[str, bytes]] | None = None,
-                     review: ReviewPriority | None = None) -> list[ClaimDecision]:
+                     review: ReviewPriority | None = None,
+                     searched: Sequence[RecycledSearch | None] | None = None) -> list[ClaimDecision]:
     """Decide many claims in one transaction, in order (a later claim of the same member
     sees the lines and balances of the earlier ones). The validation layer runs first,
     outside the lock; snapshots are loaded, and decisions written, in bulk. ``prints``
     (one tuple per claim) are the radiographs' fingerprints: compared with the tenant's
     earlier radiographs (recycled images) before the lock is taken, since the comparison
-    is the costly part, and stored with the decision. ``files`` (one mapping of radiograph
+    is the costly part (``searched``: a claim's search already made for these prints, e.g.
+    while the models read; the others are searched here), and stored with the decision;
+    the radiographs stored since a search are compared under the lock. ``files`` (one mapping of radiograph
     id -> file as received per claim) are kept for claims a person may look at; lines
     that need review go to the tenant's queue, ordered by ``review`` priorities."""
     weights = review or ReviewPriority()
@@ -262,7 +324,12 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
         images = tuple(readings.values()) if isinstance(readings, Mapping) else tuple(readings)
         prepared.append((claim, images, validate_claim(claim, images, tables.validation)))
     printed: list[tuple[ImagePrint, ...]] = list(prints) if prints else [() for _ in items]
-    recycled = recycled_hits(store, [c for c, _, _ in prepared], printed)
+    searches = [s if s is not None and s.prints == p else None
+                for s, p in zip(searched or [None] * len(items), printed, strict=True)]
+    todo = [i for i, (s, p) in enumerate(zip(searches, printed, strict=True)) if s is None and p]
+    for i, found in zip(todo, search_recycled(store, [prepared[i][0] for i in todo], [printed[i] for i in todo]),
+                        strict=True):
+        searches[i] = found
     results: list[ClaimDecision] = []
     with store.transaction() as session, session.no_autoflush:
         member_ids = [c.member.member_id for c, _, _ in prepared]
@@ -307,8 +374,8 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
                 versions[f"plan:{member.plan_id}"] = plan.version
                 ledger = ledgers[(member.member_id, member.plan_id, year_start)]
                 outcome = decide_lines(claim, validation.lines, member, plan, standings[claim.provider.provider_id],
-                                       repository.balances_of(ledger), year_start, tables, recycled[index],
-                                       current=current)
+                                       repository.balances_of(ledger), year_start, tables,
+                                       _recycled_hit(session, claim, searches[index]), current=current)
                 decided = outcome.lines
                 if claim.mode != "preauthorization":
                     for line_id, consumed in outcome.consumed.items():

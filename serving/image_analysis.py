@@ -10,6 +10,7 @@ one bad image must not fail the other requests batched with it."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,14 +46,19 @@ class ImageAnalysisRefused:
     error: DxvError
 
 
-def analyze_files(models: Any, files: list[tuple[str, bytes, RadiographKind | None, ReaderLimits]]
-                  ) -> list[ImageAnalysis | ImageAnalysisRefused]:
+PrintsCallback = Callable[[tuple[ImagePrint, ...]], None]
+
+
+def analyze_files(models: Any, files: list[tuple[str, bytes, RadiographKind | None, ReaderLimits]],
+                  on_printed: PrintsCallback | None = None) -> list[ImageAnalysis | ImageAnalysisRefused]:
     """Each file (id, bytes, kind, limits) decoded and fingerprinted, then the decoded ones
     read together (``models.read_many``: each model's inputs of one shape as one batch, a
     GPU's pace; each reading the one the image gets alone). A file that cannot be read is
     refused on its own. ``models`` is a ``models.inference.DentalReader``; every detection
     above the candidate threshold is kept, because the validation layer applies its own
-    bands. An image's ``models_s`` is its share of the batch's time."""
+    bands. An image's ``models_s`` is its share of the batch's time. ``on_printed`` is
+    called with the fingerprints, in the files' order, before the models read, when every
+    file decoded (work that needs only them can run beside the models)."""
     out: list[ImageAnalysis | ImageAnalysisRefused | None] = [None] * len(files)
     decoded = []
     for index, (image_id, data, kind, limits) in enumerate(files):
@@ -67,6 +73,8 @@ def analyze_files(models: Any, files: list[tuple[str, bytes, RadiographKind | No
         decoded.append((index, image_id, radiograph.pixels_unit, chosen, printed, time.perf_counter() - start))
     if not decoded:
         return [o for o in out if o is not None]
+    if on_printed is not None and len(decoded) == len(files):
+        on_printed(tuple(printed for _, _, _, _, printed, _ in decoded))
     start = time.perf_counter()
     try:
         readings = models.read_many([(image_id, pixels, kind) for _, image_id, pixels, kind, _, _ in decoded],

@@ -209,7 +209,10 @@ class HandleReader:
     def __init__(self, handle: Any) -> None:
         self.handle = handle
 
-    def analyze(self, files: list[tuple[str, bytes, RadiographKind | None]], limits: Any) -> list[Any]:
+    def analyze(self, files: list[tuple[str, bytes, RadiographKind | None]], limits: Any, on_printed: Any = None
+                ) -> list[Any]:
+        """``on_printed`` is never called: the fingerprints come back with the readings (the
+        files are decoded where the models are), and the caller does that work after."""
         from ray.exceptions import RayActorError
         from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 

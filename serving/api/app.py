@@ -20,6 +20,7 @@ import time
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import Any, Protocol
 
@@ -39,7 +40,7 @@ from datasets.radiograph import ReaderLimits
 from models.detections import ImageReading
 from models.errors import DxvError
 from models.radiographs import RadiographKind
-from serving.adjudication import ClaimDecision, RuleTables, adjudicate
+from serving.adjudication import ClaimDecision, RuleTables, SearchAhead, adjudicate
 from serving.api.admin_routes import add_admin_routes
 from serving.api.appeal_routes import add_appeal_routes
 from serving.api.drift_metrics import DriftCollector
@@ -51,7 +52,13 @@ from serving.api.review_routes import add_review_routes
 from serving.appeals import AppealError, AppealInputError
 from serving.claims import Claim, InvalidClaimError, claim_from_json
 from serving.effective_tables import EffectiveTables
-from serving.image_analysis import ImageAnalysis, ModelsUnavailableError, analyze_files, raise_if_refused
+from serving.image_analysis import (
+    ImageAnalysis,
+    ModelsUnavailableError,
+    PrintsCallback,
+    analyze_files,
+    raise_if_refused,
+)
 from serving.rate_limits import RateLimitedError, TenantBudgets, retry_after_header
 from serving.review.dispositions import DispositionError
 from serving.rules.recycled import ImagePrint
@@ -99,8 +106,11 @@ class Reader(Protocol):
     reading and fingerprint for each out, in order; a file that cannot be read raises its
     ``DxvError``."""
 
-    def analyze(self, files: list[tuple[str, bytes, RadiographKind | None]], limits: ReaderLimits
-                ) -> list[ImageAnalysis]: ...
+    def analyze(self, files: list[tuple[str, bytes, RadiographKind | None]], limits: ReaderLimits,
+                on_printed: PrintsCallback | None = None) -> list[ImageAnalysis]:
+        """``on_printed``: called with the files' fingerprints before the models read them,
+        where the models read in this process (else never)."""
+        ...
 
     def ready(self) -> bool: ...
 
@@ -127,10 +137,15 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
                clock: Callable[[], dt.datetime] | None = None) -> FastAPI:
     access_log = AccessLogWriter(store)
 
+    # Work a claim starts beside the models (its recycled-radiograph search): a pool of its
+    # own, so that it never waits behind the requests' own threads.
+    side_work = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dxv-side")
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         access_log.close()  # what is queued is written before the replica goes
+        side_work.shutdown(wait=False)
 
     app = FastAPI(title="Dental radiograph validation", version="1.0", lifespan=lifespan,
                   description="Checks dental claim lines against the radiographs sent with them.")
@@ -252,10 +267,11 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
 
     add_review_routes(app, store=store, config=config, now=now, principal=principal, limits=limits)
 
-    def read_files(files: list[tuple[str, bytes, RadiographKind | None]]) -> list[ImageAnalysis]:
+    def read_files(files: list[tuple[str, bytes, RadiographKind | None]], on_printed: PrintsCallback | None = None
+                   ) -> list[ImageAnalysis]:
         """Every file of a request, sent together (one trip to the model replica)."""
         start = time.perf_counter()
-        analyses = reader.analyze(files, limits)
+        analyses = reader.analyze(files, limits, on_printed)
         # Decoding and the models run where the models are; what is left of the wall time
         # is getting the files there and the readings back.
         busy = 0.0
@@ -269,10 +285,23 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
             metrics.observe("model_transport", max(time.perf_counter() - start - busy, 0.0))
         return analyses
 
-    def read_all(files: dict[str, bytes], kinds: dict[str, RadiographKind | None]
-                 ) -> tuple[dict[str, ImageReading], tuple[ImagePrint, ...]]:
-        analyses = read_files([(rid, data, kinds.get(rid)) for rid, data in files.items()])
+    def read_all(files: dict[str, bytes], kinds: dict[str, RadiographKind | None],
+                 on_printed: PrintsCallback | None = None) -> tuple[dict[str, ImageReading], tuple[ImagePrint, ...]]:
+        analyses = read_files([(rid, data, kinds.get(rid)) for rid, data in files.items()], on_printed)
         return {a.reading.image_id: a.reading for a in analyses}, tuple(a.printed for a in analyses)
+
+    def read_and_decide(claim: Claim, files: dict[str, bytes], actor: str) -> ClaimDecision:
+        """The claim's radiographs read and the claim decided (blocking: models, database). The
+        recycled-radiograph search starts once the radiographs are fingerprinted and runs
+        while the models read them (where they read in this process)."""
+        search = SearchAhead(store, claim, side_work)
+        readings, prints = read_all(files, {a.radiograph_id: a.kind for a in claim.attachments}, search.start)
+        with metrics.stage("adjudication"):
+            decided = adjudicate(claim, readings, store, live.current(), now=now(), actor=actor, webhooks=config.webhooks,
+                                 prints=prints, files=files, review=config.review.priority, searched=search.result(prints))
+        for line in decided.lines:
+            metrics.decisions.labels(action=line.action.value).inc()
+        return decided
 
     def b64(image_id: str, text: str) -> bytes:
         try:
@@ -336,15 +365,9 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         if claim.tenant != who.tenant:
             raise TenantMismatchError(f"the claim names tenant {claim.tenant!r}; this key belongs to another tenant")
         admit(who.tenant, len(files))
-        kinds = {a.radiograph_id: a.kind for a in claim.attachments}
 
         def decide() -> ClaimDecision:  # blocking (models, database): off the event loop
-            readings, prints = read_all(files, kinds)
-            with metrics.stage("adjudication"):
-                decided = adjudicate(claim, readings, store, live.current(), now=now(), actor=who.key_id,
-                                     webhooks=config.webhooks, prints=prints, files=files, review=config.review.priority)
-            for line in decided.lines:
-                metrics.decisions.labels(action=line.action.value).inc()
+            decided = read_and_decide(claim, files, who.key_id)
             if idempotency_key:
                 with store.transaction() as session:
                     repository.remember_idempotency(session, who.tenant, idempotency_key, body_digest, decided.audit_id,
@@ -366,13 +389,9 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
             raise FhirError(f"not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
         claim, fhir, files = claim_from_fhir(resource, who.tenant)  # the files as decoded from the resource
         admit(who.tenant, len(files))
-        kinds = {a.radiograph_id: a.kind for a in claim.attachments}
 
         def decide() -> dict[str, Any]:
-            readings, prints = read_all(files, kinds)
-            decided = adjudicate(claim, readings, store, live.current(), now=now(), actor=who.key_id, webhooks=config.webhooks,
-                                 prints=prints, files=files, review=config.review.priority)
-            return claim_response(decided, fhir, now())
+            return claim_response(read_and_decide(claim, files, who.key_id), fhir, now())
 
         body = await run_in_threadpool(decide)
         return Response(content=json.dumps(body), media_type="application/fhir+json")
@@ -479,11 +498,12 @@ class ModelReader:
     def __init__(self, models: Any) -> None:  # a models.inference.DentalReader
         self.models = models
 
-    def analyze(self, files: list[tuple[str, bytes, RadiographKind | None]], limits: ReaderLimits
-                ) -> list[ImageAnalysis]:
+    def analyze(self, files: list[tuple[str, bytes, RadiographKind | None]], limits: ReaderLimits,
+                on_printed: PrintsCallback | None = None) -> list[ImageAnalysis]:
         # A request's radiographs read together, as a model replica reads a batch.
         return [raise_if_refused(a) for a in analyze_files(self.models, [(image_id, data, kind, limits)
-                                                                           for image_id, data, kind in files])]
+                                                                           for image_id, data, kind in files],
+                                                           on_printed)]
 
     def ready(self) -> bool:
         return bool(self.models.ready())

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from pydantic import Field
-from sqlalchemy import Float, Table, bindparam, func, select, type_coerce, union_all, update
+from sqlalchemy import BigInteger, Float, Table, bindparam, func, select, type_coerce, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -643,28 +643,49 @@ def _candidate_statement() -> Any:
     round trip instead of three; building the statements per claim and adapting
     SQLAlchemy's cached compiled form to each new object took about 1 ms of a claim's
     2.4 ms lookup)."""
-    f = FingerprintRow
-    columns = (f.id, f.claim_id, f.mode, f.radiograph_id, f.kind, f.member_id, f.date_of_service, f.thumb, f.coarse)
-    scope = (f.tenant == bindparam("tenant"), f.kind == bindparam("kind"),
-             ~((f.claim_id == bindparam("claim_id")) & (f.mode == bindparam("mode"))))
-    latest = select(*columns).where(*scope).order_by(f.id.desc())
+    scope = (*_OTHER_CLAIMS_OF_KIND, _f.id <= bindparam("through", type_=BigInteger))
+    latest = select(*_PRINT_COLUMNS).where(*scope).order_by(_f.id.desc())
     # Each part with its own order and limit is a subquery (SQLite refuses them in a bare compound select).
-    same_member = latest.where(f.member_id == bindparam("member_id")).limit(CANDIDATES_SAME_MEMBER).subquery()
-    same_provider = latest.where(f.provider_id == bindparam("provider_id")).limit(CANDIDATES_SAME_PROVIDER).subquery()
+    same_member = latest.where(_f.member_id == bindparam("member_id")).limit(CANDIDATES_SAME_MEMBER).subquery()
+    same_provider = latest.where(_f.provider_id == bindparam("provider_id")).limit(CANDIDATES_SAME_PROVIDER).subquery()
     return union_all(select(same_member), select(same_provider),
-                     select(*columns).where(f.id.in_(bindparam("ids", expanding=True))))
+                     select(*_PRINT_COLUMNS).where(_f.id.in_(bindparam("ids", expanding=True)), *scope))
 
 
+_f = FingerprintRow
+_PRINT_COLUMNS = (_f.id, _f.claim_id, _f.mode, _f.radiograph_id, _f.kind, _f.member_id, _f.date_of_service, _f.thumb,
+                  _f.coarse)
+# The tenant's radiographs of a kind, but for those of the claim being decided (its earlier submission).
+_OTHER_CLAIMS_OF_KIND = (_f.tenant == bindparam("tenant"), _f.kind == bindparam("kind"),
+                         ~((_f.claim_id == bindparam("claim_id")) & (_f.mode == bindparam("mode"))))
 _CANDIDATES = _candidate_statement()
+_LAST_ID = select(func.max(_f.id)).where(_f.tenant == bindparam("tenant"), _f.kind == bindparam("kind"))
+_STORED_AFTER = select(*_PRINT_COLUMNS).where(*_OTHER_CLAIMS_OF_KIND, _f.id > bindparam("after", type_=BigInteger)).order_by(
+    _f.id.desc()).limit(bindparam("limit"))
+# The most radiographs compared in full when a claim is decided (``fingerprints_after``): far
+# more than are stored while one claim is read, even on a GPU under load.
+CATCH_UP_LIMIT = 512
+NO_ROW_ID_LIMIT = 2**63 - 1
+
+
+def last_fingerprint_ids(session: Session, tenant: str, kinds: Sequence[str]) -> dict[str, int]:
+    """The highest row id of the tenant's stored radiographs of each kind (0: none yet): how
+    far a recycled-image search went (``fingerprint_candidates(through=...)``), so that the
+    radiographs stored after it can be compared when the claim is decided
+    (``fingerprints_after``)."""
+    db = session.connection()
+    return {kind: int(db.execute(_LAST_ID, {"tenant": tenant, "kind": kind}).scalar() or 0) for kind in kinds}
 
 
 def fingerprint_candidates(session: Session, claim: Claim, prints: tuple[ImagePrint, ...],
-                           pools: LikenessPools | None = None) -> tuple[StoredPrint, ...]:
+                           pools: LikenessPools | None = None,
+                           through: Mapping[str, int] | None = None) -> tuple[StoredPrint, ...]:
     """Earlier radiographs worth comparing in full with this claim's: the member's latest,
     the provider's latest, and the tenant's closest by coarse likeness (an image recycled
     by another provider for another member). Never the claim's own earlier submission.
     ``pools``: the process's likeness pools (``Store.likeness``); without, the pool is read
-    whole."""
+    whole. ``through``: per kind, the highest row id considered (``last_fingerprint_ids``,
+    read first: rows committed meanwhile are left to ``fingerprints_after``)."""
     if not prints:
         return ()
     db = session.connection()
@@ -676,12 +697,30 @@ def fingerprint_candidates(session: Session, claim: Claim, prints: tuple[ImagePr
                           for i in pool.closest(image.fingerprint, CANDIDATES_BY_LIKENESS, excluding=own)})
         for row in db.execute(_CANDIDATES, {"tenant": claim.tenant, "kind": kind, "claim_id": claim.claim_id,
                                             "mode": claim.mode, "member_id": claim.member.member_id,
-                                            "provider_id": claim.provider.provider_id, "ids": closest}):
+                                            "provider_id": claim.provider.provider_id, "ids": closest,
+                                            "through": (through or {}).get(kind, NO_ROW_ID_LIMIT)}):
             found[row.id] = row  # a row in more than one part once
+    return _stored_prints(claim, found.values())
+
+
+def fingerprints_after(session: Session, claim: Claim, after: Mapping[str, int]) -> tuple[StoredPrint, ...]:
+    """The tenant's radiographs of each kind in ``after`` stored since a search saw the row
+    id given (all of them, not a selection: a claim decided while this one was read, the
+    newest ``CATCH_UP_LIMIT`` of a kind at most); never the claim's own earlier submission.
+    Read where the claim is decided, so that two claims carrying one radiograph, read at the
+    same time, cannot both miss the other's."""
+    db = session.connection()
+    found = [row for kind, last in sorted(after.items())
+             for row in db.execute(_STORED_AFTER, {"tenant": claim.tenant, "kind": kind, "claim_id": claim.claim_id,
+                                                   "mode": claim.mode, "after": last, "limit": CATCH_UP_LIMIT})]
+    return _stored_prints(claim, found)
+
+
+def _stored_prints(claim: Claim, rows: Any) -> tuple[StoredPrint, ...]:
     return tuple(StoredPrint(claim_id=r.claim_id, mode=r.mode, radiograph_id=r.radiograph_id, kind=r.kind,
                              same_member=r.member_id == claim.member.member_id, date_of_service=r.date_of_service,
                              fingerprint=Fingerprint.from_bytes(r.thumb, r.coarse))
-                 for r in sorted(found.values(), key=lambda r: r.id))
+                 for r in sorted(rows, key=lambda r: r.id))
 
 
 def save_fingerprints(session: Session, claim: Claim, prints: tuple[ImagePrint, ...], now: dt.datetime) -> None:

@@ -245,11 +245,19 @@ def test_candidate_lookups_read_the_latest_fingerprints_by_index_without_sorting
     try:
         with store.transaction() as session:
             found = repository.fingerprint_candidates(session, claim(7), prints)
+            # Where a claim is decided: what was stored since its search (here, since the third row).
+            through = repository.last_fingerprint_ids(session, "t", ["periapical"])
+            since = repository.fingerprints_after(session, claim(7), {"periapical": 3})
     finally:
         event.remove(store.engine, "before_cursor_execute", listener)
     assert {c.claim_id for c in found} == {f"C-{n}" for n in range(6)}
+    assert through == {"periapical": 6} and [c.claim_id for c in since] == ["C-3", "C-4", "C-5"]
+    with store.reading() as session:  # a search goes as far as the last id it read first, and no further
+        assert [c.claim_id for c in repository.fingerprint_candidates(session, claim(7), prints,
+                                                                      through={"periapical": 3})] == ["C-0", "C-1", "C-2"]
     lookups = [(sql, params) for sql, params in statements if "image_fingerprints" in sql]
-    assert len(lookups) == 2  # the tenant's latest (the likeness pool), then the member's, provider's and closest in one
+    # The tenant's latest (the likeness pool), then the member's, provider's and closest in one; the last id; the rows since.
+    assert len(lookups) == 4
     with store.engine.connect() as connection:
         plans = {sql: " ".join(row[3] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
                  for sql, params in lookups}

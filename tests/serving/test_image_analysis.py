@@ -57,3 +57,30 @@ def test_an_image_the_models_refuse_does_not_fail_the_rest_of_the_batch(models) 
     outcomes = analyze_files(ModelsRefusing(models.models, cases[1].image_id), files)
     assert isinstance(outcomes[1], ImageAnalysisRefused) and outcomes[1].error.code == RefusedByModels.code
     assert [o.reading.image_id for o in (outcomes[0], outcomes[2])] == [cases[0].image_id, cases[2].image_id]
+
+
+class ModelsNoting:
+    """The shipped models, noting when they read (to check what ran before them)."""
+
+    def __init__(self, reader, events: list) -> None:
+        self.reader, self.events = reader, events
+
+    def read_many(self, images, **options):
+        self.events.append(("models", [image_id for image_id, _, _ in images]))
+        return self.reader.read_many(images, **options)
+
+
+def test_the_fingerprints_are_handed_on_before_the_models_read_and_only_when_every_file_decoded(models) -> None:
+    _, files = _files(2, 63)
+    events: list = []
+    outcomes = analyze_files(ModelsNoting(models.models, events), files,
+                             on_printed=lambda prints: events.append(("printed", prints)))
+    assert [name for name, _ in events] == ["printed", "models"]
+    # The same fingerprints, in the files' order, as the analyses carry.
+    assert events[0][1] == tuple(raise_if_refused(o).printed for o in outcomes)
+    assert [p.radiograph_id for p in events[0][1]] == [image_id for image_id, _, _, _ in files]
+    # A request with a file that cannot be read fails: nothing is started for it.
+    events.clear()
+    analyze_files(ModelsNoting(models.models, events), [*files, ("junk", b"not an image", None, ReaderLimits())],
+                  on_printed=lambda prints: events.append(("printed", prints)))
+    assert [name for name, _ in events] == ["models"]

@@ -554,3 +554,99 @@ def test_the_input_digest_is_recomputed_from_the_claim_record_and_its_stored_fil
     assert input_digest(record.claim, record.readings, {image.image_id: b"another file"}) != stored.input_digest
     assert input_digest(record.claim.replace("C-DIGEST", "C-OTHER"), record.readings, kept) != stored.input_digest
     assert input_digest(record.claim, readings_json(()), kept) != stored.input_digest
+
+
+def _recycled_hit(decision) -> dict:
+    return next(h for h in decision.model_dump(mode="json")["lines"][0]["rule_hits"]
+                if h["rule_id"] == "R1.recycled_image")
+
+
+def _one_radiograph(seed: int):
+    from datasets.synth.generator import generate_case
+    from models.radiographs import RadiographKind
+    from serving.fingerprints import fingerprint
+    from serving.rules.recycled import ImagePrint
+
+    case = generate_case(RadiographKind.PERIAPICAL, seed, 0)
+    return lambda rid: (ImagePrint(rid, "periapical", fingerprint(case.pixels_unit)),)
+
+
+def test_a_radiograph_stored_after_a_claims_search_is_compared_where_the_claim_is_decided(seeded_store: Store,
+                                                                                        rule_tables) -> None:
+    """The recycled-image search runs before the write lock (in the service, while the
+    models read): another member's claim with the same radiograph decided in between is
+    still found, by the comparison made under the lock with what was stored since."""
+    from serving.adjudication import search_recycled
+
+    printed = _one_radiograph(71)
+    late = claim("LATE-1", [{"line_id": "1", "code": "D0220"}])
+    prints = printed("pa-late")
+    searched = search_recycled(seeded_store, [late], [prints])[0]
+    assert searched is not None and searched.matches == ()  # nothing stored yet when it searched
+    between = claim("BETWEEN-1", [{"line_id": "1", "code": "D0220"}], member="MBR-0003")
+    assert not _recycled_hit(adjudicate(between, (), seeded_store, rule_tables, now=NOW,
+                                        prints=printed("pa-between")))["fired"]
+    decided = adjudicate(late, (), seeded_store, rule_tables, now=NOW, prints=prints, searched=searched)
+    hit = _recycled_hit(decided)
+    assert hit["fired"] and hit["action"] == "flag" and "BETWEEN-1" in hit["reason"]
+    assert hit["evidence"][0]["image_id"] == "pa-late" and "pa-between" in hit["evidence"][0]["description"]
+    # A search made for other radiographs is not used: the claim is searched again.
+    other = claim("LATE-2", [{"line_id": "1", "code": "D0220"}], member="MBR-0004")
+    assert _recycled_hit(adjudicate(other, (), seeded_store, rule_tables, now=NOW, prints=printed("pa-2"),
+                                    searched=searched))["fired"]
+
+
+def test_a_batch_compares_each_claims_radiographs_with_the_earlier_claims_of_the_batch(seeded_store: Store,
+                                                                                       rule_tables) -> None:
+    from serving.adjudication import adjudicate_batch
+
+    printed = _one_radiograph(72)
+    first = claim("RB-1", [{"line_id": "1", "code": "D0220"}])
+    second = claim("RB-2", [{"line_id": "1", "code": "D0220"}], member="MBR-0003")
+    results = adjudicate_batch([(first, ()), (second, ())], seeded_store, rule_tables, now=NOW,
+                               prints=[printed("pa-1"), printed("pa-2")])
+    assert not _recycled_hit(results[0])["fired"]
+    assert _recycled_hit(results[1])["fired"] and "RB-1" in _recycled_hit(results[1])["reason"]
+
+
+def test_claims_carrying_one_radiograph_at_once_are_all_flagged_but_the_first_decided(tmp_path, rule_tables) -> None:
+    """Five claims of five members with one radiograph, decided at the same moment: each was
+    searched before any was stored, yet only the first to take the lock passes (SQLite's
+    writers take it one at a time; under PostgreSQL, whose member locks let two members'
+    claims decide together, two transactions open at the same instant can still miss each
+    other: README, "Recycled radiographs")."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.adjudication import search_recycled
+
+    store = Store.open(f"sqlite:///{tmp_path / 'state.db'}")
+    with store.transaction() as session:
+        repository.save_plans(session, load_plans(), NOW)
+        repository.seed(session, repository.load_seed_file("configs/seed/demo.yaml"), rule_tables.validation.catalogue,
+                        NOW)
+    printed = _one_radiograph(73)
+    claims = [claim(f"AT-ONCE-{i}", [{"line_id": "1", "code": "D0220"}], member=f"MBR-000{i}") for i in range(1, 6)]
+    searched = [search_recycled(store, [c], [printed(f"pa-{i}")])[0] for i, c in enumerate(claims)]
+    with ThreadPoolExecutor(5) as pool:
+        decided = list(pool.map(lambda i: adjudicate(claims[i], (), store, rule_tables, now=NOW,
+                                                     prints=printed(f"pa-{i}"), searched=searched[i]), range(5)))
+    fired = [_recycled_hit(d)["fired"] for d in decided]
+    assert sorted(fired) == [False, True, True, True, True]
+    first = min(decided, key=lambda d: d.audit_id)
+    assert not _recycled_hit(first)["fired"]
+    store.close()
+
+
+def test_a_search_started_ahead_is_used_only_for_the_radiographs_it_was_started_for(seeded_store: Store) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.adjudication import SearchAhead
+
+    printed = _one_radiograph(74)
+    ahead = SearchAhead(seeded_store, claim("AHEAD-1", [{"line_id": "1", "code": "D0220"}]), ThreadPoolExecutor(1))
+    prints = printed("pa-1")
+    assert ahead.result(prints) is None  # never started (the models in another process)
+    ahead.start(prints)
+    found = ahead.result(prints)
+    assert found is not None and found.prints == prints and found.seen_through == {"periapical": 0}
+    assert ahead.result(printed("pa-1")) is None  # other fingerprints (the same image read again)
