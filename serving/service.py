@@ -329,6 +329,14 @@ def serve_environment(config: ServingConfig, attaching: bool) -> dict[str, str]:
         # operators by more than its share (README, "The service under load").
         for name, value in (("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.5"), ("RAY_SERVE_METRICS_EXPORT_INTERVAL_MS", "1000")):
             settings[name] = os.environ.get(name, value)
+        # Ray starts its workers (here: the replicas, whose threads run the models) at nice 15,
+        # so that a cluster's data jobs leave CPU to its own daemons; on a serving node the
+        # replicas are the work, and at 15 any other process of the machine at 0 (Ray's own
+        # daemons, a log shipper, a database) takes a core from the models the moment it
+        # wakes. Alternating runs on 2 cores: the models took 2-6 ms longer in the service than
+        # in one process at 0, 6-18 ms at 15 (README, "The service under load", session 25).
+        name = "RAY_worker_niceness"
+        settings[name] = os.environ.get(name, "0")
         if resolved_placement(config) == "ingress":
             # The ingress's handlers on the replica's own event loop rather than a second loop in
             # a thread of their own: every message of a request (a radiograph's body comes in

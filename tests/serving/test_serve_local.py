@@ -270,12 +270,13 @@ def test_serve_environment_sets_the_front_only_for_the_ray_dxv_serve_starts(monk
     monkeypatch.setenv("RAY_SERVE_METRICS_EXPORT_INTERVAL_MS", "250")
     monkeypatch.setenv("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "90")
     monkeypatch.delenv("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", raising=False)
+    monkeypatch.delenv("RAY_worker_niceness", raising=False)
     started = serve_environment(load_serving_config(overrides=("models.placement=ingress",)), attaching=False)
     assert started == {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "90",
                        "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
                        "RAY_max_direct_call_object_size": str(4 * 1024 * 1024),
                        "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5", "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "250",
-                       "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
+                       "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_worker_niceness": "0"}
     # A model deployment blocks its event loop while it reads a batch: Serve's default stays.
     with_deployment = serve_environment(load_serving_config(overrides=("models.placement=deployment",)), attaching=False)
     assert "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD" not in with_deployment
@@ -285,6 +286,9 @@ def test_serve_environment_sets_the_front_only_for_the_ray_dxv_serve_starts(monk
     attached = serve_environment(load_serving_config(), attaching=True)
     assert "RAY_SERVE_ENABLE_HA_PROXY" not in attached and "RAY_max_direct_call_object_size" not in attached
     assert "RAY_SERVE_CONTROL_LOOP_INTERVAL_S" not in attached and "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD" not in attached
+    assert "RAY_worker_niceness" not in attached  # a cluster's own choice
+    monkeypatch.setenv("RAY_worker_niceness", "5")
+    assert serve_environment(load_serving_config(), attaching=False)["RAY_worker_niceness"] == "5"
 
 
 _STUBBORN = """

@@ -47,6 +47,22 @@ def _listener(port: int) -> str | None:
     return None
 
 
+def _niceness(title: str) -> list[int]:
+    """The nice value of each process whose title (Ray sets it: ``ray::ServeReplica:...``)
+    contains ``title``, from /proc."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if title.encode() not in cmdline.read():
+                    continue
+            with open(f"/proc/{pid}/stat") as stat:
+                found.append(int(stat.read().rsplit(")", 1)[1].split()[16]))  # field 19: nice
+        except OSError:  # ended meanwhile
+            continue
+    return found
+
+
 def _dxv(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "serving.cli", *args], env=env, capture_output=True, text=True, check=True)
 
@@ -96,6 +112,8 @@ def test_service_on_ray_over_http(tmp_path, placement) -> None:
         assert httpx.get(f"{base}/openapi.json", timeout=10).json()["paths"]["/v1/claims:validate"]
         # http.front defaults to HAProxy, which forwards straight to the ingress replica.
         assert _listener(port) == "haproxy"
+        # The replicas (the models' threads) run at the machine's normal priority, not Ray's nice 15.
+        assert _niceness("ServeReplica:dxv:Ingress") == [0]
     finally:
         stopped = subprocess.run([sys.executable, "-m", "serving.cli", "serve", "--stop"], env=env, capture_output=True,
                                  text=True)
