@@ -256,14 +256,7 @@ def search_recycled(store: Store, claims: Sequence[Claim], prints: Sequence[tupl
             for printed, read in zip(prints, found, strict=True)]
 
 
-def recycled_hits(store: Store, claims: list[Claim], prints: list[tuple[ImagePrint, ...]]) -> list[tuple[RuleHit, ...]]:
-    """The recycled-radiograph hit of each claim that has radiographs (none for one
-    without), from the search alone (``search_recycled``)."""
-    return [(check_recycled(c.date_of_service, found.matches),) if found is not None else ()
-            for c, found in zip(claims, search_recycled(store, claims, prints), strict=True)]
-
-
-def _recycled_hit(session: Session, claim: Claim, search: RecycledSearch | None) -> tuple[RuleHit, ...]:
+def recycled_hit(session: Session, claim: Claim, search: RecycledSearch | None) -> tuple[RuleHit, ...]:
     """The claim's recycled-radiograph hit where it is decided (the write lock held): the
     search's matches and those among the radiographs stored since it ran (another claim
     decided meanwhile, an earlier claim of the same batch), so that two claims carrying one
@@ -375,7 +368,7 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
                 ledger = ledgers[(member.member_id, member.plan_id, year_start)]
                 outcome = decide_lines(claim, validation.lines, member, plan, standings[claim.provider.provider_id],
                                        repository.balances_of(ledger), year_start, tables,
-                                       _recycled_hit(session, claim, searches[index]), current=current)
+                                       recycled_hit(session, claim, searches[index]), current=current)
                 decided = outcome.lines
                 if claim.mode != "preauthorization":
                     for line_id, consumed in outcome.consumed.items():

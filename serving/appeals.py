@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from models.detections import ImageReading
 from models.errors import DxvError
 from serving import outbox
-from serving.adjudication import ClaimDecision, RuleTables, decide_lines, recycled_hits
+from serving.adjudication import ClaimDecision, RuleTables, decide_lines, recycled_hit, search_recycled
 from serving.claims import Attachment, Claim
 from serving.decisions import RULE_LIBRARY_VERSION, Action, LineDecision, RuleHit
 from serving.effective_tables import tables_at
@@ -314,9 +314,7 @@ def appeal(store: Store, tables: RuleTables, tenant: str, audit_id: int, appeal_
     claim = appealed_claim(original.claim, appeal_in)
     readings = (*original.readings, *(new_readings[a.radiograph_id] for a in appeal_in.attachments))
     validation = validate_claim(claim, readings, then.validation)
-    recycled = recycled_hits(store, [claim], [new_prints])[0] if new_prints else ()
-    if not any(h.fired for h in recycled):  # the original radiographs' verdict stands
-        recycled = next((_recycled_of(x) for x in original.decision.lines if _recycled_of(x)), ())
+    search = search_recycled(store, [claim], [new_prints])[0]  # the new radiographs' (None: none added)
     appealed = set(appeal_in.line_ids)
     fixed = {k: v for k, v in original.standing.items() if k not in appealed}
     versions = dict(cited)
@@ -343,6 +341,9 @@ def appeal(store: Store, tables: RuleTables, tenant: str, audit_id: int, appeal_
             balances = {b: Balance(b, float(r.limit), float(r.used) - sum(float(h.get(b, 0)) for h in held.values()))
                         for b, r in place.ledger.items()}
             standing = repository.provider_standing(session, claim.provider.provider_id)
+            recycled = recycled_hit(session, claim, search)
+            if not any(h.fired for h in recycled):  # the original radiographs' verdict stands
+                recycled = next((_recycled_of(x) for x in original.decision.lines if _recycled_of(x)), ())
             outcome = decide_lines(claim, validation.lines, member, place.plan, standing, balances, place.year_start,
                                    then, recycled, fixed=fixed)
             after = {d.line_id: d for d in outcome.lines if d.line_id in appealed}
@@ -359,6 +360,8 @@ def appeal(store: Store, tables: RuleTables, tenant: str, audit_id: int, appeal_
                 repository.set_line_consumption(session, place.ledger, tenant=tenant, claim_id=claim.claim_id, line_id=line_id,
                                                 consumed=consumed.get(line_id, {}), reason="appeal", now=now)
                 repository.set_line_status(session, tenant, claim.claim_id, line_id, readjudicated)
+        # The new radiographs join the tenant's (a later claim carrying one of them is compared with them).
+        repository.save_fingerprints(session, claim, new_prints, now)
         chain = audit.ChainWriter(session)
         seq = chain.next_seq
         decision = ClaimDecision(claim_id=claim.claim_id, tenant=tenant, mode="claim",

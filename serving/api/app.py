@@ -343,7 +343,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         return claim, files
 
     add_appeal_routes(app, store=store, config=config, tables=live, now=now, principal=principal, read_all=read_all,
-                      decode_base64=b64)
+                      decode_base64=b64, charge=budgets.charge)
     add_admin_routes(app, store=store, tables=live, now=now, principal=principal)
 
     @app.post("/v1/claims:validate", response_model=ClaimDecision, openapi_extra=CLAIM_BODY,

@@ -33,15 +33,17 @@ ReadAll = Callable[[dict[str, bytes], dict[str, RadiographKind | None]], tuple[d
 
 def add_appeal_routes(app: FastAPI, *, store: Store, config: ServingConfig, tables: EffectiveTables,
                       now: Callable[[], dt.datetime], principal: PrincipalOf, read_all: ReadAll,
-                      decode_base64: Callable[[str, str], bytes]) -> None:
+                      decode_base64: Callable[[str, str], bytes], charge: Callable[[str, int], None]) -> None:
+    """``charge(tenant, radiographs)``: the tenant's rate limit (raises ``RateLimitedError``)."""
 
     @app.post("/v1/decisions/{audit_id}/appeals", status_code=201, response_model=AppealDecision,
-              responses=errors(400, 401, 403, 404, 409, 413, 422, 503))
+              responses=errors(400, 401, 403, 404, 409, 413, 422, 429, 503))
     async def submit(audit_id: RowId, body: AppealIn, x_api_key: str | None = Header(None),
                      authorization: str | None = Header(None)) -> JSONResponse:
         who = principal(x_api_key, authorization, Permission.VALIDATE)
         if len(body.attachments) > config.limits.max_images:
             raise AppealInputError(f"{len(body.attachments)} radiographs; at most {config.limits.max_images} per appeal")
+        charge(who.tenant, len(body.attachments))  # the radiographs it adds are read like a claim's
         files = {}
         for attachment in body.attachments:
             if not attachment.content:

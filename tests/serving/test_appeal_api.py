@@ -181,3 +181,31 @@ def test_a_version_promoted_from_the_cli_reaches_a_running_service_within_the_re
         assert _submit(client, service, "R-2").json()["versions"]["thresholds"] == "cli-1"
     finally:
         service.store.close()
+
+
+def test_an_appeals_radiographs_count_against_its_tenants_rate(tmp_path, models) -> None:
+    """Two radiographs at once, then one every 1,000 s: a claim takes one, an appeal adding
+    two is refused before any model reads them, one adding one is taken (and answered on
+    its merits), and then even an appeal without radiographs (it costs one) waits."""
+    service = make_review_service(tmp_path, models, ("limits.max_images=2",
+                                                     "limits.tenant_rate={images_per_s: 0.001, burst: 2}"))
+    try:
+        client = TestClient(service.app)
+        decision = _submit(client, service, "RATE-AP-1").json()
+        url = f"/v1/decisions/{decision['audit_id']}/appeals"
+        _, data = periapical_image(10)
+
+        def appeal_adding(*ids: str) -> dict:
+            return {"line_ids": ["1"], "narrative": "another view",
+                    "attachments": [{"radiograph_id": i, "kind": "periapical", "content": base64.b64encode(data).decode()}
+                                    for i in ids]}
+
+        refused = client.post(url, json=appeal_adding("new-1", "new-2"), headers=_as(service, "adjudicator"))
+        assert (refused.status_code, refused.json()["error"]["code"]) == (429, "rate.limited")
+        assert "retry-after" in refused.headers
+        taken = client.post(url, json=appeal_adding("new-3"), headers=_as(service, "adjudicator"))
+        assert (taken.status_code, taken.json()["error"]["code"]) == (409, "appeal.not_appealable")  # still in review
+        spent = client.post(url, json={"line_ids": ["1"], "narrative": "x"}, headers=_as(service, "adjudicator"))
+        assert spent.status_code == 429
+    finally:
+        service.store.close()

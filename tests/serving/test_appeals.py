@@ -236,3 +236,51 @@ def test_a_line_a_reviewer_decided_goes_back_to_a_person_and_their_decision_then
             "1": {"endodontics": 600.0, "annual_maximum": 600.0}}
     with pytest.raises(AppealError, match="stands as pass"):
         _appeal(seeded_store, rule_tables, decision.audit_id, narrative="once more")
+
+
+def _printed(rid: str, seed: int):
+    from datasets.synth.generator import generate_case
+    from models.radiographs import RadiographKind
+    from serving.fingerprints import fingerprint
+    from serving.rules.recycled import ImagePrint
+
+    return (ImagePrint(rid, "periapical", fingerprint(generate_case(RadiographKind.PERIAPICAL, seed, 0).pixels_unit)),)
+
+
+def _recycled(line) -> dict:
+    """The line's recycled-radiograph hit ({} where none was recorded)."""
+    return next((h for h in line.model_dump(mode="json")["rule_hits"] if h["rule_id"] == "R1.recycled_image"), {})
+
+
+def _another_members(claim_id: str) -> Claim:
+    return Claim.model_validate({**_claim(claim_id).model_dump(mode="json"),
+                                 "member": {"member_id": "MBR-0001", "birth_date": "1980-05-17"}})
+
+
+def _appeal_with(store, tables, audit_id, rid: str, seed: int):
+    body = AppealIn(line_ids=("1",), narrative="a second angle shows both roots",
+                    attachments=({"radiograph_id": rid, "kind": "periapical"},))
+    return appeal(store, tables, "demo", audit_id, body, {rid: _two_roots(rid)}, {rid: b"file"}, _printed(rid, seed),
+                  actor="key-adj", now=LATER)
+
+
+def test_an_appeals_new_radiograph_is_searched_among_the_tenants(seeded_store, rule_tables, decided):
+    """A radiograph an appeal adds that another member's claim carried is flagged: a
+    recycled image documents nothing, so the downcode is not overturned."""
+    adjudicate(_another_members("ELSEWHERE-1"), _single_rooted(), seeded_store, rule_tables, now=NOW,
+               prints=_printed("pa-elsewhere", 81))
+    result = _appeal_with(seeded_store, rule_tables, decided.audit_id, "img-2", 81)
+    hit = _recycled(result.lines[0].readjudicated)
+    assert hit["fired"] and "ELSEWHERE-1" in hit["reason"]
+    assert result.lines[0].outcome is not AppealOutcome.OVERTURNED
+
+
+def test_an_appeals_new_radiograph_joins_the_tenants(seeded_store, rule_tables, decided):
+    """A radiograph an appeal adds is kept like a claim's: a later claim of another member
+    carrying it is flagged, citing the appealed claim."""
+    result = _appeal_with(seeded_store, rule_tables, decided.audit_id, "img-3", 82)
+    assert not _recycled(result.lines[0].readjudicated).get("fired")
+    decision = adjudicate(_another_members("LATER-1"), _single_rooted(), seeded_store, rule_tables, now=LATER,
+                          prints=_printed("pa-later", 82))
+    hit = _recycled(decision.line("1"))
+    assert hit["fired"] and "AP-1" in hit["reason"] and "img-3" in hit["evidence"][0]["description"]
