@@ -21,7 +21,6 @@ import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextvars import ContextVar
 from typing import Any, Protocol
 
 import pybase64
@@ -44,10 +43,11 @@ from serving.adjudication import ClaimDecision, RuleTables, SearchAhead, adjudic
 from serving.api.admin_routes import add_admin_routes
 from serving.api.appeal_routes import add_appeal_routes
 from serving.api.drift_metrics import DriftCollector
-from serving.api.metrics import ApiMetrics, request_stages, server_timing
+from serving.api.metrics import ApiMetrics, server_timing
 from serving.api.openapi import CLAIM_BODY, FHIR_CLAIM_BODY, FHIR_CLAIM_RESPONSE, errors
 from serving.api.openapi import install as install_openapi
 from serving.api.params import RowId
+from serving.api.request_context import RequestContext, answering, current_request
 from serving.api.review_routes import add_review_routes
 from serving.appeals import AppealError, AppealInputError
 from serving.claims import Claim, InvalidClaimError, claim_from_json
@@ -197,51 +197,43 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         """Every HTTP request: refused unread past the size limit, timed and counted, a defect
         answered in the service's shape, and the data routes written to the access log."""
         started = time.perf_counter()
-        caller: dict[str, Any] = {}  # filled in by principal(), in whatever task or thread it runs
-        token = _CALLER.set(caller)
         headers, path = Headers(scope=scope), scope["path"]
         route = path if path.startswith(("/v1/claims", "/v1/images", "/healthz", "/readyz", "/metrics")) \
             else _route_family(path)
         status = {"code": 500, "started": False}
-        spent: dict[str, float] = {}
-        # Ours, never the caller's (a caller's id could carry a member identifier into the log).
-        request_id = uuid.uuid4().hex
+        request = RequestContext(request_id=uuid.uuid4().hex)  # filled in by principal() and the stages
 
         async def send_noting_status(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status.update(code=message["status"], started=True)
                 message = {**message, "headers": [
-                    *message.get("headers", ()), (b"x-request-id", request_id.encode("ascii")),
-                    (b"server-timing", server_timing(spent, time.perf_counter() - started))]}
+                    *message.get("headers", ()), (b"x-request-id", request.request_id.encode("ascii")),
+                    (b"server-timing", server_timing(request.stages_s, time.perf_counter() - started))]}
             await send(message)
 
         declared = headers.get("content-length")
-        try:
-            if declared and declared.isdigit() and int(declared) > config.limits.max_request_bytes:
-                caller["key_id"] = presented_key_id(_token(headers.get("x-api-key"), headers.get("authorization")))
-                refusal = _error(413, "request.too_large", f"the request is {int(declared):,} bytes; the limit is "
-                                                           f"{config.limits.max_request_bytes:,}")
-                await refusal(scope, receive, send_noting_status)
-            else:
-                with metrics.stage("request"), request_stages(spent):
-                    try:
-                        await app(scope, receive, send_noting_status)
-                    except Exception as exc:  # a defect, never bad input: answered in the service's shape
-                        failure = _internal_error(exc, request_id)
-                        if not status["started"]:  # else the answer is under way: the client sees it cut
-                            await failure(scope, receive, send_noting_status)
-        finally:
-            _CALLER.reset(token)
+        if declared and declared.isdigit() and int(declared) > config.limits.max_request_bytes:
+            request.key_id = presented_key_id(_token(headers.get("x-api-key"), headers.get("authorization")))
+            refusal = _error(413, "request.too_large", f"the request is {int(declared):,} bytes; the limit is "
+                                                       f"{config.limits.max_request_bytes:,}")
+            await refusal(scope, receive, send_noting_status)
+        else:
+            with metrics.stage("request"), answering(request):
+                try:
+                    await app(scope, receive, send_noting_status)
+                except Exception as exc:  # a defect, never bad input: answered in the service's shape
+                    failure = _internal_error(exc, request.request_id)
+                    if not status["started"]:  # else the answer is under way: the client sees it cut
+                        await failure(scope, receive, send_noting_status)
         metrics.requests.labels(route=route, status=str(status["code"])).inc()
         if path.startswith(_AUDITED_PREFIXES):
             matched = scope.get("route")  # set by the router on this same scope
             access_log.add(AccessRecord(
-                at=now(), tenant=caller.get("tenant"), key_id=caller.get("key_id"),
-                authenticated=caller.get("authenticated", False), method=scope["method"],
-                route=getattr(matched, "path", "(no such route)")[:128],
+                at=now(), tenant=request.tenant, key_id=request.key_id, authenticated=request.authenticated,
+                method=scope["method"], route=getattr(matched, "path", "(no such route)")[:128],
                 subject=",".join(f"{k}={v}" for k, v in scope.get("path_params", {}).items())[:256],
                 status=int(status["code"]), duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                request_id=request_id))
+                request_id=request.request_id))
 
     # A plain ASGI middleware: Starlette's BaseHTTPMiddleware (@app.middleware) runs the app
     # in a task of its own and passes every chunk of a request's body through its own
@@ -252,16 +244,16 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
 
     def principal(api_key: str | None, authorization: str | None, permission: Permission) -> Principal:
         token = _token(api_key, authorization)
-        caller = _CALLER.get()
+        request = current_request()
         try:
             with store.reading() as session:  # no write lock: an adjudication in progress never holds up a key check
                 who = authenticate(session, token, now())
         except AuthError:
-            if caller is not None:
-                caller["key_id"] = presented_key_id(token)
+            if request is not None:
+                request.key_id = presented_key_id(token)
             raise
-        if caller is not None:
-            caller.update(key_id=who.key_id, tenant=who.tenant, authenticated=True)
+        if request is not None:
+            request.key_id, request.tenant, request.authenticated = who.key_id, who.tenant, True
         who.require(permission)
         return who
 
@@ -436,10 +428,6 @@ _HTTP_CODES = {404: "not_found", 405: "request.method_not_allowed"}
 # Requests written to the access log: the data routes (not the probes, /metrics or the
 # workbench's static files, which carry no claim data).
 _AUDITED_PREFIXES = ("/v1/", "/fhir/")
-# The request's caller as principal() finds it, read back by the logging middleware: a
-# mutable holder, because the endpoint runs in a child task or a worker thread whose
-# context is a copy (a value set there would not reach the middleware).
-_CALLER: ContextVar[dict[str, Any] | None] = ContextVar("dxv_caller", default=None)
 
 
 class _HttpOnly:

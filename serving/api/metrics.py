@@ -12,9 +12,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from serving.api.request_context import current_request
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -41,28 +42,12 @@ class ApiMetrics:
     def observe(self, name: str, seconds: float) -> None:
         """A stage timed elsewhere (in the model replica)."""
         self.latency.labels(stage=name).observe(seconds)
-        spent = _REQUEST_STAGES.get()
-        if spent is not None:
-            spent[name] = spent.get(name, 0.0) + seconds
+        request = current_request()
+        if request is not None:
+            request.stages_s[name] = request.stages_s.get(name, 0.0) + seconds
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
-
-
-# The stage times of the request being answered (seconds, summed per stage): a mutable
-# holder set by the request's middleware, because the stages run in a worker thread whose
-# context is a copy (a value set there would not reach the middleware).
-_REQUEST_STAGES: ContextVar[dict[str, float] | None] = ContextVar("dxv_request_stages", default=None)
-
-
-@contextmanager
-def request_stages(spent: dict[str, float]) -> Iterator[None]:
-    """Stage times observed inside this block (this request's) are added to ``spent``."""
-    token = _REQUEST_STAGES.set(spent)
-    try:
-        yield
-    finally:
-        _REQUEST_STAGES.reset(token)
 
 
 def server_timing(spent: dict[str, float], total_s: float) -> bytes:

@@ -189,8 +189,7 @@ def test_an_appeals_radiographs_count_against_its_tenants_rate(tmp_path, models)
     its merits), and then even an appeal without radiographs (it costs one) waits."""
     service = make_review_service(tmp_path, models, ("limits.max_images=2",
                                                      "limits.tenant_rate={images_per_s: 0.001, burst: 2}"))
-    try:
-        client = TestClient(service.app)
+    with TestClient(service.app) as client:  # its shutdown writes the access log before the store closes
         decision = _submit(client, service, "RATE-AP-1").json()
         url = f"/v1/decisions/{decision['audit_id']}/appeals"
         _, data = periapical_image(10)
@@ -207,5 +206,4 @@ def test_an_appeals_radiographs_count_against_its_tenants_rate(tmp_path, models)
         assert (taken.status_code, taken.json()["error"]["code"]) == (409, "appeal.not_appealable")  # still in review
         spent = client.post(url, json={"line_ids": ["1"], "narrative": "x"}, headers=_as(service, "adjudicator"))
         assert spent.status_code == 429
-    finally:
-        service.store.close()
+    service.store.close()
