@@ -272,19 +272,17 @@ class SearchAhead:
     (``start``, given to a reader as ``on_printed``: where the models read in this process,
     before they do), on ``executor``: its store read and comparisons run while the models
     read instead of after them. ``result`` waits for it; None where it never started (the
-    models in another process) or started for other radiographs."""
+    models in another process). ``adjudicate`` uses it only for the prints it was made for."""
 
     def __init__(self, store: Store, claim: Claim, executor: Executor) -> None:
         self.store, self.claim, self.executor = store, claim, executor
-        self._started: tuple[tuple[ImagePrint, ...], Future[list[RecycledSearch | None]]] | None = None
+        self._started: Future[list[RecycledSearch | None]] | None = None
 
     def start(self, prints: tuple[ImagePrint, ...]) -> None:
-        self._started = prints, self.executor.submit(search_recycled, self.store, [self.claim], [prints])
+        self._started = self.executor.submit(search_recycled, self.store, [self.claim], [prints])
 
-    def result(self, prints: tuple[ImagePrint, ...]) -> RecycledSearch | None:
-        if self._started is None or self._started[0] != prints:
-            return None
-        return self._started[1].result()[0]
+    def result(self) -> RecycledSearch | None:
+        return self._started.result()[0] if self._started is not None else None
 
 
 def adjudicate(claim: Claim, readings: Readings, store: Store, tables: RuleTables, *, now: dt.datetime,
@@ -317,11 +315,12 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
         images = tuple(readings.values()) if isinstance(readings, Mapping) else tuple(readings)
         prepared.append((claim, images, validate_claim(claim, images, tables.validation)))
     printed: list[tuple[ImagePrint, ...]] = list(prints) if prints else [() for _ in items]
+    # A search made for other prints (or none) is made here.
     searches = [s if s is not None and s.prints == p else None
                 for s, p in zip(searched or [None] * len(items), printed, strict=True)]
-    todo = [i for i, (s, p) in enumerate(zip(searches, printed, strict=True)) if s is None and p]
-    for i, found in zip(todo, search_recycled(store, [prepared[i][0] for i in todo], [printed[i] for i in todo]),
-                        strict=True):
+    missing = [i for i, s in enumerate(searches) if s is None and printed[i]]
+    made = search_recycled(store, [prepared[i][0] for i in missing], [printed[i] for i in missing])
+    for i, found in zip(missing, made, strict=True):
         searches[i] = found
     results: list[ClaimDecision] = []
     with store.transaction() as session, session.no_autoflush:

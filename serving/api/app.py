@@ -290,7 +290,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         readings, prints = read_all(files, {a.radiograph_id: a.kind for a in claim.attachments}, search.start)
         with metrics.stage("adjudication"):
             decided = adjudicate(claim, readings, store, live.current(), now=now(), actor=actor, webhooks=config.webhooks,
-                                 prints=prints, files=files, review=config.review.priority, searched=search.result(prints))
+                                 prints=prints, files=files, review=config.review.priority, searched=search.result())
         for line in decided.lines:
             metrics.decisions.labels(action=line.action.value).inc()
         return decided
