@@ -365,6 +365,9 @@ def test_fhir_claim_in_claim_response_out(service, periapical) -> None:
     benefit = next(a for a in item["adjudication"] if a["category"]["coding"][0]["code"] == "benefit")
     assert benefit["reason"]["coding"][0]["code"] == "downcode"
     assert "D3320" in response["processNote"][0]["text"]
+    # Decided like a JSON claim: its decisions and adjudication time counted and in its header.
+    assert 'dxv_line_decisions_total{action="downcode"} 1.0' in client.get("/metrics").text
+    assert server_timing_ms(answer.headers["server-timing"])["adjudication"] > 0
 
 
 @pytest.mark.parametrize(("edit", "message"), [
