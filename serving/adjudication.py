@@ -349,6 +349,9 @@ def adjudicate_batch(items: list[tuple[Claim, Readings]], store: Store, tables: 
                 buckets_drawn_on([c.category for c in current.values()], plan))
         ledgers = repository.lock_ledgers(session, wanted, {m: d.history for m, d in members.items()})
         writes = repository.PendingWrites()
+        # The audit chain's head, locked until commit: decisions write one at a time from here
+        # (on PostgreSQL too), so each compares the radiographs stored since its search
+        # (``recycled_hit``) with every other decision's committed.
         chain = audit.ChainWriter(session)
         for index, ((claim, images, validation), place) in enumerate(zip(prepared, places, strict=True)):
             key = (claim.tenant, claim.claim_id, claim.mode)

@@ -329,6 +329,10 @@ def appeal(store: Store, tables: RuleTables, tenant: str, audit_id: int, appeal_
                                                   next((v for k, v in cited.items() if k.startswith("plan:")), None))
         except repository.PlanVersionNotStoredError as exc:
             raise AppealError(f"decision {audit_id} cannot be re-run as it was: {exc.message}") from exc
+        # The audit chain's head, locked (after the member's rows, as a claim's decision takes
+        # them) before the radiographs stored since the search are compared: every decision
+        # holds it until it commits, so none is stored unseen meanwhile.
+        chain = audit.ChainWriter(session)
         consumed: dict[str, dict[str, float]] = {}
         if place is None:
             after = {k: original.standing[k] for k in appealed}  # still not eligible: nothing to re-run
@@ -362,7 +366,6 @@ def appeal(store: Store, tables: RuleTables, tenant: str, audit_id: int, appeal_
                 repository.set_line_status(session, tenant, claim.claim_id, line_id, readjudicated)
         # The new radiographs join the tenant's (a later claim carrying one of them is compared with them).
         repository.save_fingerprints(session, claim, new_prints, now)
-        chain = audit.ChainWriter(session)
         seq = chain.next_seq
         decision = ClaimDecision(claim_id=claim.claim_id, tenant=tenant, mode="claim",
                                  lines=tuple(after.get(x.line_id, original.standing[x.line_id])

@@ -707,10 +707,9 @@ def fingerprints_after(session: Session, claim: Claim, after: Mapping[str, int])
     """The tenant's radiographs of each kind in ``after`` stored since a search saw the row
     id given (all of them, not a selection: a claim decided while this one was read, the
     newest ``CATCH_UP_LIMIT`` of a kind at most); never the claim's own earlier submission.
-    Read where the claim is decided, so that two claims carrying one radiograph, read at the
-    same time, cannot both miss the other's (under SQLite's one writer at a time; under
-    PostgreSQL two transactions open at the same instant still can: README, "Recycled
-    radiographs")."""
+    Read where the claim is decided, with the audit chain's head locked (decisions write one
+    at a time from there, and store their radiographs there), so that two claims carrying
+    one radiograph, read at the same time, cannot both miss the other's."""
     db = session.connection()
     found = [row for kind, last in sorted(after.items())
              for row in db.execute(_STORED_AFTER, {"tenant": claim.tenant, "kind": kind, "claim_id": claim.claim_id,

@@ -609,32 +609,26 @@ def test_a_batch_compares_each_claims_radiographs_with_the_earlier_claims_of_the
     assert _recycled_hit(results[1])["fired"] and "RB-1" in _recycled_hit(results[1])["reason"]
 
 
-def test_claims_carrying_one_radiograph_at_once_are_all_flagged_but_the_first_decided(tmp_path, rule_tables) -> None:
+def test_claims_carrying_one_radiograph_at_once_are_all_flagged_but_the_first_decided(seeded_store: Store,
+                                                                                       rule_tables) -> None:
     """Five claims of five members with one radiograph, decided at the same moment: each was
-    searched before any was stored, yet only the first to take the lock passes (SQLite's
-    writers take it one at a time; under PostgreSQL, whose member locks let two members'
-    claims decide together, two transactions open at the same instant can still miss each
-    other: README, "Recycled radiographs")."""
+    searched before any was stored, yet only the first to write passes. Decisions write one
+    at a time from the audit chain's head lock on (PostgreSQL's member locks alone would let
+    two members' claims write together), and compare what was stored since there."""
     from concurrent.futures import ThreadPoolExecutor
 
     from serving.adjudication import search_recycled
 
-    store = Store.open(f"sqlite:///{tmp_path / 'state.db'}")
-    with store.transaction() as session:
-        repository.save_plans(session, load_plans(), NOW)
-        repository.seed(session, repository.load_seed_file("configs/seed/demo.yaml"), rule_tables.validation.catalogue,
-                        NOW)
     printed = _one_radiograph(73)
     claims = [claim(f"AT-ONCE-{i}", [{"line_id": "1", "code": "D0220"}], member=f"MBR-000{i}") for i in range(1, 6)]
-    searched = [search_recycled(store, [c], [printed(f"pa-{i}")])[0] for i, c in enumerate(claims)]
+    searched = [search_recycled(seeded_store, [c], [printed(f"pa-{i}")])[0] for i, c in enumerate(claims)]
     with ThreadPoolExecutor(5) as pool:
-        decided = list(pool.map(lambda i: adjudicate(claims[i], (), store, rule_tables, now=NOW,
+        decided = list(pool.map(lambda i: adjudicate(claims[i], (), seeded_store, rule_tables, now=NOW,
                                                      prints=printed(f"pa-{i}"), searched=searched[i]), range(5)))
     fired = [_recycled_hit(d)["fired"] for d in decided]
     assert sorted(fired) == [False, True, True, True, True]
     first = min(decided, key=lambda d: d.audit_id)
     assert not _recycled_hit(first)["fired"]
-    store.close()
 
 
 def test_a_search_started_ahead_is_the_claims_search_for_those_radiographs(seeded_store: Store, rule_tables) -> None:
