@@ -53,6 +53,10 @@ def resolved_placement(config: ServingConfig) -> str:
     return "deployment" if gpu_available() else "ingress"
 
 
+# Requests an ingress replica takes in beside the claims at the models or waiting for them:
+# probes, metrics, reads of decisions, the review workbench.
+INGRESS_MARGIN = 32
+
 # With each network in a deployment of its own, the reads a decoding replica has waiting on
 # them at once: its work is mostly waiting, and the networks batch what arrives together.
 READS_IN_FLIGHT = 4
@@ -260,8 +264,8 @@ def build_ingress_app(models: Any, config: ServingConfig) -> Any:
                 time.sleep(2.0)
 
         threading.Thread(target=deliver_forever, name="outbox", daemon=True).start()
-    app = create_app(reader=reader, store=store, tables=RuleTables.from_config(config),
-                     config=config)
+    app = create_app(reader=reader, store=store, tables=RuleTables.from_config(config), config=config,
+                     reads_at_once=config.models.resolved_reads_at_once(models_in_ingress=isinstance(models, str)))
     tune_gc()  # after start-up: the tables and modules are frozen out of the collector's reach
     limit_blas_threads()
     return app
@@ -280,8 +284,16 @@ def build_application(config: ServingConfig) -> Any:
     in_ingress = placement == "ingress"
     options = {"num_gpus": 1} if in_ingress and gpu_available() else {}
 
-    @serve.deployment(name="Ingress", autoscaling_config={"min_replicas": 1, "max_replicas": config.autoscaling.max_replicas,
-                                                          "target_ongoing_requests": config.autoscaling.target_ongoing_requests},
+    # Every request goes into the app at once (Serve's default lets 5 in and queues the rest
+    # before the app, probes behind claims): the app keeps the claims' turns at the models
+    # itself (serving.api.turns) and answers the rest straight away. The margin is for
+    # probes, metrics and reads; past it Serve queues again.
+    reads = config.models.resolved_reads_at_once(models_in_ingress=in_ingress)
+    max_ongoing = reads + config.limits.max_waiting_requests + INGRESS_MARGIN
+
+    @serve.deployment(name="Ingress", max_ongoing_requests=max_ongoing,
+                      autoscaling_config={"min_replicas": 1, "max_replicas": config.autoscaling.max_replicas,
+                                          "target_ongoing_requests": config.autoscaling.target_ongoing_requests},
                       ray_actor_options=options)
     @serve.ingress()
     class Ingress:

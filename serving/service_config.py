@@ -41,6 +41,16 @@ class ModelSources(FrozenConfig):
     # a GPU its work is the GPU's; where the networks run on CPUs they share the node's
     # cores with everything else whatever is reserved (0 lets the layout start on 2 cores).
     network_cpus: float = Field(0.5, ge=0)
+    # Requests each ingress replica has at the models at once (claims, FHIR claims, analyses,
+    # appeals; the others wait their turn, up to limits.max_waiting_requests). None: 4 where
+    # the models read in the ingress (two cores shared), 32 where they have a deployment of
+    # their own (its batches need requests in flight).
+    reads_at_once: int | None = Field(None, ge=1)
+
+    def resolved_reads_at_once(self, models_in_ingress: bool) -> int:
+        if self.reads_at_once is not None:
+            return self.reads_at_once
+        return 4 if models_in_ingress else 32
 
 
 class TablePaths(FrozenConfig):
@@ -73,6 +83,10 @@ class RequestLimits(FrozenConfig):
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_images: int = Field(8, ge=1)
     max_pixels_per_image: int = Field(25_000_000, ge=1)
+    # Requests an ingress replica keeps waiting for the models (models.reads_at_once are
+    # read at once); one more is refused at once, 503 models.busy with Retry-After, instead
+    # of waiting without end behind a backlog the two-second budget cannot hold.
+    max_waiting_requests: int = Field(24, ge=0)
     # Every tenant's rate (None: none), and tenants with a rate of their own.
     tenant_rate: TenantRate | None = None
     tenant_rates: dict[str, TenantRate] = Field(default_factory=dict)

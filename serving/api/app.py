@@ -49,6 +49,7 @@ from serving.api.openapi import install as install_openapi
 from serving.api.params import RowId
 from serving.api.request_context import RequestContext, answering, current_request
 from serving.api.review_routes import add_review_routes
+from serving.api.turns import Turns
 from serving.appeals import AppealError, AppealInputError
 from serving.claims import Claim, InvalidClaimError, claim_from_json
 from serving.effective_tables import EffectiveTables
@@ -134,8 +135,11 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: ServingConfig,
-               clock: Callable[[], dt.datetime] | None = None) -> FastAPI:
+               clock: Callable[[], dt.datetime] | None = None, reads_at_once: int | None = None) -> FastAPI:
+    """``reads_at_once``: requests at the models at a time, the others waiting their turn up
+    to ``limits.max_waiting_requests`` (``serving.api.turns``); None: no limit."""
     access_log = AccessLogWriter(store)
+    turns = Turns(reads_at_once, config.limits.max_waiting_requests) if reads_at_once else None
 
     # Work a claim starts beside the models (its recycled-radiograph search): a pool of its
     # own, so that it never waits behind the requests' own threads.
@@ -152,6 +156,8 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
     app.state.store = store
     app.state.access_log = access_log
     metrics = ApiMetrics()
+    if turns is not None:
+        metrics.waiting.set_function(lambda: turns.waiting)
     now = clock or (lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
     limits = ReaderLimits(max_pixels=config.limits.max_pixels_per_image, max_bytes=config.limits.max_request_bytes)
     # The release's tables with the thresholds an admin promoted last (re-checked every refresh_s).
@@ -295,6 +301,16 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
             metrics.decisions.labels(action=line.action.value).inc()
         return decided
 
+    async def in_turn(work: Callable[[], Any]) -> Any:
+        """``work`` (blocking: the models, the store) in a worker thread, once this request
+        has a turn at the models; refused with ``ModelsBusyError`` when the line is full."""
+        if turns is None:
+            return await run_in_threadpool(work)
+        arrived = time.perf_counter()
+        async with turns.turn():
+            metrics.observe("queue", time.perf_counter() - arrived)
+            return await run_in_threadpool(work)
+
     def b64(image_id: str, text: str) -> bytes:
         try:
             # pybase64 (SIMD): a periapical's 850 KB of base64 in 0.05 ms, the standard library's 2 ms.
@@ -335,7 +351,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         return claim, files
 
     add_appeal_routes(app, store=store, config=config, tables=live, now=now, principal=principal, read_all=read_all,
-                      decode_base64=b64, charge=budgets.charge)
+                      decode_base64=b64, charge=budgets.charge, in_turn=in_turn)
     add_admin_routes(app, store=store, tables=live, now=now, principal=principal)
 
     @app.post("/v1/claims:validate", response_model=ClaimDecision, openapi_extra=CLAIM_BODY,
@@ -366,7 +382,7 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
                                                     now())
             return decided
 
-        return _decision_response(await run_in_threadpool(decide))
+        return _decision_response(await in_turn(decide))
 
     @app.post("/fhir/Claim", openapi_extra=FHIR_CLAIM_BODY,
               responses={**FHIR_CLAIM_RESPONSE, **errors(400, 401, 403, 413, 422, 429, 503)})
@@ -385,15 +401,16 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
         def decide() -> dict[str, Any]:
             return claim_response(read_and_decide(claim, files, who.key_id), fhir, now())
 
-        body = await run_in_threadpool(decide)
+        body = await in_turn(decide)
         return Response(content=json.dumps(body), media_type="application/fhir+json")
 
     @app.post("/v1/images:analyze", responses=errors(400, 401, 403, 413, 422, 429, 503))
-    def analyze(body: AnalyzeRequest, x_api_key: str | None = Header(None),
+    async def analyze(body: AnalyzeRequest, x_api_key: str | None = Header(None),
                       authorization: str | None = Header(None)) -> dict[str, Any]:
         who = principal(x_api_key, authorization, Permission.VALIDATE)
         admit(who.tenant, len(body.images))
-        analyses = read_files([(i.image_id, b64(i.image_id, i.content_base64), i.kind) for i in body.images])
+        files = [(i.image_id, b64(i.image_id, i.content_base64), i.kind) for i in body.images]
+        analyses = await in_turn(lambda: read_files(files))
         return {"images": [a.reading.to_json() for a in analyses]}
 
     @app.get("/v1/decisions/{audit_id}", response_model=ClaimDecision, responses=errors(401, 403, 404, 422, 503))

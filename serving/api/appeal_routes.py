@@ -9,12 +9,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from models.detections import ImageReading
 from models.radiographs import RadiographKind
@@ -33,8 +32,10 @@ ReadAll = Callable[[dict[str, bytes], dict[str, RadiographKind | None]], tuple[d
 
 def add_appeal_routes(app: FastAPI, *, store: Store, config: ServingConfig, tables: EffectiveTables,
                       now: Callable[[], dt.datetime], principal: PrincipalOf, read_all: ReadAll,
-                      decode_base64: Callable[[str, str], bytes], charge: Callable[[str, int], None]) -> None:
-    """``charge(tenant, radiographs)``: the tenant's rate limit (raises ``RateLimitedError``)."""
+                      decode_base64: Callable[[str, str], bytes], charge: Callable[[str, int], None],
+                      in_turn: Callable[[Callable[[], Any]], Awaitable[Any]]) -> None:
+    """``charge(tenant, radiographs)``: the tenant's rate limit (raises ``RateLimitedError``);
+    ``in_turn(work)``: blocking work run with a turn at the models (``serving.api.turns``)."""
 
     @app.post("/v1/decisions/{audit_id}/appeals", status_code=201, response_model=AppealDecision,
               responses=errors(400, 401, 403, 404, 409, 413, 422, 429, 503))
@@ -55,7 +56,7 @@ def add_appeal_routes(app: FastAPI, *, store: Store, config: ServingConfig, tabl
             return appeal(store, tables.current(), who.tenant, audit_id, body, readings, files,
                           prints, actor=who.key_id, now=now(), webhooks=config.webhooks, review=config.review.priority)
 
-        decided = await run_in_threadpool(decide)
+        decided = await in_turn(decide)
         return JSONResponse(status_code=201, content=decided.model_dump(mode="json", exclude_none=True))
 
     @app.get("/v1/decisions/{audit_id}/appeals", responses=errors(401, 403, 404, 422, 503))

@@ -30,6 +30,8 @@ class ApiMetrics:
                                  registry=self.registry)
         self.models = Gauge("dxv_model_version_info", "Model versions in use (value 1)", ["model", "version"],
                             registry=self.registry)
+        self.waiting = Gauge("dxv_requests_waiting_for_models", "Requests waiting for a turn at the models",
+                             registry=self.registry)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
