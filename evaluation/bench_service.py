@@ -36,7 +36,7 @@ from models.radiographs import RadiographKind
 
 IMAGE_COUNTS = (1, 2, 4)
 CONCURRENCY = (1, 4, 16)
-STAGES = ("request", "decode", "models", "model_transport", "adjudication")
+STAGES = ("request", "queue", "decode", "models", "model_transport", "adjudication")
 MEMBERS = 2000
 
 
