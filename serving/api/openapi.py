@@ -112,5 +112,5 @@ def published(app: FastAPI) -> dict[str, Any]:
     return spec
 
 
-_SERVER_TIMING = {"description": "this request's stages in milliseconds (decode, models, model_transport, adjudication, "
-                                 "total)", "schema": {"type": "string"}}
+_SERVER_TIMING = {"description": "this request's stages in milliseconds (queue: the wait for a turn at the models, "
+                                 "decode, models, model_transport, adjudication, total)", "schema": {"type": "string"}}
