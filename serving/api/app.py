@@ -224,7 +224,9 @@ def create_app(*, reader: Reader, store: Store, tables: RuleTables, config: Serv
                                                        f"{config.limits.max_request_bytes:,}")
             await refusal(scope, receive, send_noting_status)
         else:
-            with metrics.stage("request"), answering(request):
+            # The request stage times the data routes only (probes and scrapes would dilute it).
+            timed = metrics.stage("request") if path.startswith(_AUDITED_PREFIXES) else contextlib.nullcontext()
+            with timed, answering(request):
                 try:
                     await app(scope, receive, send_noting_status)
                 except Exception as exc:  # a defect, never bad input: answered in the service's shape

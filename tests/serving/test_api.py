@@ -313,7 +313,9 @@ def test_metrics_count_requests_stages_decisions_and_models(service, periapical)
     client, keys = service
     client.post("/v1/claims:validate", json=claim_json([periapical]), headers={"X-API-Key": keys[Role.ADJUDICATOR]})
     client.post("/v1/claims:validate", content=b"{", headers={"X-API-Key": keys[Role.ADJUDICATOR]})
+    client.get("/healthz")
     text = client.get("/metrics").text
+    assert 'dxv_stage_seconds_count{stage="request"} 2.0' in text  # the claims, not the probe or the scrape
     assert 'dxv_requests_total{route="/v1/claims:validate",status="200"} 1.0' in text
     assert 'dxv_requests_total{route="/v1/claims:validate",status="400"} 1.0' in text
     assert 'dxv_stage_seconds_count{stage="models"} 1.0' in text
