@@ -124,7 +124,7 @@ train-demo-models: $(INSTALLED)
 	  --set augment.patch_focus_prob=0.7 --set augment.patch_tooth_focus_prob=0.2 \
 	  --set "data.sources=[{format: synthetic, counts: {periapical: 1200, bitewing: 700, panoramic: 600}, seed: 17}]"
 	for m in root-count tooth-numbering findings; do $(BIN)/dxv models ship $$(ls -d data/runs/$$m-* | tail -1); done
-	$(MAKE) finish-findings FINDINGS_VERSION=0.5.0
+	$(MAKE) finish-findings FINDINGS_VERSION=0.5.1
 	$(MAKE) train-verifier
 
 # The finding verifier learns from the shipped finding detector's own candidates, so it is
@@ -137,7 +137,7 @@ train-verifier: $(INSTALLED)
 # After shipping a finding detector (from the CPU steps above, or from a GPU run's export:
 # dxv models ship RUN_DIR): its int8 copy for CPUs, the test-time views with the operating
 # thresholds chosen again, and the held-out figures in the cards.
-FINDINGS_VERSION ?= 0.5.0
+FINDINGS_VERSION ?= 0.5.1
 finish-findings: $(INSTALLED)
 	$(BIN)/dxv models quantize models/shipped findings --version $(FINDINGS_VERSION) --log \
 	  --calibrate-on synthetic:seed=3002,periapical=16,bitewing=8,panoramic=8

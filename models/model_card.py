@@ -32,7 +32,8 @@ class ModelKey(StrEnum):
 
 
 # Which of a card's files to run: ``auto`` takes the card's int8 copy (``card.int8``) where
-# ONNX Runtime runs on the CPU alone (one with VNNI, on x86) and the float file on a GPU;
+# ONNX Runtime runs on the CPU alone (an 8-bit-weight copy: one with VNNI, on x86) and the
+# float file on a GPU;
 # ``fp32`` and ``int8`` ask for one (``int8`` refused for a card without the copy).
 Precision = Literal["auto", "fp32", "int8"]
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
@@ -172,8 +173,11 @@ class QuantizedFile(FrozenConfig):
     onnx_file: str
     sha256: str
     size_bytes: int
-    scheme: str  # how it was quantized (``models.quantize.SCHEME``)
+    scheme: str  # how it was quantized (``models.quantize.scheme``)
     calibration: str  # the radiographs the activation ranges were taken on
+    # 7: exact on every x86 CPU; 8: saturates on x86 without VNNI (``models.quantize``).
+    # Copies made before the choice existed were 8-bit.
+    weight_bits: Literal[7, 8] = 8
 
 
 class ModelCard(FrozenConfig):

@@ -73,6 +73,9 @@ def register(commands: Any) -> None:
                           help="radiographs to take the activation ranges on (synthetic:seed=...,periapical=... or a "
                                "COCO/YOLO path); not the evaluation sets")
     quantize.add_argument("--version", required=True, help="the card's new version (CPUs now run the copy)")
+    quantize.add_argument("--weight-bits", type=int, choices=(7, 8), default=7,
+                          help="7 (default): the copy reads the same on every x86 CPU; 8: a little finer, but x86 "
+                               "CPUs without VNNI saturate on it, and there auto keeps the float file")
     quantize.add_argument("--log", action="store_true", help="log the copy, its card and the calibration to MLflow "
                           "(experiment dxv-detectors)")
     dataset_options(quantize)
@@ -125,7 +128,7 @@ def _quantize(args: argparse.Namespace) -> int:
     from training.export import quantize_model
 
     samples, name = dataset_samples(args.calibrate_on, args)
-    card = quantize_model(args.model_dir, ModelKey(args.key), args.version, samples, name)
+    card = quantize_model(args.model_dir, ModelKey(args.key), args.version, samples, name, args.weight_bits)
     assert card.int8 is not None
     _out.print(f"{card.key.value} {card.version}: wrote {args.model_dir / card.int8.onnx_file} "
                f"({card.int8.size_bytes / 1e6:.1f} MB, sha256 {card.int8.sha256[:12]}…), calibrated on {name}; "

@@ -32,6 +32,7 @@ from models.onnx_export import (
     export_verifier,
     finalise_card,
 )
+from models.quantize import WeightBits
 from models.tasks import class_names, task_classes
 from training.checkpoints import load_checkpoint
 from training.config import TrainConfig
@@ -138,14 +139,15 @@ def redecode(model_dir: Path, key: ModelKey, overrides: tuple[str, ...], version
     return changed
 
 
-def quantize_model(model_dir: Path, key: ModelKey, version: str, samples: list, dataset_name: str) -> ModelCard:
+def quantize_model(model_dir: Path, key: ModelKey, version: str, samples: list, dataset_name: str,
+                   weight_bits: WeightBits = 7) -> ModelCard:
     """Give a model folder's ``key`` model an int8 copy (``<key>.int8.onnx``) for CPUs,
     its activation ranges taken on ``samples`` prepared as serving prepares them (read with
     every model in the folder, in float: the finding detector on the teeth's region, the
     root counter on the teeth found). The card gets the copy and ``version``; its held-out
     metrics are cleared (on a CPU, serving now runs the copy: run ``dxv eval
-    --write-card-metrics`` again)."""
-    from models.quantize import SCHEME, quantize_int8
+    --write-card-metrics`` again). ``weight_bits``: see ``models.quantize``."""
+    from models.quantize import quantize_int8, scheme
 
     card = get_model_card(key, model_dir)
     if key is ModelKey.FINDING_VERIFIER:
@@ -160,9 +162,9 @@ def quantize_model(model_dir: Path, key: ModelKey, version: str, samples: list, 
                           + (" (the root counter reads the teeth found: put the tooth detector in the folder)"
                              if key is ModelKey.ROOT_COUNT else ""))
     out_path = model_dir / f"{key.value}.int8.onnx"
-    quantize_int8(model_dir / card.onnx_file, out_path, inputs, card.input.name)
+    quantize_int8(model_dir / card.onnx_file, out_path, inputs, card.input.name, weight_bits)
     copy = QuantizedFile(onnx_file=out_path.name, sha256=sha256_of(out_path), size_bytes=out_path.stat().st_size,
-                         scheme=SCHEME, calibration=dataset_name)
+                         scheme=scheme(weight_bits), calibration=dataset_name, weight_bits=weight_bits)
     fields = card.model_dump(mode="json", exclude={"onnx_file", "sha256", "size_bytes"})
     return finalise_card({**fields, "version": version, "metrics": {}, "metrics_dataset": None,
                           "int8": copy.model_dump(mode="json")}, model_dir / card.onnx_file)
@@ -189,10 +191,11 @@ def calibration_inputs(reader: DentalReader, key: ModelKey, samples: list) -> It
 def tune_operating_threshold(card: ModelCard, onnx_path: Path, val_samples: list) -> ModelCard:
     """Set a detector's operating threshold to the best validation F1, and a finding
     detector's per-class thresholds to each class's best F1 (the ONNX file and its hash are
-    unchanged; the thresholds live in the card)."""
+    unchanged; the thresholds live in the card). The card's thresholds are for its own
+    scores: a finding verifier in the folder is not read."""
     if card.decode is None or not val_samples:
         return card
-    reader = DentalReader.from_directory(onnx_path.parent)
+    reader = DentalReader.from_directory(onnx_path.parent, without=(ModelKey.FINDING_VERIFIER,))
     readings = read_all(reader, val_samples)
     own: dict[str, float] = {}
     if card.key is ModelKey.TOOTH_NUMBERING:

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from evaluation.evaluate import read_all
 from evaluation.thresholds import CANDIDATE_THRESHOLDS
 from models.model_card import (
     CARRIED_THROUGHPUT_NOTE,
@@ -19,6 +20,7 @@ from models.model_card import (
 )
 from models.radiographs import RadiographKind
 from serving.cli import main as dxv
+from training import export
 
 
 def _run_with_export(tmp_path, **card_changes):
@@ -83,10 +85,18 @@ def test_own_figures_and_other_inputs_are_never_overwritten():
     assert carried.throughput_device == previous.throughput_device  # its note is already there, not doubled
 
 
-def test_redecode_changes_only_the_decoding_and_clears_the_stale_metrics(tmp_path, capsys):
+def test_redecode_changes_only_the_decoding_and_clears_the_stale_metrics(tmp_path, capsys, monkeypatch):
     folder = tmp_path / "models"
     shutil.copytree(SHIPPED_DIR, folder)
+    assert (folder / "finding-verifier.card.json").exists()
     before = get_model_card("findings", folder)
+    tuned_with = []
+
+    def reading(reader, samples):  # the thresholds are the detector's own: its scores, not the verifier's
+        tuned_with.append(reader)
+        return read_all(reader, samples)
+
+    monkeypatch.setattr(export, "read_all", reading)
     assert dxv(["models", "redecode", str(folder), "findings", "--set", "decode.test_time_flip=[periapical]",
                 "--set", "decode.fusion_iou=0.6", "--version", "9.0.0",
                 "--tune-on", "synthetic:seed=3,periapical=2"]) == 0
@@ -101,6 +111,8 @@ def test_redecode_changes_only_the_decoding_and_clears_the_stale_metrics(tmp_pat
     assert after.model_dump(exclude={"version", "metrics", "metrics_dataset", "decode"}) == \
         before.model_dump(exclude={"version", "metrics", "metrics_dataset", "decode"})
     assert get_model_card("tooth-numbering", folder) == get_model_card("tooth-numbering")
+    (reader,) = tuned_with
+    assert reader.findings is not None and reader.verifier is None
 
 
 @pytest.mark.parametrize(("args", "code"), [
