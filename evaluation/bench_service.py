@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from datasets.synth.generator import case_dicom_bytes, generate_case
 from evaluation.machine_speed import describe as machine_reference
 from evaluation.service_demo import running_service
+from models.inference import DentalReader
 from models.radiographs import RadiographKind
 
 IMAGE_COUNTS = (1, 2, 4)
@@ -222,13 +223,23 @@ def refused_claim_p50_ms(base_url: str, key: str, factory: ClaimFactory, n_image
     return statistics.median(times[3:]) * 1000  # the first few warm the path up
 
 
-def direct_model_times_ms(images: list[tuple[str, bytes, np.ndarray]], n_images: int, repeats: int = 15) -> list[float]:
-    """The models alone, in this process (2 threads, as the model replica), for a claim of
-    ``n_images`` periapicals: the baseline the overhead is measured against (ms per claim)."""
+def baseline_reader(overrides: tuple[str, ...]) -> DentalReader:
+    """The models the service reads with (its config with the benchmark's overrides: the
+    same files, the same precision), in this process with 2 threads as the model replica:
+    the baseline the overhead is measured against. With ``--set models.precision=fp32`` a
+    baseline read from the int8 copy counted the float file's extra time as overhead."""
     from models.inference import DentalReader
-    from models.model_card import SHIPPED_DIR
+    from serving.model_sources import resolve_model_dir
+    from serving.service_config import load_serving_config
 
-    reader = DentalReader.from_directory(SHIPPED_DIR, threads=2)
+    config = load_serving_config(overrides=overrides)
+    model_dir, _ = resolve_model_dir(config)
+    return DentalReader.from_directory(model_dir, threads=2, precision=config.models.precision)
+
+
+def direct_model_times_ms(reader: DentalReader, images: list[tuple[str, bytes, np.ndarray]], n_images: int,
+                          repeats: int = 15) -> list[float]:
+    """The models alone for a claim of ``n_images`` periapicals (ms per claim)."""
     for rid, _, pixels in images[:2]:  # warm-up
         reader.read(rid, pixels, RadiographKind.PERIAPICAL, operating_point=False)
     times = []
@@ -322,7 +333,8 @@ def main() -> None:
     # The baseline is taken before the service starts and again after it stops, and the
     # median of both is used: this shared machine's speed drifts by 10-20 % over minutes,
     # and one reading taken minutes before the service's moved the overhead as much.
-    before = {n: direct_model_times_ms(images, n) for n in image_counts}
+    reader = baseline_reader(tuple(args.overrides))
+    before = {n: direct_model_times_ms(reader, images, n) for n in image_counts}
     results = []
     paired: dict[int, float] = {}
     print(f"earlier radiographs in the tenant's history: {args.stored_radiographs:,}", flush=True)
@@ -348,10 +360,6 @@ def main() -> None:
                       f"GET /healthz meanwhile p50 {result['healthz_busy_p50_ms']:.0f} ms, "
                       f"max {result['healthz_busy_max_ms']:.0f} ms", flush=True)
         if args.paired:
-            from models.inference import DentalReader
-            from models.model_card import SHIPPED_DIR
-
-            reader = DentalReader.from_directory(SHIPPED_DIR, threads=2)
             for n_images in image_counts:
                 overheads = paired_overheads_ms(base_url, key, factory, reader, n_images, args.paired)
                 paired[n_images] = statistics.median(overheads.over_models)
@@ -364,7 +372,7 @@ def main() -> None:
                       f"{np.percentile(overheads.outside_models, 25):.0f}, p75 "
                       f"{np.percentile(overheads.outside_models, 75):.0f}); the models inside the service less in "
                       f"this process p50 {statistics.median(overheads.models_slower_in_service):+.0f} ms", flush=True)
-    after = {n: direct_model_times_ms(images, n) for n in image_counts}
+    after = {n: direct_model_times_ms(reader, images, n) for n in image_counts}
     drift = {n: f"{statistics.median(before[n]):.0f} before, {statistics.median(after[n]):.0f} after"
              for n in image_counts}
     direct = {n: statistics.median(before[n] + after[n]) for n in image_counts}
