@@ -114,7 +114,7 @@ def log_quantization(model_dir: Path, card: ModelCard, experiment: str = "dxv-de
         mlflow.log_params({"model": card.key.value, "version": card.version, "float_sha256": card.sha256,
                            "float_size_bytes": card.size_bytes, "int8_sha256": card.int8.sha256,
                            "int8_size_bytes": card.int8.size_bytes, "scheme": card.int8.scheme[:500],
-                           "calibration": card.int8.calibration[:500]})
+                           "calibration": card.int8.calibration[:500], "weight_bits": card.int8.weight_bits})
         tracker.log_file(model_dir / card.int8.onnx_file, "int8")
         tracker.log_file(card_path(model_dir / card.onnx_file), "model_card")
         return tracker.run_id

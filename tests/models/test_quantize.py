@@ -191,7 +191,7 @@ def test_quantize_writes_a_verified_copy_and_a_new_card_version(tmp_path, capsys
     client = MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("dxv-detectors").experiment_id])
     assert run.data.params["int8_sha256"] == quantized.int8.sha256 and run.data.params["float_sha256"] == card.sha256
-    assert run.data.params["calibration"] == quantized.int8.calibration
+    assert run.data.params["calibration"] == quantized.int8.calibration and run.data.params["weight_bits"] == "7"
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "int8")}
     assert logged == {"int8/root-count.int8.onnx"}
 
