@@ -32,7 +32,7 @@ from models.onnx_export import (
     export_verifier,
     finalise_card,
 )
-from models.quantize import WeightBits
+from models.quantize import WeightBits, quantize_int8, scheme
 from models.tasks import class_names, task_classes
 from training.checkpoints import load_checkpoint
 from training.config import TrainConfig
@@ -147,8 +147,6 @@ def quantize_model(model_dir: Path, key: ModelKey, version: str, samples: list, 
     root counter on the teeth found). The card gets the copy and ``version``; its held-out
     metrics are cleared (on a CPU, serving now runs the copy: run ``dxv eval
     --write-card-metrics`` again). ``weight_bits``: see ``models.quantize``."""
-    from models.quantize import quantize_int8, scheme
-
     card = get_model_card(key, model_dir)
     if key is ModelKey.FINDING_VERIFIER:
         raise ExportError("the finding verifier has no int8 copy: it reads a few dozen small crops per radiograph "
